@@ -1,0 +1,119 @@
+"""`vae`: the command line of SPEC.md. Each subcommand imports only what it needs, so
+`vae score` never loads torch."""
+
+import argparse
+import sys
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of layer widths; "
+                                         f"expected positive integers such as 256,256")
+    return sizes
+
+
+def _natural(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number ≥ 0")
+    return int(text)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="vae", description=__doc__.split("\n")[0])
+    commands = top.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a VAE into RUN_DIR")
+    train.add_argument("--data", default="digits",
+                       help="digits (default), breast-cancer, or a .csv/.parquet/.npy file")
+    train.add_argument("--epochs", type=_positive, help="at most this many epochs (300)")
+    train.add_argument("--latent-dim", type=_positive, default=16)
+    train.add_argument("--hidden", type=_hidden, default=(256, 256), help="e.g. 256,256")
+    train.add_argument("--beta", type=float, default=1.0, help="KL weight (1)")
+    train.add_argument("--warmup-epochs", type=int, default=10, help="KL warm-up epochs (10)")
+    train.add_argument("--seed", type=_natural, default=0)
+    train.add_argument("--no-sampling", action="store_true",
+                       help="the deterministic ablation: z = mu, penalty ½‖mu‖²")
+    train.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--out", required=True, metavar="RUN_DIR")
+
+    export = commands.add_parser("export", help="write the ONNX bundle of a trained run")
+    export.add_argument("run_dir", metavar="RUN_DIR")
+    export.add_argument("--out", required=True, metavar="BUNDLE_DIR")
+    export.add_argument("--name", default="vae", help="model name (vae)")
+    export.add_argument("--target-fpr", type=float, default=0.01,
+                        help="share of validation rows above the anomaly threshold (0.01)")
+    export.add_argument("--register", action="store_true",
+                        help="also store the bundle in the BentoML model store as NAME:VERSION")
+    return top
+
+
+def run_train(args: argparse.Namespace) -> None:
+    from training.config import TrainConfig
+    from training.train import resume, train
+
+    if args.resume:  # the run's own settings; only --epochs may change
+        metrics = resume(args.out, args.epochs, progress=not args.quiet)
+    else:
+        config = TrainConfig(data=args.data, latent_dim=args.latent_dim, hidden=args.hidden,
+                             beta=args.beta, warmup_epochs=args.warmup_epochs, seed=args.seed,
+                             sampling=not args.no_sampling)
+        if args.epochs is not None:
+            config.epochs = args.epochs
+        metrics = train(config, args.out, progress=not args.quiet)
+    print(f"trained {metrics['dataset']}: {metrics['epochs']} epochs in {metrics['seconds']} s, "
+          f"best validation loss {metrics['val_loss']:.3f} nats at epoch "
+          f"{metrics['best_epoch']}; run in {args.out}")
+
+
+def run_export(args: argparse.Namespace) -> None:
+    from export.bundle import export_run
+
+    bundle = export_run(args.run_dir, args.out, name=args.name, target_fpr=args.target_fpr)
+    manifest = bundle.manifest
+    print(f"exported {manifest.name}:{manifest.version} to {bundle.path} (threshold "
+          f"{manifest.calibration.threshold:.3f} nats at {manifest.calibration.target_fpr:.0%} "
+          f"validation false positives)")
+    if args.register:
+        from export.registry import register
+        tag = register(bundle)
+        print(f"registered {tag} in the BentoML model store")
+
+
+COMMANDS = {"train": run_train, "export": run_export}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from serving.bundle import BundleError
+    from serving.inputs import InputError
+
+    expected: tuple[type[Exception], ...] = (InputError, BundleError, FileNotFoundError)
+    if args.command in ("train", "export"):
+        from export.verify import ExportError
+        from training.train import RunError
+        expected += (RunError, ExportError)
+    try:
+        COMMANDS[args.command](args)
+    except expected as e:
+        print(f"vae {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        hint = " (resume with the same command and --resume)" if args.command == "train" else ""
+        print(f"\nvae {args.command}: interrupted{hint}", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

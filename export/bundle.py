@@ -1,0 +1,106 @@
+"""`vae export`: a trained run -> verified graphs -> calibrated threshold -> the bundle."""
+
+import hashlib
+import json
+import os
+from datetime import datetime, timezone
+
+import numpy as np
+import onnx
+import torch
+
+from export.graphs import OPSET, export_graphs
+from export.verify import PARITY_BATCHES, PARITY_SAMPLES, PARITY_TOLERANCE, check_graph, \
+    check_parity, parity
+from serving.bundle import Bundle, write_bundle
+from serving.noise import draw_eps
+from serving.runtime import VAEGraphs
+from serving.scores import calibrate
+from training.model import VAE
+from training.train import load_run
+
+CALIBRATION_SAMPLES = 16  # the default n_samples of /anomaly_score
+CALIBRATION_SEED = 0
+CALIBRATION_CHUNK = 4096  # rows per onnxruntime call, to bound memory on large validation sets
+
+
+def model_version(vae: VAE) -> str:
+    """A content hash of the weights and normalization: the same model, the same version."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(vae.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
+def validation_scores(graphs: VAEGraphs, x: np.ndarray, sampling: bool) -> np.ndarray:
+    """Scores of the validation rows with SPEC.md's noise, as the service would give them."""
+    scores = []
+    for start in range(0, len(x), CALIBRATION_CHUNK):
+        rows = x[start:start + CALIBRATION_CHUNK]
+        eps = draw_eps(CALIBRATION_SEED, start, start + len(rows), CALIBRATION_SAMPLES,
+                       graphs.latent_dim)
+        scores.append(graphs.score_terms(rows, eps, sampling)[0].score)
+    return np.concatenate(scores)
+
+
+def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str = "vae",
+               target_fpr: float = 0.01) -> Bundle:
+    """Export, verify and calibrate a finished run, then write its bundle to `out`."""
+    vae, saved = load_run(run_dir)
+    version = model_version(vae)
+    encoder, decoder = export_graphs(vae)
+    check_graph(encoder, "encoder")
+    check_graph(decoder, "decoder")
+    graphs = VAEGraphs(encoder.SerializeToString(), decoder.SerializeToString(),
+                       vae.n_features, vae.latent_dim)
+    x_val = np.ascontiguousarray(saved["x_val"].numpy(), dtype=np.float32)
+    worst = parity(vae, graphs, x_val)
+    check_parity(worst)
+
+    quantiles, threshold = calibrate(validation_scores(graphs, x_val, vae.sampling), target_fpr)
+    metrics = saved["metrics"]
+    config = saved["config"]
+    manifest = {
+        "name": name,
+        "version": version,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "n_features": vae.n_features,
+        "latent_dim": vae.latent_dim,
+        "feature_names": list(saved["feature_names"]),
+        "likelihood": "gaussian",
+        "sampling": vae.sampling,
+        "normalization": {"kind": "standardize", "mean": vae.x_shift.tolist(),
+                          "std": vae.x_scale.tolist()},
+        "opset": OPSET,
+        "training": {"dataset": saved["dataset"], "rows": metrics["train_rows"],
+                     "epochs": metrics["epochs"], "seed": config["seed"],
+                     "train_loss": metrics["train_loss"], "val_loss": metrics["val_loss"],
+                     "val_rows": metrics["val_rows"], "best_epoch": metrics["best_epoch"],
+                     "hidden": list(config["hidden"]), "beta": config["beta"]},
+        "calibration": {"score": f"iwae (n_samples {CALIBRATION_SAMPLES}) on validation rows"
+                        if vae.sampling else "recon_nll + ½‖mu‖² on validation rows",
+                        "n_samples": CALIBRATION_SAMPLES, "seed": CALIBRATION_SEED,
+                        "rows": len(x_val), "quantiles": quantiles, "threshold": threshold,
+                        "target_fpr": target_fpr},
+        "verification": {"batches": list(PARITY_BATCHES), "n_samples": list(PARITY_SAMPLES),
+                         "tolerance": PARITY_TOLERANCE, "parity": worst},
+    }
+    if saved.get("image_shape"):
+        manifest["image_shape"] = list(saved["image_shape"])
+    for graph in (encoder, decoder):
+        _set_metadata(graph, manifest)
+    return write_bundle(out, encoder.SerializeToString(), decoder.SerializeToString(), manifest)
+
+
+def _set_metadata(graph: onnx.ModelProto, manifest: dict) -> None:
+    """The manifest's identity in the graph's metadata_props, so a lone graph still says what
+    it is (the calibration, which changes without the graph changing, stays in the manifest)."""
+    keys = ("name", "version", "created_at", "n_features", "latent_dim", "feature_names",
+            "likelihood", "sampling", "normalization", "training")
+    del graph.metadata_props[:]
+    for key in keys:
+        value = manifest[key]
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
+    graph.producer_name, graph.producer_version = "vae-service", torch.__version__

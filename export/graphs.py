@@ -1,0 +1,64 @@
+"""The encoder and decoder of a trained VAE as two ONNX graphs, with `eps` as an input.
+
+encoder(x (batch, F), eps (n_samples, batch, D)) -> mu, logvar (batch, D), z (n_samples, batch, D)
+decoder(z (batch, D)) -> x_mean, x_logvar (batch, F)
+Normalization is inside both (the model's buffers); `batch` and `n_samples` are dynamic.
+"""
+
+import logging
+import warnings
+
+import onnx
+import torch
+from torch import nn
+
+from training.model import VAE
+
+OPSET = 18
+
+
+class EncoderGraph(nn.Module):
+    def __init__(self, vae: VAE):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor, eps: torch.Tensor):
+        mu, logvar = self.vae.encode(x)
+        return mu, logvar, self.vae.reparameterize(mu, logvar, eps)
+
+
+class DecoderGraph(nn.Module):
+    def __init__(self, vae: VAE):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, z: torch.Tensor):
+        return self.vae.decode(z)
+
+
+logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed"
+
+
+def _to_onnx(module: nn.Module, args: tuple, input_names: list[str], output_names: list[str],
+             dynamic_shapes: dict) -> onnx.ModelProto:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation chatter, not our concern
+        program = torch.onnx.export(module, args, input_names=input_names,
+                                    output_names=output_names, dynamic_shapes=dynamic_shapes,
+                                    opset_version=OPSET, dynamo=True, external_data=False,
+                                    optimize=True, verbose=False)
+    return program.model_proto
+
+
+def export_graphs(vae: VAE) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    """(encoder, decoder) as self-contained ONNX models."""
+    vae = vae.eval()
+    batch = torch.export.Dim("batch", min=1)
+    n_samples = torch.export.Dim("n_samples", min=1)
+    d, f = vae.latent_dim, vae.n_features
+    encoder = _to_onnx(EncoderGraph(vae), (torch.randn(3, f), torch.randn(2, 3, d)),
+                       ["x", "eps"], ["mu", "logvar", "z"],
+                       {"x": {0: batch}, "eps": {0: n_samples, 1: batch}})
+    decoder = _to_onnx(DecoderGraph(vae), (torch.randn(3, d),), ["z"], ["x_mean", "x_logvar"],
+                       {"z": {0: batch}})
+    return encoder, decoder

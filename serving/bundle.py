@@ -1,0 +1,214 @@
+"""The bundle format of SPEC.md: encoder.onnx, decoder.onnx and manifest.json in one directory.
+
+This module is the one definition of the format: `export` writes bundles with `write_bundle`,
+and everything that runs a model reads them with `load_bundle`, which refuses a damaged bundle
+with a one-line `BundleError` naming what is wrong.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+FORMAT_VERSION = 1
+ENCODER_FILE = "encoder.onnx"
+DECODER_FILE = "decoder.onnx"
+MANIFEST_FILE = "manifest.json"
+GRAPH_FILES = (ENCODER_FILE, DECODER_FILE)
+
+
+class BundleError(ValueError):
+    """A bundle that is missing, damaged or not of this format."""
+
+
+class Normalization(BaseModel):
+    """x_normalized = (x - mean) / std, applied inside the encoder and undone by the decoder."""
+
+    kind: Literal["standardize"] = "standardize"
+    mean: list[float]
+    std: list[float]
+
+
+class TrainingSummary(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    dataset: str
+    rows: int
+    epochs: int
+    seed: int
+    train_loss: float
+    val_loss: float
+
+
+class Calibration(BaseModel):
+    """Validation scores at levels 0, 0.1, ..., 100 percent, and the anomaly threshold."""
+
+    score: str
+    n_samples: int = Field(ge=1)
+    seed: int
+    rows: int = Field(ge=1)
+    quantiles: list[float] = Field(min_length=2)
+    threshold: float
+    target_fpr: float = Field(gt=0, lt=1)
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    format_version: int
+    name: str
+    version: str
+    created_at: str
+    n_features: int = Field(ge=1)
+    latent_dim: int = Field(ge=1)
+    feature_names: list[str]
+    likelihood: Literal["gaussian"]
+    sampling: bool = True  # False for the --no-sampling ablation: z = mu, penalty ½‖mu‖²
+    normalization: Normalization
+    opset: int
+    sha256: dict[str, str]
+    training: TrainingSummary
+    calibration: Calibration
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Manifest":
+        if len(self.feature_names) != self.n_features:
+            raise ValueError(f"feature_names has {len(self.feature_names)} names; "
+                             f"n_features is {self.n_features}")
+        for field in ("mean", "std"):
+            values = getattr(self.normalization, field)
+            if len(values) != self.n_features:
+                raise ValueError(f"normalization.{field} has {len(values)} values; "
+                                 f"n_features is {self.n_features}")
+        if sorted(self.sha256) != sorted(GRAPH_FILES):
+            raise ValueError(f"sha256 names {sorted(self.sha256)}; expected {list(GRAPH_FILES)}")
+        return self
+
+    def public(self) -> dict:
+        """What /metadata shows: everything but the long per-feature and per-quantile lists."""
+        data = self.model_dump(exclude={"normalization": {"mean", "std"},
+                                        "calibration": {"quantiles"}})
+        return data
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    manifest: Manifest
+
+    @property
+    def encoder_path(self) -> Path:
+        return self.path / ENCODER_FILE
+
+    @property
+    def decoder_path(self) -> Path:
+        return self.path / DECODER_FILE
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _one_line(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "manifest"
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+def load_bundle(path: str | os.PathLike) -> Bundle:
+    """Read and verify a bundle directory: manifest fields, graph files and their sha256."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BundleError(f"bundle {path} is not a directory; expected a directory written by "
+                          f"`vae export` ({', '.join(GRAPH_FILES)}, {MANIFEST_FILE})")
+    manifest_path = path / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise BundleError(f"bundle {path} has no {MANIFEST_FILE}; expected a directory written "
+                          f"by `vae export`")
+    try:
+        raw = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BundleError(f"{manifest_path} is not valid JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise BundleError(f"{manifest_path} holds a {type(raw).__name__}; expected an object")
+    if raw.get("format_version") != FORMAT_VERSION:
+        raise BundleError(f"{manifest_path} has format_version {raw.get('format_version')!r}; "
+                          f"this runtime reads format_version {FORMAT_VERSION}")
+    try:
+        manifest = Manifest.model_validate(raw)
+    except ValidationError as e:
+        raise BundleError(f"{manifest_path} is invalid: {_one_line(e)}") from None
+    for name in GRAPH_FILES:
+        graph = path / name
+        if not graph.is_file():
+            raise BundleError(f"bundle {path} has no {name}")
+        actual = file_sha256(graph)
+        if actual != manifest.sha256[name]:
+            raise BundleError(f"{graph} has sha256 {actual[:12]}…; the manifest expects "
+                              f"{manifest.sha256[name][:12]}…: the file was changed or damaged")
+    return Bundle(path=path, manifest=manifest)
+
+
+def write_bundle(out: str | os.PathLike, encoder: bytes, decoder: bytes, manifest: dict) -> Bundle:
+    """Write a bundle atomically: into a temporary sibling directory, then renamed into place.
+
+    `manifest` holds every field but `format_version` and `sha256`, which are filled in here.
+    An existing bundle at `out` is replaced; any other existing path is refused.
+    """
+    out = Path(out)
+    if out.exists() and not (out / MANIFEST_FILE).is_file() and any(out.iterdir()):
+        raise BundleError(f"{out} exists and is not a bundle; choose a new or empty directory")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for name, content in ((ENCODER_FILE, encoder), (DECODER_FILE, decoder)):
+            (tmp / name).write_bytes(content)
+        fields = {"format_version": FORMAT_VERSION, **manifest,
+                  "sha256": {name: file_sha256(tmp / name) for name in GRAPH_FILES}}
+        Manifest.model_validate(fields)  # never write a bundle that load_bundle would refuse
+        (tmp / MANIFEST_FILE).write_text(json.dumps(fields, indent=2) + "\n")
+        os.chmod(tmp, 0o755)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return load_bundle(out)
+
+
+def locate_bundle(ref: str | os.PathLike) -> Path:
+    """A bundle directory, or a BentoML model-store tag such as `vae:latest`, as a directory."""
+    path = Path(ref)
+    if path.is_dir():
+        return path
+    ref = str(ref)
+    if path.exists() or "/" in ref or os.sep in ref:
+        raise BundleError(f"model {ref!r} is not a bundle directory; expected a directory "
+                          f"written by `vae export` or a model-store tag such as vae:latest")
+    import bentoml  # only needed for tags; importing it costs about a second
+    try:
+        return Path(bentoml.models.get(ref).path)
+    except bentoml.exceptions.NotFound:
+        raise BundleError(f"model {ref!r} is neither a bundle directory nor a tag in the BentoML "
+                          f"model store; run `vae export RUN_DIR --out DIR --register` first, or "
+                          f"see `bentoml models list`") from None
+    except (ValueError, bentoml.exceptions.BentoMLException) as e:
+        raise BundleError(f"model {ref!r} is not a valid model-store tag ({e}); expected NAME or "
+                          f"NAME:VERSION such as vae:latest, or a bundle directory") from None

@@ -1,0 +1,56 @@
+"""Validation of the rows a caller hands to the runtime: one definition for HTTP, CLI and files."""
+
+import numpy as np
+
+
+class InputError(ValueError):
+    """Input rows that are not what the model expects; the message names field, fault and need."""
+
+
+def check_rows(x, n_features: int, field: str = "x", max_rows: int | None = None) -> np.ndarray:
+    """Rows as a C-contiguous float32 (B, n_features) array, or an InputError saying what is wrong."""
+    if isinstance(x, np.ndarray) and x.dtype.kind in "fiu":
+        rows = x
+    else:
+        try:
+            rows = np.asarray(x, dtype=np.float32)
+        except (ValueError, TypeError):
+            _raise_not_numeric(x, n_features, field)
+    if rows.ndim != 2:
+        if rows.ndim == 1 and rows.size == 0:
+            raise InputError(f"{field} is empty; expected at least one row of {n_features} numbers")
+        raise InputError(f"{field} has shape {list(rows.shape)}; expected a list of rows, "
+                         f"each a list of {n_features} numbers")
+    if rows.shape[0] == 0:
+        raise InputError(f"{field} is empty; expected at least one row of {n_features} numbers")
+    if rows.shape[1] != n_features:
+        raise InputError(f"{field} has {rows.shape[1]} columns; this model expects {n_features} "
+                         f"(feature_names in /metadata)")
+    if max_rows is not None and rows.shape[0] > max_rows:
+        raise InputError(f"{field} has {rows.shape[0]} rows; at most {max_rows} are accepted "
+                         f"per request (split it, or use the file endpoint)")
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    finite = np.isfinite(rows)
+    if not finite.all():
+        r, c = np.argwhere(~finite)[0]
+        what = "NaN" if np.isnan(rows[r, c]) else "infinite (or beyond float32's range)"
+        raise InputError(f"{field}[{r}][{c}] is {what}; expected finite numbers")
+    return rows
+
+
+def _raise_not_numeric(x, n_features: int, field: str):
+    if not isinstance(x, (list, tuple)):
+        raise InputError(f"{field} is a {type(x).__name__}; expected a list of rows, "
+                         f"each a list of {n_features} numbers")
+    for r, row in enumerate(x):
+        if not isinstance(row, (list, tuple)):
+            raise InputError(f"{field}[{r}] is a {type(row).__name__}; expected a list of "
+                             f"{n_features} numbers")
+        if len(row) != n_features:
+            raise InputError(f"{field}[{r}] has {len(row)} values; this model expects "
+                             f"{n_features} (feature_names in /metadata)")
+        for c, value in enumerate(row):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise InputError(f"{field}[{r}][{c}] is {value!r}; expected a number")
+    raise InputError(f"{field} could not be read as numbers; expected a list of rows, "
+                     f"each a list of {n_features} numbers")

@@ -1,0 +1,163 @@
+"""The VAE on onnxruntime: the one object that the HTTP service, the CLI and the batch jobs wrap.
+
+`VAERuntime` holds the two sessions of a verified bundle and turns rows into scores with the
+random-draw rule of `serving.noise` and the maths of `serving.scores`.
+"""
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from serving.bundle import Bundle, BundleError, load_bundle, locate_bundle
+from serving.inputs import check_rows
+from serving.noise import draw_eps, draw_latent
+from serving.scores import Scores, percentile, score_terms
+
+
+@dataclass
+class ScoredRows(Scores):
+    percentile: np.ndarray | None = None  # (B,)
+    is_anomaly: np.ndarray | None = None  # (B,)
+    mu: np.ndarray | None = None  # (B, D)
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    """Explicit threads: by default onnxruntime sizes itself to the host, not the container."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+def default_threads() -> int:
+    """onnxruntime threads per session: VAE_ORT_THREADS, else 1."""
+    return int(os.environ.get("VAE_ORT_THREADS", "1"))
+
+
+class VAEGraphs:
+    """The encoder and decoder sessions, checked against the graph contract of SPEC.md."""
+
+    def __init__(self, encoder: str | os.PathLike | bytes, decoder: str | os.PathLike | bytes,
+                 n_features: int, latent_dim: int, threads: int | None = None):
+        self.n_features, self.latent_dim = n_features, latent_dim
+        self.threads = threads or default_threads()
+        self.encoder = self._session(encoder, "encoder")
+        self.decoder = self._session(decoder, "decoder")
+        self._check_contract()
+
+    def _session(self, graph: str | os.PathLike | bytes, name: str) -> ort.InferenceSession:
+        source = graph if isinstance(graph, bytes) else str(graph)
+        try:
+            return ort.InferenceSession(source, session_options(self.threads),
+                                        providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own types for unreadable graphs
+            message = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise BundleError(f"the {name} graph is not loadable by onnxruntime: {message}") \
+                from None
+
+    def _check_contract(self) -> None:
+        f, d = self.n_features, self.latent_dim
+        expected = {
+            "encoder": (self.encoder, {"x": (2, 1, f), "eps": (3, 2, d)}, ["mu", "logvar", "z"]),
+            "decoder": (self.decoder, {"z": (2, 1, d)}, ["x_mean", "x_logvar"]),
+        }
+        for name, (session, inputs, outputs) in expected.items():
+            found = {i.name: i for i in session.get_inputs()}
+            if sorted(found) != sorted(inputs):
+                raise BundleError(f"the {name} graph has inputs {sorted(found)}; "
+                                  f"expected {sorted(inputs)}")
+            for input_name, (rank, axis, size) in inputs.items():
+                shape, kind = found[input_name].shape, found[input_name].type
+                if kind != "tensor(float)" or len(shape) != rank or shape[axis] != size:
+                    raise BundleError(f"the {name} input {input_name} is {kind} {shape}; "
+                                      f"expected float32 of rank {rank} with {size} on axis {axis}")
+            names = [o.name for o in session.get_outputs()]
+            if names != outputs:
+                raise BundleError(f"the {name} graph has outputs {names}; expected {outputs}")
+
+    def encode(self, x: np.ndarray, eps: np.ndarray) -> tuple[np.ndarray, ...]:
+        """x (B, F), eps (K, B, D) -> mu (B, D), logvar (B, D), z (K, B, D)."""
+        return tuple(self.encoder.run(None, {"x": x, "eps": eps}))
+
+    def decode(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """z (..., D) -> x_mean, x_logvar (..., F); leading axes are flattened into one call."""
+        lead = z.shape[:-1]
+        flat = np.ascontiguousarray(z.reshape(-1, self.latent_dim), dtype=np.float32)
+        x_mean, x_logvar = self.decoder.run(None, {"z": flat})
+        return x_mean.reshape(*lead, -1), x_logvar.reshape(*lead, -1)
+
+    def score_terms(self, x: np.ndarray, eps: np.ndarray, sampling: bool = True,
+                    explain: bool = False) -> tuple[Scores, np.ndarray]:
+        """Score terms of checked rows x (B, F) under noise eps (K, B, D), and mu (B, D)."""
+        mu, logvar, z = self.encode(x, eps)
+        x_mean, x_logvar = self.decode(z)  # one decoder call over (K·B, D)
+        return score_terms(x, mu, logvar, eps, z, x_mean, x_logvar, sampling, explain), mu
+
+
+class VAERuntime:
+    """A verified bundle on onnxruntime, scoring rows by SPEC.md's draw rule and maths."""
+
+    def __init__(self, bundle: Bundle, threads: int | None = None):
+        self.bundle = bundle
+        self.manifest = manifest = bundle.manifest
+        self.n_features, self.latent_dim = manifest.n_features, manifest.latent_dim
+        self.graphs = VAEGraphs(bundle.encoder_path, bundle.decoder_path, manifest.n_features,
+                                manifest.latent_dim, threads)
+        self.quantiles = np.asarray(manifest.calibration.quantiles, dtype=np.float64)
+        self.threshold = np.float32(manifest.calibration.threshold)
+
+    @classmethod
+    def load(cls, model: str | os.PathLike, threads: int | None = None) -> "VAERuntime":
+        """From a bundle directory or a model-store tag such as `vae:latest`."""
+        return cls(load_bundle(locate_bundle(model)), threads)
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    # -- what callers ask for ------------------------------------------------------------------
+
+    def check(self, x, field: str = "x", max_rows: int | None = None) -> np.ndarray:
+        return check_rows(x, self.n_features, field, max_rows)
+
+    def eps(self, seed: int, start: int, rows: int, n_samples: int) -> np.ndarray:
+        """The noise of SPEC.md for rows start..start+rows-1: (K, B, D)."""
+        return draw_eps(seed, start, start + rows, n_samples, self.latent_dim)
+
+    def score_with_eps(self, x: np.ndarray, eps: np.ndarray, explain: bool = False,
+                       with_latent: bool = False) -> ScoredRows:
+        """Scores of checked rows x (B, F) under the given noise eps (K, B, D)."""
+        terms, mu = self.graphs.score_terms(x, eps, self.manifest.sampling, explain)
+        return ScoredRows(**vars(terms), percentile=percentile(terms.score, self.quantiles),
+                          is_anomaly=terms.score > self.threshold,
+                          mu=mu if with_latent else None)
+
+    def score(self, x, n_samples: int, seed: int, start: int = 0, explain: bool = False,
+              with_latent: bool = False) -> ScoredRows:
+        """Scores of rows numbered start, start+1, ... (their positions fix their noise)."""
+        x = self.check(x)
+        return self.score_with_eps(x, self.eps(seed, start, len(x), n_samples), explain,
+                                   with_latent)
+
+    def reconstruct(self, x, n_samples: int, seed: int) -> np.ndarray:
+        """Mean of the decoder means over K samples of z; K = 0 decodes mu."""
+        x = self.check(x)
+        if n_samples == 0:
+            mu, _, _ = self.graphs.encode(x, np.zeros((0, len(x), self.latent_dim), np.float32))
+            return self.graphs.decode(mu)[0]
+        _, _, z = self.graphs.encode(x, self.eps(seed, 0, len(x), n_samples))
+        return self.graphs.decode(z)[0].mean(axis=0)
+
+    def sample(self, n: int, seed: int, temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """n draws z = temperature · N(0, I) and their decoder means: (x (n, F), z (n, D))."""
+        z = draw_latent(seed, n, self.latent_dim, temperature)
+        return self.graphs.decode(z)[0], z
+
+    def warm_up(self) -> None:
+        """Run both graphs once at a few shapes so the first request pays no set-up cost."""
+        for rows, k in ((1, 1), (64, 16)):
+            self.score(np.zeros((rows, self.n_features), np.float32), k, seed=0)

@@ -1,0 +1,78 @@
+"""The score maths of SPEC.md, vectorised over (K, B, ...) in float32.
+
+score      = -(logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log K)
+             the importance-weighted bound of Burda et al. (2015), arXiv:1509.00519;
+             K = 1 is the one-sample negative ELBO.
+recon_nll  = -mean_k log p(x|z_k)
+kl         = KL(q(z|x) || N(0, I)) in closed form (Kingma & Welling 2014, appendix B)
+feature_nll= -mean_k log p(x_j|z_k), per feature; sums to recon_nll.
+
+Everything is in nats and raw feature units; higher means more anomalous.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+LOG_2PI = np.float32(np.log(2.0 * np.pi))
+QUANTILE_LEVELS = np.linspace(0.0, 100.0, 1001)  # percent; calibration stores a score at each
+
+
+@dataclass
+class Scores:
+    score: np.ndarray  # (B,)
+    recon_nll: np.ndarray  # (B,)
+    kl: np.ndarray  # (B,)
+    feature_nll: np.ndarray | None = None  # (B, F) when explained
+
+
+def score_terms(x: np.ndarray, mu: np.ndarray, logvar: np.ndarray, eps: np.ndarray,
+                z: np.ndarray, x_mean: np.ndarray, x_logvar: np.ndarray,
+                sampling: bool = True, explain: bool = False) -> Scores:
+    """Per-row scores from the graphs' outputs.
+
+    x (B, F); mu, logvar (B, D); eps, z (K, B, D); x_mean, x_logvar (K, B, F).
+    For a `--no-sampling` model (z = mu and logvar = 0) the score is recon_nll + ½‖mu‖², the
+    objective it was trained on; its closed-form `kl` is then exactly that penalty.
+    """
+    k = z.shape[0]
+    # Squared error scaled by the decoder's variance, plus its log-variance: (K, B, F).
+    sq = x - x_mean
+    np.square(sq, out=sq)
+    sq *= np.exp(-x_logvar)
+    sq += x_logvar
+    neg2_log_px = sq.sum(axis=2)  # (K, B), without the constant F * log 2π
+    n_features = x.shape[1]
+    log_px = -0.5 * (neg2_log_px + n_features * LOG_2PI)  # (K, B)
+    recon_nll = -log_px.mean(axis=0)  # (B,)
+    kl = 0.5 * (np.square(mu) + np.exp(logvar) - 1.0 - logvar).sum(axis=1)  # (B,)
+    if sampling:
+        # log p(z) - log q(z|x); the log 2π terms cancel and (z - mu)/sigma is eps exactly.
+        log_ratio = 0.5 * (np.square(eps).sum(axis=2) - np.square(z).sum(axis=2)
+                           + logvar.sum(axis=1))  # (K, B)
+        log_w = log_px + log_ratio  # (K, B)
+        top = log_w.max(axis=0)  # (B,)
+        log_mean_w = top + np.log(np.exp(log_w - top).mean(axis=0))
+        score = -log_mean_w
+    else:
+        score = recon_nll + kl
+    feature_nll = None
+    if explain:
+        feature_nll = 0.5 * (sq.mean(axis=0) + LOG_2PI)  # (B, F)
+    return Scores(score=score.astype(np.float32, copy=False),
+                  recon_nll=recon_nll.astype(np.float32, copy=False),
+                  kl=kl.astype(np.float32, copy=False), feature_nll=feature_nll)
+
+
+def percentile(score: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
+    """Share of calibration scores ≤ score, 0..100, interpolated between stored quantiles."""
+    levels = np.linspace(0.0, 100.0, len(quantiles))
+    return np.interp(score, quantiles, levels).astype(np.float32)
+
+
+def calibrate(scores: np.ndarray, target_fpr: float) -> tuple[list[float], float]:
+    """Quantiles of validation scores at QUANTILE_LEVELS, and the (1 - target_fpr) threshold."""
+    scores = np.asarray(scores, dtype=np.float64)
+    quantiles = np.quantile(scores, QUANTILE_LEVELS / 100.0)
+    threshold = float(np.quantile(scores, 1.0 - target_fpr))
+    return [float(q) for q in quantiles], threshold

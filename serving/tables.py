@@ -1,0 +1,96 @@
+"""Reading numeric tables from .csv (header row), .parquet and .npy files, with one-line errors."""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from serving.inputs import InputError
+
+FORMATS = (".csv", ".parquet", ".npy")
+
+
+@dataclass
+class Table:
+    x: np.ndarray  # (N, F) float32, finite
+    feature_names: list[str] | None  # None when the file has no column names (.npy)
+
+
+def table_format(path: str | os.PathLike) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise InputError(f"{path} has extension {suffix or '(none)'!r}; expected one of "
+                         f"{', '.join(FORMATS)}")
+    return suffix
+
+
+def read_table(path: str | os.PathLike) -> Table:
+    """A whole file as float32 rows; every column must be numeric and every value finite."""
+    path = Path(path)
+    suffix = table_format(path)
+    if not path.is_file():
+        raise InputError(f"{path} does not exist; expected a {suffix} file")
+    if suffix == ".npy":
+        return Table(_read_npy(path), None)
+    arrow = _read_arrow(path, suffix)
+    return Table(arrow_to_rows(arrow, str(path)), list(arrow.column_names))
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as e:
+        raise InputError(f"{path} is not a readable .npy array ({e}); expected a 2-D numeric "
+                         f"array saved with numpy.save") from None
+    if x.dtype.kind not in "fiu":
+        raise InputError(f"{path} holds {x.dtype} values; expected a numeric array")
+    if x.ndim != 2:
+        raise InputError(f"{path} has shape {list(x.shape)}; expected a 2-D array "
+                         f"(rows, features)")
+    return _finite_rows(np.asarray(x, dtype=np.float32), str(path))
+
+
+def _read_arrow(path: Path, suffix: str) -> pa.Table:
+    try:
+        if suffix == ".csv":
+            from pyarrow import csv
+            return csv.read_csv(path)
+        from pyarrow import parquet
+        return parquet.read_table(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "Empty CSV file" in first:
+            raise InputError(f"{path} is empty; expected a header row and numeric rows") from None
+        raise InputError(f"{path} could not be read as {suffix} ({first})") from None
+
+
+def arrow_to_rows(table: pa.Table, where: str) -> np.ndarray:
+    """Columns of a pyarrow table as float32 rows, refusing text, nulls and non-finite values."""
+    if table.num_columns == 0:
+        raise InputError(f"{where} has no columns; expected numeric feature columns")
+    for name, column in zip(table.column_names, table.columns):
+        kind = column.type
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+            raise InputError(f"{where}: column {name!r} is {kind}, not numeric; expected numbers")
+        if column.null_count:
+            row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+            raise InputError(f"{where}: column {name!r} has an empty or NaN value at row {row}; "
+                             f"expected numbers in every cell")
+    if table.num_rows == 0:
+        raise InputError(f"{where} has no rows; expected at least one row of numbers")
+    x = np.column_stack([c.to_numpy().astype(np.float32, copy=False) for c in table.columns])
+    return _finite_rows(x, where, table.column_names)
+
+
+def _finite_rows(x: np.ndarray, where: str, names: list[str] | None = None) -> np.ndarray:
+    if x.shape[0] == 0:
+        raise InputError(f"{where} has no rows; expected at least one row of numbers")
+    finite = np.isfinite(x)
+    if not finite.all():
+        r, c = np.argwhere(~finite)[0]
+        column = repr(names[c]) if names else str(c)
+        what = "NaN" if np.isnan(x[r, c]) else "infinite"
+        raise InputError(f"{where}: row {r}, column {column} is {what}; expected finite numbers")
+    return np.ascontiguousarray(x)

@@ -1,0 +1,1 @@
+"""PyTorch training of the VAE: data loading, the model, the training loop and its plots."""

@@ -1,0 +1,57 @@
+"""Training data: scikit-learn's embedded data sets or a numeric file, split and normalized."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from serving.inputs import InputError
+from serving.tables import read_table
+
+EMBEDDED = ("digits", "breast-cancer")
+
+
+@dataclass
+class Dataset:
+    name: str
+    x: np.ndarray  # (N, F) float32
+    feature_names: list[str]
+    labels: np.ndarray | None = None  # class of each row, where the data set has one (plots)
+    image_shape: tuple[int, int] | None = None  # (H, W) when each row is an image
+
+
+def load_dataset(source: str) -> Dataset:
+    """`digits`, `breast-cancer`, or a path to a .csv, .parquet or .npy file."""
+    if source == "digits":
+        from sklearn.datasets import load_digits
+        bunch = load_digits()
+        return Dataset("digits", bunch.data.astype(np.float32), list(bunch.feature_names),
+                       bunch.target, image_shape=(8, 8))
+    if source == "breast-cancer":
+        from sklearn.datasets import load_breast_cancer
+        bunch = load_breast_cancer()
+        return Dataset("breast-cancer", bunch.data.astype(np.float32),
+                       [str(n) for n in bunch.feature_names], bunch.target)
+    if not Path(source).suffix:
+        raise InputError(f"--data {source!r} is neither an embedded data set nor a file; "
+                         f"expected one of {', '.join(EMBEDDED)} or a .csv, .parquet or .npy path")
+    table = read_table(source)
+    names = table.feature_names or [f"f{i}" for i in range(table.x.shape[1])]
+    return Dataset(source, table.x, names)
+
+
+def split_rows(n_rows: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (train, validation), shuffled by the seed; both sides keep at least one row."""
+    if n_rows < 2:
+        raise InputError(f"the data has {n_rows} row; expected at least 2 (train and validation)")
+    order = np.random.default_rng([seed, 0]).permutation(n_rows)
+    n_val = min(max(1, round(n_rows * val_fraction)), n_rows - 1)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def fit_normalization(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std of the training rows; a constant feature keeps std 1."""
+    mean = x_train.mean(axis=0, dtype=np.float64)
+    std = x_train.std(axis=0, dtype=np.float64)
+    std = np.where(std > 1e-6 * np.maximum(1.0, np.abs(mean)), std, 1.0)
+    return mean.astype(np.float32), std.astype(np.float32)

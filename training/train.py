@@ -1,0 +1,168 @@
+"""The training loop: Adam, KL warm-up, early stopping, an atomic checkpoint every epoch.
+
+Every epoch draws its shuffling and its noise from a generator seeded by (seed, epoch), so a run
+resumed from its checkpoint ends with exactly the weights of an uninterrupted run.
+"""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from training.config import TrainConfig
+from training.data import Dataset, fit_normalization, load_dataset, split_rows
+from training.model import VAE
+
+CHECKPOINT = "checkpoint.pt"  # the state to resume from, rewritten every epoch
+MODEL = "model.pt"  # the finished run: best weights, config, data summary, validation rows
+METRICS = "metrics.json"
+
+
+class RunError(ValueError):
+    """A run directory that cannot be used as asked (exists, or has nothing to resume)."""
+
+
+VALIDATION_STREAM = 2**32  # the generator of the fixed validation noise, apart from every epoch's
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) & (2**63 - 1))
+
+
+def atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def kl_weight(config: TrainConfig, epoch: int) -> float:
+    if config.warmup_epochs <= 0:
+        return config.beta
+    return config.beta * min(1.0, (epoch + 1) / config.warmup_epochs)
+
+
+def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True) -> dict:
+    """Train a new run in run_dir (which must not hold one) and return its metrics."""
+    run_dir = Path(run_dir)
+    if (run_dir / CHECKPOINT).is_file() or (run_dir / MODEL).is_file():
+        raise RunError(f"{run_dir} already holds a run; pass --resume to continue it, "
+                       f"or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return _fit(config, run_dir, None, progress)
+
+
+def resume(run_dir: str | os.PathLike, epochs: int | None = None, progress: bool = True) -> dict:
+    """Continue an interrupted run with its own settings (and, if given, a new epoch limit)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CHECKPOINT).is_file():
+        raise RunError(f"{run_dir} has no {CHECKPOINT} to resume; run without --resume")
+    checkpoint = torch.load(run_dir / CHECKPOINT, weights_only=True)
+    config = TrainConfig.from_dict(checkpoint["config"])
+    if epochs is not None:
+        config.epochs = epochs
+    return _fit(config, run_dir, checkpoint, progress)
+
+
+def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: bool) -> dict:
+    data = load_dataset(config.data)
+    train_idx, val_idx = split_rows(len(data.x), config.val_fraction, config.seed)
+    x_train, x_val = torch.from_numpy(data.x[train_idx]), torch.from_numpy(data.x[val_idx])
+    mean, std = fit_normalization(data.x[train_idx])
+
+    torch.manual_seed(config.seed)
+    model = VAE(data.x.shape[1], config, torch.from_numpy(mean), torch.from_numpy(std))
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    val_eps = torch.randn(1, len(x_val), config.latent_dim,
+                          generator=epoch_generator(config.seed, VALIDATION_STREAM))
+    state = {"epoch": 0, "history": [], "best_val": float("inf"), "best_epoch": -1,
+             "best_state": None}
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        state = {k: checkpoint[k] for k in state}
+
+    started = time.perf_counter()
+    bar = tqdm(total=config.epochs, initial=state["epoch"], desc="train", unit="epoch",
+               disable=not progress, dynamic_ncols=True)
+    for epoch in range(state["epoch"], config.epochs):
+        if epoch - state["best_epoch"] >= config.patience and state["best_epoch"] > 0:
+            break  # early stopping: no better validation loss for `patience` epochs
+        train_loss = _train_epoch(model, optimizer, x_train, config, epoch)
+        with torch.no_grad():
+            val = model.loss(x_val, val_eps)  # beta = 1: the negative ELBO
+        record = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val.loss.item(),
+                  "val_recon_nll": val.recon_nll.item(), "val_kl": val.kl.item()}
+        state["history"].append(record)
+        state["epoch"] = epoch + 1
+        if record["val_loss"] < state["best_val"]:
+            state.update(best_val=record["val_loss"], best_epoch=epoch + 1,
+                         best_state={k: v.clone() for k, v in model.state_dict().items()})
+        atomic_save({"config": config.to_dict(), "model": model.state_dict(),
+                     "optimizer": optimizer.state_dict(), **state}, run_dir / CHECKPOINT)
+        bar.update(1)
+        bar.set_postfix(train=f"{train_loss:.2f}", val=f"{record['val_loss']:.2f}",
+                        best=f"{state['best_val']:.2f}")
+    bar.close()
+    return _finish(model, config, data, state, x_val, train_idx, val_idx, run_dir,
+                   time.perf_counter() - started)
+
+
+def _train_epoch(model: VAE, optimizer: torch.optim.Optimizer, x_train: torch.Tensor,
+                 config: TrainConfig, epoch: int) -> float:
+    generator = epoch_generator(config.seed, epoch)
+    order = torch.randperm(len(x_train), generator=generator)
+    beta, total = kl_weight(config, epoch), 0.0
+    for start in range(0, len(x_train), config.batch_size):
+        x = x_train[order[start:start + config.batch_size]]
+        eps = torch.randn(1, len(x), config.latent_dim, generator=generator)  # (K=1, B, D)
+        terms = model.loss(x, eps, beta)
+        optimizer.zero_grad(set_to_none=True)
+        terms.loss.backward()
+        optimizer.step()
+        total += terms.loss.item() * len(x)
+    return total / len(x_train)
+
+
+def _finish(model: VAE, config: TrainConfig, data: Dataset, state: dict, x_val: torch.Tensor,
+            train_idx: np.ndarray, val_idx: np.ndarray, run_dir: Path, seconds: float) -> dict:
+    model.load_state_dict(state["best_state"])
+    model.eval()
+    best = state["history"][state["best_epoch"] - 1]
+    metrics = {
+        "dataset": data.name, "train_rows": len(train_idx), "val_rows": len(val_idx),
+        "epochs": state["epoch"], "best_epoch": state["best_epoch"],
+        "train_loss": best["train_loss"], "val_loss": best["val_loss"],
+        "seconds": round(seconds, 2), "history": state["history"],
+    }
+    labels = None if data.labels is None else torch.from_numpy(data.labels[val_idx])
+    atomic_save({
+        "config": config.to_dict(), "state_dict": model.state_dict(),
+        "feature_names": data.feature_names, "dataset": data.name,
+        "image_shape": data.image_shape, "x_val": x_val, "val_labels": labels,
+        "metrics": {k: v for k, v in metrics.items() if k != "history"},
+    }, run_dir / MODEL)
+    tmp = run_dir / f".{METRICS}.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    os.replace(tmp, run_dir / METRICS)
+    from training.plots import write_plots  # matplotlib is slow to import; only needed here
+    write_plots(model, metrics["history"], x_val, labels, data.image_shape, config.seed, run_dir)
+    return metrics
+
+
+def load_run(run_dir: str | os.PathLike) -> tuple[VAE, dict]:
+    """The finished model of a run directory, in eval mode, and everything saved beside it."""
+    path = Path(run_dir) / MODEL
+    if not path.is_file():
+        raise RunError(f"{run_dir} has no {MODEL}; train it first with `vae train --out "
+                       f"{run_dir}` (or finish it with --resume)")
+    saved = torch.load(path, weights_only=True)
+    config = TrainConfig.from_dict(saved["config"])
+    model = VAE(len(saved["feature_names"]), config)
+    model.load_state_dict(saved["state_dict"])
+    model.eval()
+    return model, saved
