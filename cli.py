@@ -40,6 +40,8 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--hidden", type=_hidden, default=(256, 256), help="e.g. 256,256")
     train.add_argument("--beta", type=float, default=1.0, help="KL weight (1)")
     train.add_argument("--warmup-epochs", type=int, default=10, help="KL warm-up epochs (10)")
+    train.add_argument("--patience", type=_positive, default=30,
+                       help="stop after this many epochs without a better validation loss (30)")
     train.add_argument("--seed", type=_natural, default=0)
     train.add_argument("--no-sampling", action="store_true",
                        help="the deterministic ablation: z = mu, penalty ½‖mu‖²")
@@ -67,6 +69,7 @@ def run_train(args: argparse.Namespace) -> None:
     else:
         config = TrainConfig(data=args.data, latent_dim=args.latent_dim, hidden=args.hidden,
                              beta=args.beta, warmup_epochs=args.warmup_epochs, seed=args.seed,
+                             patience=args.patience,
                              sampling=not args.no_sampling)
         if args.epochs is not None:
             config.epochs = args.epochs

@@ -70,6 +70,8 @@ def arrow_to_rows(table: pa.Table, where: str) -> np.ndarray:
     """Columns of a pyarrow table as float32 rows, refusing text, nulls and non-finite values."""
     if table.num_columns == 0:
         raise InputError(f"{where} has no columns; expected numeric feature columns")
+    if table.num_rows == 0:
+        raise InputError(f"{where} has no rows; expected at least one row of numbers")
     for name, column in zip(table.column_names, table.columns):
         kind = column.type
         if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
@@ -78,8 +80,6 @@ def arrow_to_rows(table: pa.Table, where: str) -> np.ndarray:
             row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
             raise InputError(f"{where}: column {name!r} has an empty or NaN value at row {row}; "
                              f"expected numbers in every cell")
-    if table.num_rows == 0:
-        raise InputError(f"{where} has no rows; expected at least one row of numbers")
     x = np.column_stack([c.to_numpy().astype(np.float32, copy=False) for c in table.columns])
     return _finite_rows(x, where, table.column_names)
 

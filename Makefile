@@ -1,0 +1,37 @@
+# The project's entry points. `make serve` and `make test` each set up .venv on a fresh machine.
+VENV     := .venv
+BIN      := $(VENV)/bin
+STAMP    := $(VENV)/.installed
+RUN      := runs/digits
+BUNDLE   := bundles/digits
+export BENTOML_DO_NOT_TRACK := True
+
+.PHONY: install serve model test clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch is pinned to 2.13.0 in the train extra: that CPU wheel is on the local find-links
+	$(BIN)/pip install --quiet -e ".[train,test]"
+	touch $@
+
+install: $(STAMP)
+
+# Train on the embedded digits (resuming an interrupted run), export, register.
+$(RUN)/model.pt: | $(STAMP)
+	if [ -f $(RUN)/checkpoint.pt ]; then $(BIN)/vae train --resume --out $(RUN); \
+	else $(BIN)/vae train --out $(RUN); fi
+
+$(BUNDLE)/manifest.json: $(RUN)/model.pt
+	$(BIN)/vae export $(RUN) --out $(BUNDLE) --register
+
+model: $(BUNDLE)/manifest.json
+
+serve: model
+	$(BIN)/bentoml serve
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf runs bundles

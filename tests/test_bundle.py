@@ -1,0 +1,101 @@
+"""A damaged bundle is refused with one line naming the damage."""
+
+import json
+import shutil
+
+import pytest
+
+from serving.bundle import BundleError, file_sha256, load_bundle, locate_bundle
+from serving.runtime import VAERuntime
+
+
+@pytest.fixture
+def copy(bundle_dir, tmp_path):
+    target = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, target)
+    return target
+
+
+def edit_manifest(bundle, change):
+    path = bundle / "manifest.json"
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def test_a_good_bundle_loads(bundle_dir):
+    bundle = load_bundle(bundle_dir)
+    assert bundle.manifest.n_features == 64 and bundle.manifest.format_version == 1
+    assert len(bundle.manifest.calibration.quantiles) == 1001
+
+
+def test_a_tampered_graph_is_refused(copy):
+    with open(copy / "encoder.onnx", "r+b") as f:
+        f.seek(1000)
+        byte = f.read(1)
+        f.seek(1000)
+        f.write(bytes([byte[0] ^ 1]))
+    with pytest.raises(BundleError, match=r"encoder.onnx has sha256 .*: the file was changed or "
+                                          r"damaged"):
+        load_bundle(copy)
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda b: (b / "decoder.onnx").unlink(), r"has no decoder.onnx"),
+    (lambda b: (b / "manifest.json").unlink(), r"has no manifest.json"),
+    (lambda b: (b / "manifest.json").write_text("{not json"), r"manifest.json is not valid JSON"),
+    (lambda b: (b / "manifest.json").write_text("[1]"), r"holds a list; expected an object"),
+    (lambda b: edit_manifest(b, lambda m: m.update(format_version=9)),
+     r"has format_version 9; this runtime reads format_version 1"),
+    (lambda b: edit_manifest(b, lambda m: m.pop("latent_dim")),
+     r"manifest.json is invalid: latent_dim: Field required"),
+    (lambda b: edit_manifest(b, lambda m: m["feature_names"].pop()),
+     r"feature_names has 63 names; n_features is 64"),
+    (lambda b: edit_manifest(b, lambda m: m["calibration"].update(target_fpr=2)),
+     r"calibration.target_fpr: Input should be less than 1"),
+])
+def test_each_kind_of_damage_has_its_message(copy, damage, message):
+    damage(copy)
+    with pytest.raises(BundleError, match=message) as error:
+        load_bundle(copy)
+    assert "\n" not in str(error.value)
+
+
+def _swap_graphs(bundle):
+    enc, dec = bundle / "encoder.onnx", bundle / "decoder.onnx"
+    enc.rename(bundle / "tmp")
+    dec.rename(enc)
+    (bundle / "tmp").rename(dec)
+    edit_manifest(bundle, lambda m: m.update(sha256={"encoder.onnx": file_sha256(enc),
+                                                     "decoder.onnx": file_sha256(dec)}))
+
+
+def test_graphs_that_break_the_contract_are_refused(copy):
+    _swap_graphs(copy)
+    with pytest.raises(BundleError, match=r"the encoder graph has inputs \['z'\]; "
+                                          r"expected \['eps', 'x'\]"):
+        VAERuntime.load(copy)
+    (copy / "encoder.onnx").write_bytes(b"garbage")
+    edit_manifest(copy, lambda m: m["sha256"].update({"encoder.onnx": file_sha256(
+        copy / "encoder.onnx")}))
+    with pytest.raises(BundleError, match=r"the encoder graph is not loadable by onnxruntime"):
+        VAERuntime.load(copy)
+
+
+def test_wrong_width_in_manifest_is_caught_against_the_graph(copy):
+    def narrow(m):
+        m.update(n_features=63, feature_names=m["feature_names"][:63])
+        m["normalization"].update(mean=m["normalization"]["mean"][:63],
+                                  std=m["normalization"]["std"][:63])
+    edit_manifest(copy, narrow)
+    with pytest.raises(BundleError, match=r"the encoder input x is tensor\(float\) \['batch', "
+                                          r"64\]; expected float32 of rank 2 with 63 on axis 1"):
+        VAERuntime.load(copy)
+
+
+def test_locating_models(bundle_dir, tmp_path):
+    assert locate_bundle(bundle_dir) == bundle_dir
+    with pytest.raises(BundleError, match=r"is not a bundle directory"):
+        locate_bundle(tmp_path / "missing" / "bundle")
+    with pytest.raises(BundleError, match=r"is not a bundle directory"):
+        locate_bundle(bundle_dir / "manifest.json")

@@ -1,0 +1,39 @@
+"""`vae` as a user runs it: clear one-line failures, progress and a summary on success."""
+
+import json
+
+from tests.conftest import run_cli
+
+
+def test_train_and_export_from_the_command_line(tmp_path):
+    result = run_cli("train", "--data", "breast-cancer", "--epochs", "3", "--hidden", "32",
+                     "--latent-dim", "2", "--out", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    assert "trained breast-cancer: 3 epochs" in result.stdout
+    assert "train: 100%" in result.stderr  # the progress bar, with its losses
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["train_rows"] + metrics["val_rows"] == 569
+    assert not (tmp_path / "run" / "samples.png").exists()  # not image data
+
+    result = run_cli("export", str(tmp_path / "run"), "--out", str(tmp_path / "bundle"))
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert manifest["n_features"] == 30 and manifest["latent_dim"] == 2
+    assert manifest["training"]["dataset"] == "breast-cancer"
+
+
+def test_bad_arguments_fail_in_one_line(tmp_path):
+    cases = [
+        (["--data", str(tmp_path / "none.csv")], f"{tmp_path / 'none.csv'} does not exist"),
+        (["--data", "digts"], "'digts' is neither an embedded data set nor a file"),
+    ]
+    for args, message in cases:
+        result = run_cli("train", *args, "--out", str(tmp_path / "run"))
+        assert result.returncode == 1
+        assert result.stderr.count("\n") == 1 and message in result.stderr
+        assert result.stderr.startswith("vae train: error: ")
+    result = run_cli("train", "--hidden", "256,x", "--out", str(tmp_path / "run"))
+    assert result.returncode == 2 and "'256,x' is not a list of layer widths" in result.stderr
+    (tmp_path / "bad.csv").write_text("a,b\n1,x\n")
+    result = run_cli("train", "--data", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "r"))
+    assert result.returncode == 1 and "column 'b' is string, not numeric" in result.stderr

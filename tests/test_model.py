@@ -1,0 +1,61 @@
+import torch
+
+from training.config import TrainConfig
+from training.model import VAE
+
+
+def make(sampling=True, n_features=6, latent_dim=3):
+    torch.manual_seed(0)
+    config = TrainConfig(latent_dim=latent_dim, hidden=(8, 8), sampling=sampling)
+    return VAE(n_features, config, torch.full((n_features,), 2.0), torch.full((n_features,), 3.0))
+
+
+def test_shapes():
+    vae = make()
+    x = torch.randn(5, 6)
+    mu, logvar = vae.encode(x)
+    assert mu.shape == logvar.shape == (5, 3)
+    eps = torch.randn(4, 5, 3)
+    z = vae.reparameterize(mu, logvar, eps)
+    assert z.shape == (4, 5, 3)
+    torch.testing.assert_close(z, mu + torch.exp(0.5 * logvar) * eps)
+    x_mean, x_logvar = vae.decode(z)
+    assert x_mean.shape == x_logvar.shape == (4, 5, 6)
+    terms = vae.loss(x, eps)
+    assert terms.loss.shape == terms.recon_nll.shape == terms.kl.shape == ()
+
+
+def test_loss_is_negative_elbo_in_raw_units():
+    vae = make()
+    x, eps = torch.randn(5, 6), torch.randn(1, 5, 3)
+    mu, logvar = vae.encode(x)
+    x_mean, x_logvar = vae.decode(vae.reparameterize(mu, logvar, eps))
+    normal = torch.distributions.Normal(x_mean, torch.exp(0.5 * x_logvar))
+    recon = -normal.log_prob(x).sum(-1).mean()
+    kl = torch.distributions.kl_divergence(
+        torch.distributions.Normal(mu, torch.exp(0.5 * logvar)),
+        torch.distributions.Normal(0.0, 1.0)).sum(-1).mean()
+    terms = vae.loss(x, eps, beta=0.5)
+    torch.testing.assert_close(terms.recon_nll, recon)
+    torch.testing.assert_close(terms.kl, kl)
+    torch.testing.assert_close(terms.loss, recon + 0.5 * kl)
+
+
+def test_decoder_variance_has_a_floor():
+    vae = make()
+    with torch.no_grad():
+        vae.decoder[-1].bias.fill_(-100.0)
+    _, x_logvar = vae.decode(torch.zeros(2, 3))
+    # the floor is in normalized units; raw units add 2 log std
+    expected = vae.min_x_logvar + 2 * torch.log(torch.tensor(3.0))
+    torch.testing.assert_close(x_logvar, torch.full_like(x_logvar, float(expected)))
+
+
+def test_no_sampling_ablation_uses_mu_and_the_gaussian_penalty():
+    vae = make(sampling=False)
+    x, eps = torch.randn(5, 6), torch.randn(2, 5, 3)
+    mu, logvar = vae.encode(x)
+    assert torch.equal(logvar, torch.zeros_like(mu))
+    z = vae.reparameterize(mu, logvar, eps)
+    assert torch.equal(z, mu.expand(2, 5, 3))
+    torch.testing.assert_close(vae.loss(x, eps).kl, (0.5 * mu**2).sum(-1).mean())

@@ -1,0 +1,71 @@
+"""The serving score maths against a direct float64 recomputation from the two graphs."""
+
+import numpy as np
+from scipy.special import logsumexp
+from scipy.stats import norm
+
+from serving.scores import calibrate, percentile
+
+
+def direct_scores(runtime, x, seed, k):
+    """Per row and sample, from the graphs' outputs, with scipy's densities, in float64."""
+    eps = runtime.eps(seed, 0, len(x), k)  # (K, B, D)
+    mu, logvar, z = runtime.graphs.encode(x, eps)
+    x_mean, x_logvar = runtime.graphs.decode(z)
+    mu, logvar, z, x_mean, x_logvar = (a.astype(np.float64) for a in (mu, logvar, z, x_mean,
+                                                                         x_logvar))
+    sigma = np.exp(0.5 * logvar)
+    log_px_j = norm.logpdf(x, loc=x_mean, scale=np.exp(0.5 * x_logvar))  # (K, B, F)
+    log_px = log_px_j.sum(-1)
+    log_pz = norm.logpdf(z).sum(-1)
+    log_qz = norm.logpdf(z, loc=mu, scale=sigma).sum(-1)
+    score = -(logsumexp(log_px + log_pz - log_qz, axis=0) - np.log(k))
+    kl = np.sum(-np.log(sigma) + (sigma**2 + mu**2) / 2 - 0.5, axis=-1)
+    return score, -log_px.mean(0), kl, -log_px_j.mean(0)
+
+
+def test_scores_equal_a_direct_recomputation(runtime, digits_x):
+    x = digits_x[:300]
+    for k in (1, 16, 64):
+        scored = runtime.score(x, k, seed=11, explain=True)
+        score, recon, kl, feature = direct_scores(runtime, x, 11, k)
+        np.testing.assert_allclose(scored.score, score, rtol=2e-5, atol=1e-3)
+        np.testing.assert_allclose(scored.recon_nll, recon, rtol=2e-5, atol=1e-3)
+        np.testing.assert_allclose(scored.kl, kl, rtol=2e-5, atol=1e-4)
+        np.testing.assert_allclose(scored.feature_nll, feature, rtol=2e-5, atol=1e-3)
+        assert scored.score.dtype == np.float32
+    np.testing.assert_allclose(scored.feature_nll.sum(1), scored.recon_nll, rtol=1e-5)
+
+
+def test_one_sample_score_is_the_negative_elbo(runtime, digits_x):
+    x = digits_x[:100]
+    scored = runtime.score(x, 1, seed=2)
+    eps = runtime.eps(2, 0, len(x), 1)
+    mu, logvar, z = runtime.graphs.encode(x, eps)
+    # -ELBO = recon_nll + log q(z|x) - log p(z), estimated with the same single z
+    log_q_minus_log_p = 0.5 * ((z[0] ** 2).sum(1) - (eps[0] ** 2).sum(1) - logvar.sum(1))
+    np.testing.assert_allclose(scored.score, scored.recon_nll + log_q_minus_log_p, rtol=1e-5)
+
+
+def test_more_samples_tighten_the_bound_on_average(runtime, digits_x):
+    scores = [runtime.score(digits_x, k, seed=0).score.mean() for k in (1, 16, 256)]
+    assert scores[0] > scores[1] > scores[2]  # IWAE: the bound tightens with K
+
+
+def test_percentile_and_anomaly_flags(runtime, digits_x):
+    scored = runtime.score(digits_x, 16, seed=0)
+    assert np.all((scored.percentile >= 0) & (scored.percentile <= 100))
+    order = np.argsort(scored.score)
+    assert np.all(np.diff(scored.percentile[order]) >= 0)
+    np.testing.assert_array_equal(scored.is_anomaly, scored.score > runtime.threshold)
+    quantiles, threshold = calibrate(np.arange(1001.0), 0.01)
+    assert threshold == 990.0 and quantiles[500] == 500.0
+    np.testing.assert_allclose(percentile(np.array([-5.0, 250.0, 2000.0]), np.array(quantiles)),
+                               [0.0, 25.0, 100.0])
+
+
+def test_a_row_scores_the_same_alone_and_in_a_batch(runtime, digits_x):
+    whole = runtime.score(digits_x, 16, seed=9)
+    for start, stop in [(0, 1), (700, 701), (1020, 1030), (1500, 1797)]:
+        part = runtime.score(digits_x[start:stop], 16, seed=9, start=start)
+        np.testing.assert_array_equal(part.score, whole.score[start:stop])

@@ -1,0 +1,93 @@
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from tests.conftest import ROOT, SMALL, run_cli
+from training.config import TrainConfig
+from training.train import CHECKPOINT, MODEL, RunError, load_run, resume, train
+
+
+def test_short_digits_run_lowers_the_validation_loss(digits_run):
+    metrics = json.loads((digits_run / "metrics.json").read_text())
+    history = metrics["history"]
+    assert len(history) == SMALL["epochs"]
+    assert metrics["val_loss"] < history[0]["val_loss"] - 10  # nats per row
+    assert metrics["val_loss"] == min(h["val_loss"] for h in history)
+    for plot in ("loss.png", "latent.png", "samples.png", "reconstructions.png"):
+        assert (digits_run / plot).stat().st_size > 1000
+
+
+def test_same_seed_gives_identical_weights(tmp_path, digits_run):
+    train(TrainConfig(**SMALL), tmp_path / "again", progress=False)
+    first, _ = load_run(digits_run)
+    second, _ = load_run(tmp_path / "again")
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
+        assert torch.equal(a, b), name
+    train(TrainConfig(**{**SMALL, "seed": 1}), tmp_path / "other", progress=False)
+    third, _ = load_run(tmp_path / "other")
+    assert not torch.equal(first.encoder[0].weight, third.encoder[0].weight)
+
+
+def test_a_run_directory_is_never_overwritten(digits_run, tmp_path):
+    with pytest.raises(RunError, match="already holds a run; pass --resume"):
+        train(TrainConfig(**SMALL), digits_run, progress=False)
+    with pytest.raises(RunError, match="no checkpoint.pt to resume"):
+        resume(tmp_path)
+    with pytest.raises(RunError, match="has no model.pt; train it first"):
+        load_run(tmp_path)
+
+
+def _epochs_done(run_dir) -> int:
+    try:
+        return torch.load(run_dir / CHECKPOINT, weights_only=True)["epoch"]
+    except (FileNotFoundError, EOFError, RuntimeError):
+        return 0
+
+
+def _start_and_stop(run_dir, sig, after_epoch: int, *args) -> int:
+    """Start `vae train` in a subprocess and send it `sig` once `after_epoch` epochs are saved."""
+    process = subprocess.Popen([sys.executable, "-m", "cli", "train", *args, "--out",
+                                str(run_dir)], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while _epochs_done(run_dir) < after_epoch and process.poll() is None:
+        assert time.monotonic() < deadline, "training made no progress"
+        time.sleep(0.02)
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=60)
+    return process.returncode, stderr
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
+    args = ["--epochs", "250", "--hidden", "64,64", "--latent-dim", "4", "--patience", "1000",
+            "--quiet"]
+    code, stderr = _start_and_stop(tmp_path / "run", signal.SIGINT, 3, *args)
+    assert code == 130 and "resume with the same command and --resume" in stderr
+    stopped_at = _epochs_done(tmp_path / "run")
+    assert 3 <= stopped_at < 250 and not (tmp_path / "run" / MODEL).exists()
+
+    code, _ = _start_and_stop(tmp_path / "run", signal.SIGKILL, stopped_at + 2, "--resume",
+                              "--quiet")
+    assert code == -signal.SIGKILL
+    assert _epochs_done(tmp_path / "run") > stopped_at
+
+    finished = run_cli("train", "--resume", "--quiet", "--out", str(tmp_path / "run"))
+    assert finished.returncode == 0, finished.stderr
+    assert run_cli("train", *args, "--out", str(tmp_path / "straight")).returncode == 0
+    resumed, _ = load_run(tmp_path / "run")
+    straight, _ = load_run(tmp_path / "straight")
+    for (name, a), (_, b) in zip(resumed.state_dict().items(), straight.state_dict().items()):
+        assert torch.equal(a, b), name
+    history = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == list(range(1, 251))
+
+
+def test_no_sampling_run_records_its_ablation(tmp_path):
+    train(TrainConfig(**{**SMALL, "epochs": 2, "sampling": False}), tmp_path, progress=False)
+    model, saved = load_run(tmp_path)
+    assert model.sampling is False and saved["config"]["sampling"] is False
