@@ -13,7 +13,8 @@ def check_rows(x, n_features: int, field: str = "x", max_rows: int | None = None
         rows = x
     else:
         try:
-            rows = np.asarray(x, dtype=np.float32)
+            with np.errstate(over="ignore"):  # values beyond float32 become inf, refused below
+                rows = np.asarray(x, dtype=np.float32)
         except (ValueError, TypeError):
             _raise_not_numeric(x, n_features, field)
     if rows.ndim != 2:

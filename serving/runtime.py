@@ -23,6 +23,9 @@ class ScoredRows(Scores):
     mu: np.ndarray | None = None  # (B, D)
 
 
+SAMPLE_ROWS = 1 << 16  # K·B rows per onnxruntime call at most: bounds memory for any request
+
+
 def session_options(threads: int) -> ort.SessionOptions:
     """Explicit threads: by default onnxruntime sizes itself to the host, not the container."""
     options = ort.SessionOptions()
@@ -130,11 +133,25 @@ class VAERuntime:
 
     def score_with_eps(self, x: np.ndarray, eps: np.ndarray, explain: bool = False,
                        with_latent: bool = False) -> ScoredRows:
-        """Scores of checked rows x (B, F) under the given noise eps (K, B, D)."""
-        terms, mu = self.graphs.score_terms(x, eps, self.manifest.sampling, explain)
-        return ScoredRows(**vars(terms), percentile=percentile(terms.score, self.quantiles),
-                          is_anomaly=terms.score > self.threshold,
-                          mu=mu if with_latent else None)
+        """Scores of checked rows x (B, F) under the given noise eps (K, B, D).
+
+        Rows go through the graphs in chunks of at most SAMPLE_ROWS // K, which bounds memory
+        whatever B and K are; a row's answer does not depend on its chunk.
+        """
+        chunk = max(1, SAMPLE_ROWS // max(1, eps.shape[0]))
+        parts = []
+        for start in range(0, len(x), chunk):
+            rows, noise = x[start:start + chunk], eps[:, start:start + chunk]
+            terms, mu = self.graphs.score_terms(rows, np.ascontiguousarray(noise),
+                                                self.manifest.sampling, explain)
+            parts.append(ScoredRows(**vars(terms), mu=mu if with_latent else None))
+        scored = parts[0] if len(parts) == 1 else ScoredRows(**{
+            field: None if getattr(parts[0], field) is None
+            else np.concatenate([getattr(p, field) for p in parts])
+            for field in vars(parts[0])})
+        scored.percentile = percentile(scored.score, self.quantiles)
+        scored.is_anomaly = scored.score > self.threshold
+        return scored
 
     def score(self, x, n_samples: int, seed: int, start: int = 0, explain: bool = False,
               with_latent: bool = False) -> ScoredRows:

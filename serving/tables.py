@@ -26,8 +26,12 @@ def table_format(path: str | os.PathLike) -> str:
     return suffix
 
 
-def read_table(path: str | os.PathLike) -> Table:
-    """A whole file as float32 rows; every column must be numeric and every value finite."""
+def read_table(path: str | os.PathLike, feature_names: list[str] | None = None) -> Table:
+    """A whole file as float32 rows; every column read must be numeric and every value finite.
+
+    With `feature_names`, a file that names its columns must hold each of them (they are
+    taken in that order, other columns are left out); a .npy file is taken by position.
+    """
     path = Path(path)
     suffix = table_format(path)
     if not path.is_file():
@@ -35,7 +39,48 @@ def read_table(path: str | os.PathLike) -> Table:
     if suffix == ".npy":
         return Table(_read_npy(path), None)
     arrow = _read_arrow(path, suffix)
+    if feature_names is not None:
+        arrow = arrow.select(match_columns(arrow.column_names, feature_names, str(path)))
     return Table(arrow_to_rows(arrow, str(path)), list(arrow.column_names))
+
+
+def match_columns(columns: list[str], feature_names: list[str], where: str) -> list[str]:
+    """The model's feature columns, by name; a one-line error names those the file lacks."""
+    present = set(columns)
+    missing = [name for name in feature_names if name not in present]
+    if missing:
+        shown = ", ".join(repr(m) for m in missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise InputError(f"{where} lacks {len(missing)} of the model's {len(feature_names)} "
+                         f"feature columns ({shown}); expected columns named as feature_names "
+                         f"in the model's metadata")
+    return feature_names
+
+
+def write_table(path: str | os.PathLike, columns: dict[str, np.ndarray]) -> None:
+    """Named columns to .csv, .parquet or .npy (a structured array), atomically: a temporary
+    file beside the target, renamed over it once complete."""
+    path = Path(path)
+    suffix = table_format(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        if suffix == ".npy":
+            records = np.empty(len(next(iter(columns.values()))),
+                               dtype=[(name, values.dtype) for name, values in columns.items()])
+            for name, values in columns.items():
+                records[name] = values
+            with open(tmp, "wb") as f:
+                np.save(f, records)
+        else:
+            table = pa.table(columns)
+            if suffix == ".csv":
+                from pyarrow import csv
+                csv.write_csv(table, tmp)
+            else:
+                from pyarrow import parquet
+                parquet.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _read_npy(path: Path) -> np.ndarray:

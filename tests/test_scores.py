@@ -69,3 +69,17 @@ def test_a_row_scores_the_same_alone_and_in_a_batch(runtime, digits_x):
     for start, stop in [(0, 1), (700, 701), (1020, 1030), (1500, 1797)]:
         part = runtime.score(digits_x[start:stop], 16, seed=9, start=start)
         np.testing.assert_array_equal(part.score, whole.score[start:stop])
+
+
+def test_large_requests_are_chunked_without_changing_answers(runtime, digits_x):
+    from serving.runtime import SAMPLE_ROWS
+
+    k = 256  # SAMPLE_ROWS // k rows per onnxruntime call: the 1797 rows take several
+    assert len(digits_x) > SAMPLE_ROWS // k
+    whole = runtime.score(digits_x, k, seed=4, explain=True, with_latent=True)
+    assert whole.score.shape == whole.percentile.shape == (1797,)
+    assert whole.feature_nll.shape == (1797, 64) and whole.mu.shape == (1797, 4)
+    for start, stop in [(0, 3), (250, 260), (1790, 1797)]:
+        part = runtime.score(digits_x[start:stop], k, seed=4, start=start, explain=True)
+        np.testing.assert_array_equal(part.score, whole.score[start:stop])
+        np.testing.assert_array_equal(part.feature_nll, whole.feature_nll[start:stop])

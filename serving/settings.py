@@ -1,0 +1,39 @@
+"""Service settings from the environment, read once, each checked with a one-line error."""
+
+import os
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str = "vae:latest"  # VAE_MODEL: a model-store tag or a bundle directory
+    workers: int = 1  # VAE_WORKERS: processes of the HTTP front (validation, JSON, noise)
+    model_workers: int = 1  # VAE_MODEL_WORKERS: processes holding onnxruntime sessions
+    ort_threads: int = 1  # VAE_ORT_THREADS: onnxruntime intra-op threads per model worker
+    max_rows: int = 10_000  # VAE_MAX_ROWS: rows per JSON request
+    max_samples: int = 1024  # VAE_MAX_SAMPLES: n_samples per request
+    max_sample_n: int = 10_000  # VAE_MAX_SAMPLE_N: n of /sample
+    max_json_bytes: int = 64 << 20  # VAE_MAX_JSON_BYTES: body of a JSON request
+    max_file_bytes: int = 1 << 30  # VAE_MAX_FILE_BYTES: body of a file upload
+    batch_max_size: int = 64  # VAE_BATCH_MAX_SIZE: requests merged into one model call
+    batch_max_latency_ms: int = 20_000  # VAE_BATCH_MAX_LATENCY_MS: longest a request may queue
+    # for the batcher before it is refused as overload (503); batches themselves form adaptively
+    file_chunk_rows: int = 8192  # VAE_FILE_CHUNK_ROWS: rows per model call for files
+    timeout: int = 120  # VAE_TIMEOUT: seconds a request may take
+
+    @classmethod
+    def from_env(cls, env: dict | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        values = {}
+        for field in fields(cls):
+            name = f"VAE_{field.name.upper()}"
+            if name not in env:
+                continue
+            if field.type is str or field.type == "str":
+                values[field.name] = env[name]
+                continue
+            text = env[name].strip()
+            if not text.isdigit() or int(text) < 1:
+                raise ValueError(f"{name}={env[name]!r} is not a positive integer")
+            values[field.name] = int(text)
+        return cls(**values)

@@ -1,0 +1,156 @@
+"""A real `bentoml serve` process on a free port, driven by bentoml.SyncHTTPClient."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import bentoml
+import httpx
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(bundle_dir, tmp_path_factory):
+    port = free_port()
+    home = tmp_path_factory.mktemp("bentoml-home")
+    env = {**os.environ, "VAE_MODEL": str(bundle_dir), "BENTOML_HOME": str(home),
+           "BENTOML_DO_NOT_TRACK": "True", "VAE_MAX_ROWS": "10000"}
+    log = open(home / "serve.log", "w")
+    process = subprocess.Popen([str(Path(sys.executable).with_name("bentoml")), "serve",
+                                "--port", str(port), "--host", "127.0.0.1"],
+                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        assert process.poll() is None, (home / "serve.log").read_text()[-3000:]
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "bentoml serve did not become ready"
+        time.sleep(0.5)
+    yield {"url": url, "process": process, "log": home / "serve.log"}
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with bentoml.SyncHTTPClient(server["url"], timeout=60) as client:
+        yield client
+
+
+def test_every_endpoint_through_the_client(client, runtime, digits_x):
+    x = digits_x[:50]
+    scored = client.anomaly_score(x=x.tolist(), n_samples=16, seed=3, explain=True)
+    expected = runtime.score(x, 16, seed=3, explain=True)
+    assert scored["score"] == expected.score.tolist()
+    assert scored["feature_nll"] == expected.feature_nll.tolist()
+    assert scored["threshold"] == float(runtime.threshold)
+    assert scored["model_version"] == runtime.version and scored["seed"] == 3
+
+    encoded = client.encode(x=x.tolist(), n_samples=2, seed=1)
+    mu, _, z = runtime.graphs.encode(x, runtime.eps(1, 0, 50, 2))
+    assert encoded["mu"] == mu.tolist() and encoded["z"] == z.tolist()
+    assert client.decode(z=mu.tolist())["x_mean"] == runtime.graphs.decode(mu)[0].tolist()
+    assert client.sample(n=4, seed=2)["x"] == runtime.sample(4, seed=2)[0].tolist()
+    rebuilt = client.reconstruct(x=x.tolist(), n_samples=3, seed=4)["x_mean"]
+    np.testing.assert_array_equal(np.float32(rebuilt), runtime.reconstruct(x, 3, seed=4))
+    assert client.metadata()["version"] == runtime.version
+
+
+def test_file_endpoint_through_the_client(client, runtime, digits_x, tmp_path):
+    np.save(tmp_path / "rows.npy", digits_x[:2000])
+    result = client.anomaly_score_file(file=tmp_path / "rows.npy", n_samples=4, seed=8)
+    records = np.load(result)
+    np.testing.assert_array_equal(records["score"], runtime.score(digits_x[:2000], 4, 8).score)
+
+
+def test_same_seed_same_bits_and_seedless_replay(client, digits_x):
+    x = digits_x[100:110].tolist()
+    assert client.anomaly_score(x=x, seed=12)["score"] == client.anomaly_score(x=x, seed=12)["score"]
+    first = client.anomaly_score(x=x)
+    assert client.anomaly_score(x=x, seed=first["seed"])["score"] == first["score"]
+
+
+def test_concurrent_requests_answer_as_if_alone(server, runtime, digits_x):
+    """Many threads with different seeds and sizes at once: each answer is exactly the
+    runtime's for its own rows and seed, whatever the batcher merged it with."""
+    jobs = [(seed, int(start), int(size)) for seed, (start, size) in enumerate(
+        zip(np.random.default_rng(0).integers(0, 1700, 96),
+            np.random.default_rng(1).choice([1, 1, 1, 3, 20, 90], 96)))]
+
+    def call(job):
+        seed, start, size = job
+        with httpx.Client(base_url=server["url"], timeout=60) as http:
+            response = http.post("/anomaly_score", json={
+                "x": digits_x[start:start + size].tolist(), "seed": seed, "n_samples": 16})
+        assert response.status_code == 200, response.text
+        return response.json()["score"]
+
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(call, jobs))
+    for (seed, start, size), answer in zip(jobs, answers):
+        assert answer == runtime.score(digits_x[start:start + size], 16, seed).score.tolist()
+    metrics = httpx.get(f"{server['url']}/metrics").text
+    sizes = [line for line in metrics.splitlines()
+             if line.startswith("bentoml_service_adaptive_batch_size_count")
+             and 'method_name="score"' in line]
+    assert sizes, "the model service reported no adaptive batches"
+
+
+def test_custom_metrics(server, client, digits_x):
+    def value(name):
+        for line in httpx.get(f"{server['url']}/metrics").text.splitlines():
+            if line.startswith(name):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+    before = value('vae_rows_total{endpoint="anomaly_score"}')
+    client.anomaly_score(x=digits_x[:7].tolist(), seed=0)
+    assert value('vae_rows_total{endpoint="anomaly_score"}') == before + 7
+    assert value("vae_anomaly_score_count") >= 7
+    assert value('vae_anomalies_total{endpoint="anomaly_score"}') >= 0
+
+
+def test_client_errors_over_the_wire(server):
+    response = httpx.post(f"{server['url']}/anomaly_score", json={"x": [[1.0, 2.0]]})
+    assert response.status_code == 400
+    assert response.json() == {"error": "x has 2 columns; this model expects 64 "
+                                        "(feature_names in /metadata)"}
+
+
+def test_serving_processes_never_load_torch(server):
+    import psutil
+
+    root = psutil.Process(server["process"].pid)
+    pids = [root.pid] + [child.pid for child in root.children(recursive=True)]
+    assert len(pids) >= 3  # the arbiter, the front worker and the model worker
+    for pid in pids:
+        try:
+            maps = Path(f"/proc/{pid}/maps").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        assert "libtorch" not in maps and "/torch/" not in maps, pid
+
+
+def test_sigterm_stops_cleanly(server):
+    process = server["process"]
+    os.killpg(process.pid, signal.SIGTERM)
+    assert process.wait(timeout=30) == 0

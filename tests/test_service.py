@@ -1,0 +1,242 @@
+"""The HTTP service: direct calls, every client error through the ASGI app, and a real
+`bentoml serve` process driven by bentoml.SyncHTTPClient."""
+
+import asyncio
+import importlib
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def service_module(bundle_dir):
+    os.environ["VAE_MODEL"] = str(bundle_dir)
+    os.environ["VAE_MAX_ROWS"] = "500"  # small limits, so that exceeding them is cheap
+    os.environ["VAE_MAX_SAMPLE_N"] = "300"
+    os.environ["VAE_MAX_JSON_BYTES"] = "2000000"
+    for name in ("serving.settings", "serving.api_models", "serving.service"):
+        if name in sys.modules:
+            importlib.reload(sys.modules[name])
+    import serving.service
+    yield serving.service
+    for name in ("VAE_MODEL", "VAE_MAX_ROWS", "VAE_MAX_SAMPLE_N", "VAE_MAX_JSON_BYTES"):
+        os.environ.pop(name)
+
+
+@pytest.fixture(scope="module")
+def service(service_module):
+    return service_module.VAE()
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+# -- direct calls ---------------------------------------------------------------------------
+
+def test_direct_calls_match_the_runtime(service, runtime, digits_x):
+    x = digits_x[:20]
+    answer = run(service.anomaly_score(x.tolist(), n_samples=16, seed=7, explain=True))
+    expected = runtime.score(x, 16, seed=7, explain=True)
+    assert answer.score == expected.score.tolist()
+    assert answer.percentile == expected.percentile.tolist()
+    assert answer.is_anomaly == expected.is_anomaly.tolist()
+    assert answer.feature_nll == expected.feature_nll.tolist()
+    assert answer.seed == 7 and answer.model_version == runtime.version
+
+    encoded = run(service.encode(x.tolist(), n_samples=3, seed=1))
+    mu, logvar, z = runtime.graphs.encode(x, runtime.eps(1, 0, 20, 3))
+    assert encoded.mu == mu.tolist() and encoded.z == z.tolist()
+    assert run(service.encode(x.tolist())).z is None
+
+    decoded = run(service.decode(mu.tolist()))
+    assert decoded.x_mean == runtime.graphs.decode(mu)[0].tolist()
+
+    sampled = run(service.sample(n=5, seed=3, temperature=0.5))
+    x_s, z_s = runtime.sample(5, seed=3, temperature=0.5)
+    assert sampled.x == x_s.tolist() and sampled.z == z_s.tolist()
+
+    for k in (0, 4):
+        rebuilt = run(service.reconstruct(x.tolist(), n_samples=k, seed=2))
+        np.testing.assert_array_equal(np.float32(rebuilt.x_mean),
+                                      runtime.reconstruct(x, k, seed=2))
+
+    meta = service.metadata()
+    assert meta["version"] == runtime.version and "quantiles" not in meta["calibration"]
+
+
+def test_a_seedless_answer_replays_from_its_seed(service, digits_x):
+    x = digits_x[:5].tolist()
+    first = run(service.anomaly_score(x))
+    again = run(service.anomaly_score(x, seed=first.seed))
+    assert first.score == again.score
+    other = run(service.anomaly_score(x))
+    assert other.seed != first.seed and other.score != first.score
+
+
+# -- every client mistake through the ASGI app ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def http(service_module):
+    from starlette.testclient import TestClient
+
+    with TestClient(service_module.VAE.to_asgi()) as client:
+        yield client
+
+
+GOOD = {"x": [[1.0] * 64], "n_samples": 2, "seed": 1}
+ROW = [1.0] * 64
+
+BAD_REQUESTS = [
+    ("/anomaly_score", {"x": [[1.0] * 63]}, 400,
+     "x has 63 columns; this model expects 64 (feature_names in /metadata)"),
+    ("/anomaly_score", {"x": [ROW, [1.0] * 65]}, 400, "x[1] has 65 values; this model expects 64"),
+    ("/anomaly_score", '{"x": [[NaN' + ", 1" * 63 + "]]}", 400,
+     "x[0][0] is NaN; expected finite numbers"),
+    ("/anomaly_score", '{"x": [[1' + ", 1" * 62 + ", Infinity]]}", 400,
+     "x[0][63] is infinite (or beyond float32's range); expected finite numbers"),
+    ("/anomaly_score", {"x": [[1e39] * 64]}, 400, "x[0][0] is infinite (or beyond float32's"),
+    ("/anomaly_score", {"x": [ROW[:-1] + ["7"]]}, 400, "x[0][63]: Input should be a valid number"),
+    ("/anomaly_score", {"x": [[True] * 64]}, 400, "x[0][0]: Input should be a valid number"),
+    ("/anomaly_score", {"x": "rows"}, 400, "x: Input should be a valid array"),
+    ("/anomaly_score", {"x": []}, 400, "x is empty; expected at least one row of 64 numbers"),
+    ("/anomaly_score", {}, 400, "x is required"),
+    ("/anomaly_score", {"x": [ROW] * 501}, 400,
+     "x has 501 rows; at most 500 are accepted per request"),
+    ("/anomaly_score", {"x": [ROW], "n_samples": 1025}, 400,
+     "n_samples: Input should be less than or equal to 1024"),
+    ("/anomaly_score", {"x": [ROW], "n_samples": 0}, 400,
+     "n_samples: Input should be greater than or equal to 1"),
+    ("/anomaly_score", {"x": [ROW], "n_samples": "4"}, 400, "n_samples: Input should be a valid"),
+    ("/anomaly_score", {"x": [ROW], "seed": -1}, 400, "seed: Input should be greater than or"),
+    ("/anomaly_score", {"x": [ROW], "explain": "maybe"}, 400, "explain: Input should be a valid"),
+    ("/anomaly_score", '{"x": [[1, 2', 400, "the body is not valid JSON"),
+    ("/encode", {"x": [ROW], "n_samples": 2000}, 400, "n_samples: Input should be less than"),
+    ("/reconstruct", {"x": [[0.5]]}, 400, "x has 1 columns; this model expects 64"),
+    ("/decode", {"z": [[0.0] * 3]}, 400, "z has 3 columns; this model expects 4"),
+    ("/sample", {"n": 301}, 400, "n: Input should be less than or equal to 300"),
+    ("/sample", {"n": 0}, 400, "n: Input should be greater than or equal to 1"),
+    ("/sample", {"n": 2, "temperature": -1}, 400, "temperature: Input should be greater than"),
+    ("/nowhere", {}, 404, "Not Found: no such endpoint; see /docs for the API"),
+]
+
+
+@pytest.mark.parametrize("path,body,status,message", BAD_REQUESTS,
+                         ids=[f"{b[0]}:{b[3][:30]}" for b in BAD_REQUESTS])
+def test_client_mistakes_get_4xx_with_a_one_line_error(http, path, body, status, message):
+    content = body if isinstance(body, str) else json.dumps(body)
+    response = http.post(path, content=content, headers={"content-type": "application/json"})
+    assert response.status_code == status, response.text
+    error = response.json()
+    assert list(error) == ["error"] and message in error["error"]
+    assert "\n" not in error["error"]
+    good = http.post("/anomaly_score", json=GOOD)  # and the next request is unharmed
+    assert good.status_code == 200 and len(good.json()["score"]) == 1
+
+
+def test_oversized_bodies_get_413(http):
+    body = json.dumps({"x": [[123456.789] * 64] * 4000})  # 3 MB, over VAE_MAX_JSON_BYTES
+    response = http.post("/anomaly_score", content=body,
+                         headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert "at most 2000000 are accepted" in response.json()["error"]
+
+    def chunks():  # no Content-Length: the limit is enforced while reading
+        for _ in range(20):
+            yield b" " * 200_000
+    response = http.post("/anomaly_score", content=chunks(),
+                         headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert http.post("/anomaly_score", json=GOOD).status_code == 200
+
+
+def test_metadata_and_probes(http, runtime):
+    assert http.get("/metadata").json()["version"] == runtime.version
+    assert http.post("/metadata").json()["n_features"] == 64
+    assert http.get("/livez").status_code == 200
+    assert http.get("/readyz").status_code == 200
+    response = http.put("/anomaly_score")
+    assert response.status_code == 405 and "use POST" in response.json()["error"]
+
+
+def write_file(path: Path, x: np.ndarray, names: list[str]) -> Path:
+    if path.suffix == ".npy":
+        np.save(path, x)
+    elif path.suffix == ".parquet":
+        pq.write_table(pa.table({n: x[:, i] for i, n in enumerate(names)}), path)
+    else:
+        path.write_text(",".join(names) + "\n" + "\n".join(",".join(map(repr, map(float, r)))
+                                                         for r in x))
+    return path
+
+
+def read_scores(content: bytes, suffix: str) -> dict:
+    if suffix == ".npy":
+        records = np.load(io.BytesIO(content))
+        return {name: records[name] for name in records.dtype.names}
+    if suffix == ".parquet":
+        table = pq.read_table(io.BytesIO(content))
+    else:
+        from pyarrow import csv
+        table = csv.read_csv(io.BytesIO(content))
+    return {name: table[name].to_numpy() for name in table.column_names}
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".csv", ".parquet"])
+def test_file_endpoint_gives_the_same_format_and_answers(http, runtime, digits_x, tmp_path,
+                                                         suffix):
+    names = runtime.manifest.feature_names
+    x = digits_x[:300]
+    # columns named in another order, plus an extra one, are matched by name
+    order = list(reversed(range(64)))
+    if suffix == ".npy":
+        path = write_file(tmp_path / f"rows{suffix}", x, names)
+    else:
+        shuffled = np.column_stack([x[:, order], np.arange(300)])
+        path = write_file(tmp_path / f"rows{suffix}", shuffled, [names[i] for i in order] + ["id"])
+    with open(path, "rb") as f:
+        response = http.post("/anomaly_score_file", files={"file": (path.name, f)},
+                             data={"n_samples": "8", "seed": "5"})
+    assert response.status_code == 200, response.text
+    assert response.headers["x-vae-seed"] == "5"
+    scores = read_scores(response.content, suffix)
+    expected = runtime.score(x, 8, seed=5)
+    assert list(scores) == ["row", "score", "recon_nll", "kl", "percentile", "is_anomaly"]
+    np.testing.assert_array_equal(scores["row"], np.arange(300))
+    tolerance = 1e-6 if suffix == ".csv" else 0  # CSV writes decimal text
+    np.testing.assert_allclose(scores["score"], expected.score, rtol=tolerance)
+    np.testing.assert_array_equal(scores["is_anomaly"], expected.is_anomaly)
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("rows.json", b"{}", "the uploaded file has extension '.json'; expected one of"),
+    ("rows.csv", b"a,b\n1,2\n", "the uploaded file lacks 64 of the model's 64 feature columns"),
+    ("rows.csv", b"", "the uploaded file is empty"),
+    ("rows.npy", b"garbage", "the uploaded file is not a readable .npy array"),
+])
+def test_bad_uploads_get_400(http, name, content, message):
+    response = http.post("/anomaly_score_file", files={"file": (name, content)})
+    assert response.status_code == 400 and message in response.json()["error"]
+    assert http.post("/anomaly_score", json=GOOD).status_code == 200
+
+
+def test_bad_upload_width(http, tmp_path):
+    path = tmp_path / "narrow.npy"
+    np.save(path, np.zeros((3, 10), np.float32))
+    response = http.post("/anomaly_score_file", files={"file": (path.name, path.read_bytes())})
+    assert response.status_code == 400
+    assert "the file has 10 columns; this model expects 64" in response.json()["error"]
