@@ -7,7 +7,9 @@ VAEModel  holds the onnxruntime sessions. Its batchable methods let BentoML's ad
           depend on its batch-mates, because its noise came with it.
 """
 
+import asyncio
 import os
+import sys
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -111,6 +113,16 @@ class VAEModel:
         return {"x_mean": x_mean, "x_logvar": x_logvar}
 
 
+def _keep_model_session(proxy) -> None:
+    """BentoML 1.4's client to a dependency replaces its aiohttp session every 100 requests or
+    300 s by closing the old one, which drops or stalls the calls still in flight on it (seen
+    here as requests hanging until the 120 s timeout under load; BentoML issue #5540). One
+    session for the worker's life avoids that; stale pooled connections are retried in _call."""
+    manager = getattr(getattr(proxy, "_async", None), "_session_manager", None)
+    if manager is not None:
+        manager.max_requests, manager.max_age = sys.maxsize, float("inf")
+
+
 @bentoml.service(name="vae", workers=SETTINGS.workers, traffic={"timeout": SETTINGS.timeout})
 class VAE:
     """A variational autoencoder on onnxruntime: encode, decode, sample, reconstruct and
@@ -119,6 +131,7 @@ class VAE:
     model = bentoml.depends(VAEModel)
 
     def __init__(self) -> None:
+        _keep_model_session(self.model)
         self.manifest = load_bundle(locate_bundle(SETTINGS.model)).manifest
         self.version = self.manifest.version
         self.threshold = float(np.float32(self.manifest.calibration.threshold))
@@ -230,11 +243,17 @@ class VAE:
                 str(e).replace(str(file), "the uploaded file")) from None
         x = x.x
         seed = new_seed() if seed is None else seed
-        parts = []
-        for start in range(0, len(x), SETTINGS.file_chunk_rows):
-            rows = x[start:start + SETTINGS.file_chunk_rows]
-            eps = draw_eps(seed, start, start + len(rows), n_samples, self.manifest.latent_dim)
-            parts.append(await self._score(rows, eps, False, "anomaly_score_file"))
+        in_flight = asyncio.Semaphore(2)  # the model scores one chunk while the next is drawn
+
+        async def score_chunk(start: int) -> dict:
+            async with in_flight:
+                rows = x[start:start + SETTINGS.file_chunk_rows]
+                eps = draw_eps(seed, start, start + len(rows), n_samples,
+                               self.manifest.latent_dim)
+                return await self._score(rows, eps, False, "anomaly_score_file")
+
+        parts = await asyncio.gather(*(score_chunk(start) for start in
+                                       range(0, len(x), SETTINGS.file_chunk_rows)))
         columns = {"row": np.arange(len(x), dtype=np.int64),
                    **{name: np.concatenate([p[name] for p in parts])
                       for name in ("score", "recon_nll", "kl", "percentile", "is_anomaly")}}

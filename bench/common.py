@@ -1,0 +1,80 @@
+"""Helpers shared by the benchmarks: rows, a served model, timing."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = ROOT / "bundles" / "digits"
+
+
+def digits_rows(n: int, seed: int = 0) -> np.ndarray:
+    """n digits-shaped rows: the embedded digits, tiled, with a little noise so rows differ."""
+    from serving.tables import read_table  # noqa: F401  (serving only; sklearn may be absent)
+    try:
+        from sklearn.datasets import load_digits
+        base = load_digits().data.astype(np.float32)
+    except ImportError:
+        base = np.random.default_rng(seed).integers(0, 17, (1797, 64)).astype(np.float32)
+    rows = np.resize(base, (n, base.shape[1]))
+    jitter = np.random.default_rng(seed).normal(0, 0.5, rows.shape).astype(np.float32)
+    return np.clip(rows + jitter, 0, 16)
+
+
+def rate(func, rows: int, min_seconds: float = 2.0) -> float:
+    """Rows per second of func(), called until min_seconds have passed (after one warm-up)."""
+    func()
+    calls, started = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < min_seconds:
+        func()
+        calls += 1
+    return calls * rows / elapsed
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def served(model: Path, env: dict | None = None):
+    """`bentoml serve` on a free port with the given bundle; yields its URL."""
+    port = free_port()
+    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"vae-bench-{port}.log", "w")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("bentoml")), "serve", "--port", str(port),
+         "--host", "127.0.0.1"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "VAE_MODEL": str(model), "BENTOML_DO_NOT_TRACK": "True",
+             **(env or {})}, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited; see {log.name}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"bentoml serve was not ready in 120 s; see {log.name}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def metric_sum(text: str, prefix: str, contains: str = "") -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(prefix) and contains in line)
