@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch is pinned to 2.13.0 in the train extra: that CPU wheel is on the local find-links
-	$(BIN)/pip install --quiet -e ".[train,test]"
+	$(BIN)/pip install --quiet -e ".[train,ray,test]"
 	touch $@
 
 install: $(STAMP)

@@ -57,6 +57,22 @@ def parser() -> argparse.ArgumentParser:
                         help="share of validation rows above the anomaly threshold (0.01)")
     export.add_argument("--register", action="store_true",
                         help="also store the bundle in the BentoML model store as NAME:VERSION")
+    score = commands.add_parser("score", help="score a file (or a directory of .parquet files)")
+    score.add_argument("input", metavar="INPUT", help=".csv, .parquet, .npy or a directory")
+    score.add_argument("--model", required=True, help="bundle directory or model-store tag")
+    score.add_argument("--out", required=True, metavar="OUTPUT",
+                       help=".csv, .parquet or .npy: the format follows the extension")
+    score.add_argument("--n-samples", type=_positive, default=16, help="K (16)")
+    score.add_argument("--seed", type=_natural, help="noise seed (default: a fresh one, printed)")
+    score.add_argument("--engine", choices=("local", "ray"), default="local")
+    score.add_argument("--ray-address", help="an existing Ray cluster (default: a local Ray)")
+    score.add_argument("--chunk-rows", type=_positive, default=1 << 16,
+                       help="rows read and scored at a time (65536)")
+    score.add_argument("--columns", type=lambda t: [c for c in t.split(",") if c], default=[],
+                       help="input columns to copy to the output, e.g. id,timestamp")
+    score.add_argument("--with-latent", action="store_true", help="add mu_0..mu_{D-1}")
+    score.add_argument("--threads", type=_positive, help="onnxruntime threads (VAE_ORT_THREADS)")
+    score.add_argument("--quiet", action="store_true", help="no progress bar")
     return top
 
 
@@ -93,7 +109,24 @@ def run_export(args: argparse.Namespace) -> None:
         print(f"registered {tag} in the BentoML model store")
 
 
-COMMANDS = {"train": run_train, "export": run_export}
+def run_score(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from serving.batch import ScoreJob, run_local
+
+    job = ScoreJob(input=Path(args.input), model=args.model, out=Path(args.out),
+                   n_samples=args.n_samples, seed=args.seed, chunk_rows=args.chunk_rows,
+                   columns=args.columns, with_latent=args.with_latent)
+    if args.engine == "ray":
+        from serving.ray_engine import run_ray
+        summary = run_ray(job, address=args.ray_address, threads=args.threads,
+                          progress=not args.quiet)
+    else:
+        summary = run_local(job, threads=args.threads, progress=not args.quiet)
+    print(summary.line(job.out))
+
+
+COMMANDS = {"train": run_train, "export": run_export, "score": run_score}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vae {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        hint = " (resume with the same command and --resume)" if args.command == "train" else ""
+        hint = {"train": " (resume with the same command and --resume)",
+                "score": " (run the same command again to continue)"}.get(args.command, "")
         print(f"\nvae {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
     return 0

@@ -111,8 +111,9 @@ def _read_arrow(path: Path, suffix: str) -> pa.Table:
         raise InputError(f"{path} could not be read as {suffix} ({first})") from None
 
 
-def arrow_to_rows(table: pa.Table, where: str) -> np.ndarray:
-    """Columns of a pyarrow table as float32 rows, refusing text, nulls and non-finite values."""
+def arrow_to_rows(table: pa.Table, where: str, first_row: int = 0) -> np.ndarray:
+    """Columns of a pyarrow table as float32 rows, refusing text, nulls and non-finite values;
+    rows are named in errors by first_row + their index."""
     if table.num_columns == 0:
         raise InputError(f"{where} has no columns; expected numeric feature columns")
     if table.num_rows == 0:
@@ -122,14 +123,16 @@ def arrow_to_rows(table: pa.Table, where: str) -> np.ndarray:
         if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
             raise InputError(f"{where}: column {name!r} is {kind}, not numeric; expected numbers")
         if column.null_count:
-            row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+            row = first_row + int(np.flatnonzero(
+                column.is_null().to_numpy(zero_copy_only=False))[0])
             raise InputError(f"{where}: column {name!r} has an empty or NaN value at row {row}; "
                              f"expected numbers in every cell")
     x = np.column_stack([c.to_numpy().astype(np.float32, copy=False) for c in table.columns])
-    return _finite_rows(x, where, table.column_names)
+    return _finite_rows(x, where, table.column_names, first_row)
 
 
-def _finite_rows(x: np.ndarray, where: str, names: list[str] | None = None) -> np.ndarray:
+def _finite_rows(x: np.ndarray, where: str, names: list[str] | None = None,
+                 first_row: int = 0) -> np.ndarray:
     if x.shape[0] == 0:
         raise InputError(f"{where} has no rows; expected at least one row of numbers")
     finite = np.isfinite(x)
@@ -137,5 +140,6 @@ def _finite_rows(x: np.ndarray, where: str, names: list[str] | None = None) -> n
         r, c = np.argwhere(~finite)[0]
         column = repr(names[c]) if names else str(c)
         what = "NaN" if np.isnan(x[r, c]) else "infinite"
-        raise InputError(f"{where}: row {r}, column {column} is {what}; expected finite numbers")
+        raise InputError(f"{where}: row {first_row + r}, column {column} is {what}; "
+                         f"expected finite numbers")
     return np.ascontiguousarray(x)

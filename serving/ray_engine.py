@@ -1,0 +1,107 @@
+"""`vae score --engine ray`: the same scoring as a Ray Data pipeline.
+
+read_* -> zip with each row's position -> map_batches(Scorer) -> write_parquet, then the
+parts are assembled into the output exactly as the local engine does. The Scorer holds the
+onnxruntime sessions and calls the same runtime, so row i gets the same noise and the same
+answer as with the local engine or the service. Ray is the optional extra `pip install .[ray]`.
+The bundle directory must be readable by the workers (on a cluster: shared storage).
+"""
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute
+
+from serving.batch import ScoreJob, Summary, prepare, score_table, write_scores
+from serving.inputs import InputError
+from serving.runtime import VAERuntime
+
+
+class Scorer:
+    """One onnxruntime runtime per Ray actor; scores batches carrying their row positions."""
+
+    def __init__(self, bundle: str, n_samples: int, seed: int, with_latent: bool,
+                 feature_names: list[str], passthrough: list[str], threads: int):
+        self.runtime = VAERuntime.load(bundle, threads)
+        self.n_samples, self.seed, self.with_latent = n_samples, seed, with_latent
+        self.feature_names, self.passthrough = feature_names, passthrough
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        positions = batch["id"].astype(np.int64)
+        if "data" in batch:  # read_numpy: one tensor column
+            x = np.asarray(batch["data"], dtype=np.float32)
+        else:
+            x = np.column_stack([batch[n] for n in self.feature_names]).astype(np.float32)
+        x = self.runtime.check(x, field=f"rows {positions[0]}..{positions[-1]}")
+        # SPEC.md's noise by position, one draw per run of consecutive positions
+        breaks = np.flatnonzero(np.diff(positions) != 1) + 1
+        eps = np.concatenate([self.runtime.eps(self.seed, int(run[0]), len(run), self.n_samples)
+                              for run in np.split(positions, breaks)], axis=1)
+        scored = self.runtime.score_with_eps(x, eps, with_latent=self.with_latent)
+        table = score_table(0, scored, None).set_column(0, "row", pa.array(positions))
+        for name in self.passthrough:
+            table = table.append_column(name, pa.array(batch[name]))
+        return table
+
+
+def _read(source, ray):
+    if source.kind == ".npy":
+        return ray.data.read_numpy(str(source.path))
+    if source.kind == ".csv":
+        from pyarrow import csv
+        options = csv.ConvertOptions(
+            include_columns=source.feature_names + source.passthrough,
+            column_types={n: pa.float32() for n in source.feature_names})
+        return ray.data.read_csv(str(source.path), convert_options=options)
+    return ray.data.read_parquet([str(f) for f in source.files],
+                                 columns=source.feature_names + source.passthrough)
+
+
+def run_ray(job: ScoreJob, address: str | None = None, threads: int | None = None,
+            progress: bool = True) -> Summary:
+    try:
+        import ray
+    except ImportError:
+        raise InputError("--engine ray needs Ray: pip install '.[ray]'") from None
+    started = time.perf_counter()
+    runtime = VAERuntime.load(job.model, threads)
+    source, parts, state = prepare(job, runtime)
+    parts.remove()  # Ray Data has no resumable writes: a Ray job starts over
+    ray.init(address=address, include_dashboard=False, ignore_reinit_error=True,
+             log_to_driver=False, **({} if address else {"num_cpus": os.cpu_count()}))
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True  # rows keep their file order for zip
+    context.enable_progress_bars = progress
+    out_dir = Path(job.out).with_name(f".{Path(job.out).name}.ray")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    try:
+        data = _read(source, ray)
+        rows = data.count()
+        data = data.zip(ray.data.range(rows))  # each row's position in the file, as "id"
+        data = data.map_batches(
+            Scorer, batch_size=job.chunk_rows, batch_format="numpy",
+            fn_constructor_kwargs=dict(bundle=str(runtime.bundle.path.resolve()),
+                                       n_samples=job.n_samples, seed=state["seed"],
+                                       with_latent=job.with_latent,
+                                       feature_names=source.feature_names,
+                                       passthrough=source.passthrough, threads=threads or 1),
+            # leave CPU for the read tasks: actors holding every CPU starve them (NOTES.md)
+            concurrency=1, num_cpus=0.5)
+        data.write_parquet(str(out_dir))
+        tables = sorted((_read_part(p) for p in out_dir.glob("*.parquet")),
+                        key=lambda t: t["row"][0].as_py() if t.num_rows else -1)
+        tables = [t for t in tables if t.num_rows]
+        anomalies = sum(int(pa.compute.sum(t["is_anomaly"]).as_py() or 0) for t in tables)
+        write_scores(tables, Path(job.out))
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    return Summary(rows, anomalies, time.perf_counter() - started, state["seed"])
+
+
+def _read_part(path: Path) -> pa.Table:
+    from pyarrow import parquet
+    return parquet.read_table(path)
