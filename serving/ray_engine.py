@@ -21,6 +21,9 @@ from serving.inputs import InputError
 from serving.runtime import VAERuntime
 
 
+POSITION = "__vae_row__"  # the column carrying each row's position through the pipeline
+
+
 class Scorer:
     """One onnxruntime runtime per Ray actor; scores batches carrying their row positions."""
 
@@ -31,7 +34,7 @@ class Scorer:
         self.feature_names, self.passthrough = feature_names, passthrough
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        positions = batch["id"].astype(np.int64)
+        positions = batch[POSITION].astype(np.int64)
         if "data" in batch:  # read_numpy: one tensor column
             x = np.asarray(batch["data"], dtype=np.float32)
         else:
@@ -81,7 +84,8 @@ def run_ray(job: ScoreJob, address: str | None = None, threads: int | None = Non
     try:
         data = _read(source, ray)
         rows = data.count()
-        data = data.zip(ray.data.range(rows))  # each row's position in the file, as "id"
+        positions = ray.data.range(rows).rename_columns({"id": POSITION})
+        data = data.zip(positions)  # each row's position in the file
         data = data.map_batches(
             Scorer, batch_size=job.chunk_rows, batch_format="numpy",
             fn_constructor_kwargs=dict(bundle=str(runtime.bundle.path.resolve()),

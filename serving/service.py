@@ -29,8 +29,9 @@ from serving.bundle import load_bundle, locate_bundle
 from serving.http_errors import JSONErrorMiddleware
 from serving.inputs import InputError, check_rows
 from serving.noise import draw_eps, draw_latent, new_seed
-from serving.runtime import VAERuntime
-from serving.tables import read_table, table_format, write_table
+from serving.batch import score_table, write_scores
+from serving.runtime import ScoredRows, VAERuntime
+from serving.sources import chunks, open_source
 
 SETTINGS = LIMITS
 MEDIA_TYPES = {".csv": "text/csv", ".parquet": "application/vnd.apache.parquet",
@@ -44,6 +45,13 @@ ANOMALIES = prometheus_client.Counter("vae_anomalies", "rows flagged is_anomaly,
 SCORES = prometheus_client.Histogram(
     "vae_anomaly_score", "anomaly scores answered (nats)",
     buckets=(-100, -20, 0, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, float("inf")))
+
+
+async def _first_done(tasks: set):
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    task = done.pop()
+    tasks.discard(task)
+    return task.result()
 
 
 def _is_tag(model: str) -> bool:
@@ -234,35 +242,37 @@ class VAE:
         """A .npy, .csv or .parquet file in; the same format out, one row of scores per row
         (row, score, recon_nll, kl, percentile, is_anomaly). Named columns are matched to
         the model's feature_names; a .npy file is taken by position."""
+        in_flight: set = set()  # the model scores one chunk while the next is read and drawn
         try:
-            suffix = table_format(file)
-            x = await anyio.to_thread.run_sync(read_table, file, self.manifest.feature_names)
-            check_rows(x.x, self.manifest.n_features, "the file")
+            source = open_source(file, self.manifest.feature_names)
+            chunks_of_file = chunks(source, SETTINGS.file_chunk_rows)
+            seed = new_seed() if seed is None else seed
+            tables = []
+            for first, rows, _ in chunks_of_file:
+                eps = draw_eps(seed, first, first + len(rows), n_samples,
+                               self.manifest.latent_dim)
+                in_flight.add(asyncio.create_task(self._score_part(first, rows, eps)))
+                if len(in_flight) >= 2:
+                    tables.append(await _first_done(in_flight))
+            while in_flight:
+                tables.append(await _first_done(in_flight))
         except InputError as e:
+            for task in in_flight:
+                task.cancel()
             raise bentoml.exceptions.InvalidArgument(
                 str(e).replace(str(file), "the uploaded file")) from None
-        x = x.x
-        seed = new_seed() if seed is None else seed
-        in_flight = asyncio.Semaphore(2)  # the model scores one chunk while the next is drawn
-
-        async def score_chunk(start: int) -> dict:
-            async with in_flight:
-                rows = x[start:start + SETTINGS.file_chunk_rows]
-                eps = draw_eps(seed, start, start + len(rows), n_samples,
-                               self.manifest.latent_dim)
-                return await self._score(rows, eps, False, "anomaly_score_file")
-
-        parts = await asyncio.gather(*(score_chunk(start) for start in
-                                       range(0, len(x), SETTINGS.file_chunk_rows)))
-        columns = {"row": np.arange(len(x), dtype=np.int64),
-                   **{name: np.concatenate([p[name] for p in parts])
-                      for name in ("score", "recon_nll", "kl", "percentile", "is_anomaly")}}
+        suffix = source.kind
         fd, out = tempfile.mkstemp(suffix=suffix)
         os.close(fd)
-        await anyio.to_thread.run_sync(write_table, out, columns)
+        tables.sort(key=lambda t: t["row"][0].as_py())
+        await anyio.to_thread.run_sync(write_scores, tables, Path(out))
         return FileResponse(out, media_type=MEDIA_TYPES[suffix], filename=f"scores{suffix}",
                             headers={"X-VAE-Seed": str(seed), "X-VAE-Model-Version": self.version},
                             background=BackgroundTask(os.unlink, out))
+
+    async def _score_part(self, first: int, rows: np.ndarray, eps: np.ndarray):
+        scored = await self._score(rows, eps, False, "anomaly_score_file")
+        return score_table(first, ScoredRows(**scored), None)
 
     @bentoml.api
     def metadata(self) -> dict:

@@ -56,33 +56,6 @@ def match_columns(columns: list[str], feature_names: list[str], where: str) -> l
     return feature_names
 
 
-def write_table(path: str | os.PathLike, columns: dict[str, np.ndarray]) -> None:
-    """Named columns to .csv, .parquet or .npy (a structured array), atomically: a temporary
-    file beside the target, renamed over it once complete."""
-    path = Path(path)
-    suffix = table_format(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        if suffix == ".npy":
-            records = np.empty(len(next(iter(columns.values()))),
-                               dtype=[(name, values.dtype) for name, values in columns.items()])
-            for name, values in columns.items():
-                records[name] = values
-            with open(tmp, "wb") as f:
-                np.save(f, records)
-        else:
-            table = pa.table(columns)
-            if suffix == ".csv":
-                from pyarrow import csv
-                csv.write_csv(table, tmp)
-            else:
-                from pyarrow import parquet
-                parquet.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _read_npy(path: Path) -> np.ndarray:
     try:
         x = np.load(path, mmap_mode="r", allow_pickle=False)

@@ -239,4 +239,4 @@ def test_bad_upload_width(http, tmp_path):
     np.save(path, np.zeros((3, 10), np.float32))
     response = http.post("/anomaly_score_file", files={"file": (path.name, path.read_bytes())})
     assert response.status_code == 400
-    assert "the file has 10 columns; this model expects 64" in response.json()["error"]
+    assert "the uploaded file has 10 columns; this model expects 64" in response.json()["error"]
