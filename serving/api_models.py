@@ -9,13 +9,11 @@ from typing import Annotated
 from pydantic import BaseModel, Field, Strict, model_serializer
 
 from serving.noise import MAX_SEED
-from serving.settings import Settings
-
-LIMITS = Settings.from_env()
+from serving.settings import SETTINGS
 
 Number = Annotated[float, Strict()]
 Rows = Annotated[list[list[Number]], Field(
-    description=f"rows of n_features numbers in raw feature units (at most {LIMITS.max_rows})",
+    description=f"rows of n_features numbers in raw feature units (at most {SETTINGS.max_rows})",
     examples=[[[0.0, 0.0, 5.0, 13.0, 9.0, 1.0, 0.0, 0.0] * 8]])]
 Latents = Annotated[list[list[Number]], Field(
     description="latent codes, each of latent_dim numbers", examples=[[[0.0] * 16]])]
@@ -24,13 +22,13 @@ Seed = Annotated[Annotated[int, Strict(), Field(ge=0, le=MAX_SEED)] | None, Fiel
 
 
 def samples(least: int) -> type:
-    return Annotated[int, Strict(), Field(ge=least, le=LIMITS.max_samples,
+    return Annotated[int, Strict(), Field(ge=least, le=SETTINGS.max_samples,
                                           description="n_samples K of z per row")]
 
 
 Temperature = Annotated[float, Strict(), Field(ge=0.0, le=100.0, allow_inf_nan=False,
                                                description="scale of z ~ N(0, I)")]
-SampleCount = Annotated[int, Strict(), Field(ge=1, le=LIMITS.max_sample_n)]
+SampleCount = Annotated[int, Strict(), Field(ge=1, le=SETTINGS.max_sample_n)]
 
 
 class Answer(BaseModel):

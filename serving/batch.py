@@ -177,7 +177,7 @@ class Parts:
 
     def tables(self) -> Iterator[pa.Table]:
         for path in self.done():
-            yield feather.read_table(path, memory_map=True)
+            yield feather.read_table(path, memory_map=False)
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -133,16 +133,27 @@ class VAERuntime:
 
     def score_with_eps(self, x: np.ndarray, eps: np.ndarray, explain: bool = False,
                        with_latent: bool = False) -> ScoredRows:
-        """Scores of checked rows x (B, F) under the given noise eps (K, B, D).
+        """Scores of checked rows x (B, F) under the given noise eps (K, B, D)."""
+        return self._score(x, eps.shape[0], lambda lo, hi: eps[:, lo:hi], explain, with_latent)
 
-        Rows go through the graphs in chunks of at most SAMPLE_ROWS // K, which bounds memory
-        whatever B and K are; a row's answer does not depend on its chunk.
-        """
-        chunk = max(1, SAMPLE_ROWS // max(1, eps.shape[0]))
+    def score(self, x, n_samples: int, seed: int, start: int = 0, explain: bool = False,
+              with_latent: bool = False) -> ScoredRows:
+        """Scores of rows numbered start, start+1, ... (their positions fix their noise)."""
+        x = self.check(x)
+        return self._score(x, n_samples,
+                           lambda lo, hi: self.eps(seed, start + lo, hi - lo, n_samples),
+                           explain, with_latent)
+
+    def _score(self, x: np.ndarray, n_samples: int, noise, explain: bool,
+               with_latent: bool) -> ScoredRows:
+        """Rows go through the graphs in chunks of at most SAMPLE_ROWS // K, with noise(lo, hi)
+        the (K, hi - lo, D) noise of rows lo..hi-1: memory stays bounded whatever B and K are,
+        and a row's answer does not depend on its chunk."""
+        chunk = max(1, SAMPLE_ROWS // max(1, n_samples))
         parts = []
-        for start in range(0, len(x), chunk):
-            rows, noise = x[start:start + chunk], eps[:, start:start + chunk]
-            terms, mu = self.graphs.score_terms(rows, np.ascontiguousarray(noise),
+        for lo in range(0, len(x), chunk):
+            hi = min(lo + chunk, len(x))
+            terms, mu = self.graphs.score_terms(x[lo:hi], np.ascontiguousarray(noise(lo, hi)),
                                                 self.manifest.sampling, explain)
             parts.append(ScoredRows(**vars(terms), mu=mu if with_latent else None))
         scored = parts[0] if len(parts) == 1 else ScoredRows(**{
@@ -152,13 +163,6 @@ class VAERuntime:
         scored.percentile = percentile(scored.score, self.quantiles)
         scored.is_anomaly = scored.score > self.threshold
         return scored
-
-    def score(self, x, n_samples: int, seed: int, start: int = 0, explain: bool = False,
-              with_latent: bool = False) -> ScoredRows:
-        """Scores of rows numbered start, start+1, ... (their positions fix their noise)."""
-        x = self.check(x)
-        return self.score_with_eps(x, self.eps(seed, start, len(x), n_samples), explain,
-                                   with_latent)
 
     def reconstruct(self, x, n_samples: int, seed: int) -> np.ndarray:
         """Mean of the decoder means over K samples of z; K = 0 decodes mu."""

@@ -37,3 +37,6 @@ class Settings:
                 raise ValueError(f"{name}={env[name]!r} is not a positive integer")
             values[field.name] = int(text)
         return cls(**values)
+
+
+SETTINGS = Settings.from_env()  # read once, when the service or a job starts

@@ -138,7 +138,10 @@ def _parquet_schema(path: Path, feature_names: list[str], passthrough: list[str]
 
 def _parquet_batches(path: Path, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
     from pyarrow import parquet
-    yield from parquet.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=columns)
+    # pre_buffer (pyarrow's default) keeps every row group read so far alive until the file is
+    # closed: the memory of a job grew with its input. Without it, memory stays flat.
+    reader = parquet.ParquetFile(path, pre_buffer=False)
+    yield from reader.iter_batches(batch_size=batch_rows, columns=columns)
 
 
 def _csv_reader(path: Path, feature_names: list[str], passthrough: list[str]):
