@@ -24,7 +24,7 @@ from pyarrow import feather
 from serving.inputs import InputError
 from serving.noise import new_seed
 from serving.runtime import ScoredRows, VAERuntime
-from serving.sources import Source, chunks, open_source
+from serving.sources import Source, chunks, open_source, rechunk
 from serving.tables import FORMATS
 
 SCORE_COLUMNS = ("score", "recon_nll", "kl", "percentile", "is_anomaly")
@@ -114,8 +114,7 @@ def _writer(kind: str, path: Path, schema: pa.Schema):
 
 
 def _regroup(tables: Iterable[pa.Table]) -> Iterator[pa.Table]:
-    from serving.sources import _rechunk
-    return _rechunk((b for t in tables for b in t.to_batches()), ROW_GROUP_ROWS)
+    return rechunk((b for t in tables for b in t.to_batches()), ROW_GROUP_ROWS)
 
 
 def _write_npy(tables: list[pa.Table], path: Path) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from serving.inputs import InputError
-from serving.tables import FORMATS, arrow_to_rows, match_columns
+from serving.tables import FORMATS, arrow_to_rows, finite_rows, match_columns, open_npy
 
 
 @dataclass
@@ -51,7 +51,7 @@ def open_source(path: str | os.PathLike, feature_names: list[str],
         if passthrough:
             raise InputError(f"{path} has no column names; --columns needs a .csv or .parquet "
                              f"input")
-        array = _npy(path)
+        array = open_npy(path)
         if array.shape[1] != len(feature_names):
             raise InputError(f"{path} has {array.shape[1]} columns; this model expects "
                              f"{len(feature_names)} (taken by position from a .npy file)")
@@ -67,10 +67,10 @@ def chunks(source: Source, chunk_rows: int, start_row: int = 0
            ) -> Iterator[tuple[int, np.ndarray, pa.Table | None]]:
     """(first_row, x (B, F) float32, passthrough columns or None), B = chunk_rows but the last."""
     if source.kind == ".npy":
-        array = _npy(source.path)
+        array = open_npy(source.path)
         for start in range(start_row, array.shape[0], chunk_rows):
             x = np.asarray(array[start:start + chunk_rows], dtype=np.float32)
-            yield start, _checked(x, source, start), None
+            yield start, finite_rows(x, str(source.path), None, start), None
         return
     if source.kind == ".csv":
         reader = _csv_reader(source.path, source.feature_names, source.passthrough)
@@ -79,7 +79,7 @@ def chunks(source: Source, chunk_rows: int, start_row: int = 0
         batches = (batch for f in source.files for batch in _parquet_batches(
             f, source.feature_names + source.passthrough, chunk_rows))
     start = 0
-    for table in _rechunk(batches, chunk_rows):
+    for table in rechunk(batches, chunk_rows):
         end = start + table.num_rows
         if end > start_row:
             skip = max(0, start_row - start)
@@ -87,28 +87,6 @@ def chunks(source: Source, chunk_rows: int, start_row: int = 0
             x = arrow_to_rows(table.select(source.feature_names), str(source.path), start + skip)
             yield start + skip, x, table.select(source.passthrough) if source.passthrough else None
         start = end
-
-
-def _checked(x: np.ndarray, source: Source, first_row: int) -> np.ndarray:
-    finite = np.isfinite(x)
-    if not finite.all():
-        r, c = np.argwhere(~finite)[0]
-        what = "NaN" if np.isnan(x[r, c]) else "infinite"
-        raise InputError(f"{source.path}: row {first_row + r}, column {c} is {what}; "
-                         f"expected finite numbers")
-    return np.ascontiguousarray(x)
-
-
-def _npy(path: Path) -> np.ndarray:
-    try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as e:
-        raise InputError(f"{path} is not a readable .npy array ({e}); expected a 2-D numeric "
-                         f"array saved with numpy.save") from None
-    if array.dtype.kind not in "fiu" or array.ndim != 2:
-        raise InputError(f"{path} holds {array.dtype} of shape {list(array.shape)}; expected a "
-                         f"2-D numeric array (rows, features)")
-    return array
 
 
 def _check_columns(schema: pa.Schema, where: str, feature_names: list[str],
@@ -173,7 +151,7 @@ def _csv_batches(reader, path: Path) -> Iterator[pa.RecordBatch]:
         yield batch
 
 
-def _rechunk(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
+def rechunk(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
     """Tables of exactly `rows` rows (the last may be shorter), whatever the batches' sizes."""
     pending: list[pa.RecordBatch] = []
     held = 0

@@ -37,7 +37,7 @@ def read_table(path: str | os.PathLike, feature_names: list[str] | None = None) 
     if not path.is_file():
         raise InputError(f"{path} does not exist; expected a {suffix} file")
     if suffix == ".npy":
-        return Table(_read_npy(path), None)
+        return Table(finite_rows(np.asarray(open_npy(path), dtype=np.float32), str(path)), None)
     arrow = _read_arrow(path, suffix)
     if feature_names is not None:
         arrow = arrow.select(match_columns(arrow.column_names, feature_names, str(path)))
@@ -56,7 +56,8 @@ def match_columns(columns: list[str], feature_names: list[str], where: str) -> l
     return feature_names
 
 
-def _read_npy(path: Path) -> np.ndarray:
+def open_npy(path: Path) -> np.ndarray:
+    """A .npy file as a read-only memory map, refused unless 2-D and numeric."""
     try:
         x = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as e:
@@ -67,7 +68,7 @@ def _read_npy(path: Path) -> np.ndarray:
     if x.ndim != 2:
         raise InputError(f"{path} has shape {list(x.shape)}; expected a 2-D array "
                          f"(rows, features)")
-    return _finite_rows(np.asarray(x, dtype=np.float32), str(path))
+    return x
 
 
 def _read_arrow(path: Path, suffix: str) -> pa.Table:
@@ -101,11 +102,12 @@ def arrow_to_rows(table: pa.Table, where: str, first_row: int = 0) -> np.ndarray
             raise InputError(f"{where}: column {name!r} has an empty or NaN value at row {row}; "
                              f"expected numbers in every cell")
     x = np.column_stack([c.to_numpy().astype(np.float32, copy=False) for c in table.columns])
-    return _finite_rows(x, where, table.column_names, first_row)
+    return finite_rows(x, where, table.column_names, first_row)
 
 
-def _finite_rows(x: np.ndarray, where: str, names: list[str] | None = None,
-                 first_row: int = 0) -> np.ndarray:
+def finite_rows(x: np.ndarray, where: str, names: list[str] | None = None,
+                first_row: int = 0) -> np.ndarray:
+    """x as C-contiguous rows, or a one-line error naming the first NaN or infinity."""
     if x.shape[0] == 0:
         raise InputError(f"{where} has no rows; expected at least one row of numbers")
     finite = np.isfinite(x)
