@@ -49,3 +49,28 @@ def digits_x() -> np.ndarray:
     from sklearn.datasets import load_digits
 
     return load_digits().data.astype(np.float32)
+
+
+SERVICE_ENV = {"VAE_MAX_ROWS": "500", "VAE_MAX_SAMPLE_N": "300",  # small limits: cheap to exceed
+               "VAE_MAX_JSON_BYTES": "2000000"}
+
+
+@pytest.fixture(scope="session")
+def service_module(bundle_dir):
+    """serving.service on the test bundle, imported once: its settings are read at import and
+    its Prometheus metrics may be registered only once per process."""
+    import importlib
+
+    os.environ.update({"VAE_MODEL": str(bundle_dir), **SERVICE_ENV})
+    for name in ("serving.settings", "serving.api_models"):
+        if name in sys.modules:
+            importlib.reload(sys.modules[name])
+    import serving.service
+    yield serving.service
+    for name in ("VAE_MODEL", *SERVICE_ENV):
+        os.environ.pop(name)
+
+
+@pytest.fixture(scope="session")
+def service(service_module):
+    return service_module.VAE()

@@ -14,7 +14,7 @@ import pytest
 from serving.batch import ScoreJob, run_local
 from serving.inputs import InputError
 from tests.conftest import ROOT, run_cli
-from tests.test_service import run, service, service_module  # noqa: F401 (fixtures)
+from tests.test_service import run
 
 
 def rows(digits_x, n=2500):

@@ -2,44 +2,14 @@
 `bentoml serve` process driven by bentoml.SyncHTTPClient."""
 
 import asyncio
-import importlib
 import io
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from tests.conftest import ROOT
-
-
-@pytest.fixture(scope="module")
-def service_module(bundle_dir):
-    os.environ["VAE_MODEL"] = str(bundle_dir)
-    os.environ["VAE_MAX_ROWS"] = "500"  # small limits, so that exceeding them is cheap
-    os.environ["VAE_MAX_SAMPLE_N"] = "300"
-    os.environ["VAE_MAX_JSON_BYTES"] = "2000000"
-    for name in ("serving.settings", "serving.api_models", "serving.service"):
-        if name in sys.modules:
-            importlib.reload(sys.modules[name])
-    import serving.service
-    yield serving.service
-    for name in ("VAE_MODEL", "VAE_MAX_ROWS", "VAE_MAX_SAMPLE_N", "VAE_MAX_JSON_BYTES"):
-        os.environ.pop(name)
-
-
-@pytest.fixture(scope="module")
-def service(service_module):
-    return service_module.VAE()
 
 
 def run(coroutine):
