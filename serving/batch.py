@@ -220,7 +220,7 @@ def run_local(job: ScoreJob, threads: int | None = None, progress: bool = True) 
     done = parts.done()
     resumed = sum(feather.read_table(p, columns=["row"]).num_rows for p in done)
     bar = tqdm(total=source.rows, initial=resumed, unit="row", unit_scale=True, desc="score",
-               disable=not progress, dynamic_ncols=True)
+               disable=not progress, dynamic_ncols=True, mininterval=0.5)
     for index, (first, x, passthrough) in enumerate(
             chunks(source, job.chunk_rows, resumed), start=len(done)):
         scored = runtime.score(x, job.n_samples, state["seed"], start=first,

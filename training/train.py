@@ -88,7 +88,7 @@ def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: 
 
     started = time.perf_counter()
     bar = tqdm(total=config.epochs, initial=state["epoch"], desc="train", unit="epoch",
-               disable=not progress, dynamic_ncols=True)
+               disable=not progress, dynamic_ncols=True, mininterval=0.5)
     for epoch in range(state["epoch"], config.epochs):
         if epoch - state["best_epoch"] >= config.patience and state["best_epoch"] > 0:
             break  # early stopping: no better validation loss for `patience` epochs
