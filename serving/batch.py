@@ -238,7 +238,8 @@ def finish(parts: Parts, out: Path, seed: int, resumed: int, started: float) -> 
         rows += table.num_rows
         anomalies += int(pyarrow.compute.sum(table["is_anomaly"]).as_py() or 0)
     if rows == 0:
-        raise InputError(f"the input has no rows; expected at least one row to score")
+        parts.remove()
+        raise InputError("the input has no rows; expected at least one row to score")
     write_scores(parts.tables(), out)
     parts.remove()
     return Summary(rows, anomalies, time.perf_counter() - started, seed, resumed)

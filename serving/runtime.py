@@ -23,7 +23,7 @@ class ScoredRows(Scores):
     mu: np.ndarray | None = None  # (B, D)
 
 
-SAMPLE_ROWS = 1 << 16  # K·B rows per onnxruntime call at most: bounds memory for any request
+SAMPLE_ROWS = 1 << 14  # K·B rows per onnxruntime call at most: bounds memory for any request
 
 
 def session_options(threads: int) -> ort.SessionOptions:

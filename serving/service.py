@@ -197,7 +197,7 @@ class VAE:
 
     @bentoml.api
     async def sample(self, n: SampleCount = 16, seed: Seed = None,
-               temperature: Temperature = 1.0) -> SampleAnswer:
+                     temperature: Temperature = 1.0) -> SampleAnswer:
         """n new rows: decoder means of z = temperature * N(0, I)."""
         seed = new_seed() if seed is None else seed
         z = draw_latent(seed, n, self.manifest.latent_dim, temperature)
@@ -208,7 +208,7 @@ class VAE:
 
     @bentoml.api
     async def reconstruct(self, x: Rows, n_samples: samples(0) = 1,
-                    seed: Seed = None) -> ReconstructAnswer:
+                          seed: Seed = None) -> ReconstructAnswer:
         """Decoder means averaged over n_samples codes z; n_samples 0 decodes mu."""
         rows = self._rows(x)
         seed, eps = self._noise(seed, len(rows), n_samples)
@@ -222,7 +222,7 @@ class VAE:
 
     @bentoml.api
     async def anomaly_score(self, x: Rows, n_samples: samples(1) = 16, seed: Seed = None,
-                      explain: bool = False) -> ScoreAnswer:
+                            explain: bool = False) -> ScoreAnswer:
         """-log p(x) per row (importance-weighted, K = n_samples), its terms, percentile
         among validation rows and the anomaly flag; with explain, each feature's share."""
         rows = self._rows(x)
@@ -237,17 +237,16 @@ class VAE:
 
     @bentoml.api
     async def anomaly_score_file(self, file: Path, n_samples: samples(1) = 16,
-                           seed: Seed = None) -> Path:
+                                 seed: Seed = None) -> Path:
         """A .npy, .csv or .parquet file in; the same format out, one row of scores per row
         (row, score, recon_nll, kl, percentile, is_anomaly). Named columns are matched to
         the model's feature_names; a .npy file is taken by position."""
         in_flight: set = set()  # the model scores one chunk while the next is read and drawn
         try:
             source = open_source(file, self.manifest.feature_names)
-            chunks_of_file = chunks(source, SETTINGS.file_chunk_rows)
             seed = new_seed() if seed is None else seed
             tables = []
-            for first, rows, _ in chunks_of_file:
+            for first, rows, _ in chunks(source, SETTINGS.file_chunk_rows):
                 eps = draw_eps(seed, first, first + len(rows), n_samples,
                                self.manifest.latent_dim)
                 in_flight.add(asyncio.create_task(self._score_part(first, rows, eps)))
@@ -255,6 +254,8 @@ class VAE:
                     tables.append(await _first_done(in_flight))
             while in_flight:
                 tables.append(await _first_done(in_flight))
+            if not tables:
+                raise InputError(f"{file} has no rows; expected at least one row to score")
         except InputError as e:
             for task in in_flight:
                 task.cancel()

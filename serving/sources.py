@@ -98,8 +98,9 @@ def _check_columns(schema: pa.Schema, where: str, feature_names: list[str],
                          f"its columns are {', '.join(schema.names[:8])}"
                          f"{', ...' if len(schema.names) > 8 else ''}")
     for name in feature_names:
-        kind = schema.field(name).type
-        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+        kind = schema.field(name).type  # null: no value seen yet (a CSV header alone)
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)
+                or pa.types.is_null(kind)):
             raise InputError(f"{where}: column {name!r} is {kind}, not numeric; expected numbers")
 
 

@@ -196,6 +196,8 @@ def test_file_endpoint_gives_the_same_format_and_answers(http, runtime, digits_x
     ("rows.json", b"{}", "the uploaded file has extension '.json'; expected one of"),
     ("rows.csv", b"a,b\n1,2\n", "the uploaded file lacks 64 of the model's 64 feature columns"),
     ("rows.csv", b"", "the uploaded file is empty"),
+    ("rows.csv", ",".join(f"pixel_{i // 8}_{i % 8}" for i in range(64)).encode() + b"\n",
+     "the uploaded file has no rows"),
     ("rows.npy", b"garbage", "the uploaded file is not a readable .npy array"),
 ])
 def test_bad_uploads_get_400(http, name, content, message):
