@@ -136,8 +136,13 @@ def main(argv: list[str] | None = None) -> int:
 
     expected: tuple[type[Exception], ...] = (InputError, BundleError, FileNotFoundError)
     if args.command in ("train", "export"):
-        from export.verify import ExportError
-        from training.train import RunError
+        try:
+            from export.verify import ExportError
+            from training.train import RunError
+        except ImportError as e:
+            print(f"vae {args.command}: error: {e.name} is not installed; training and export "
+                  f"need the train extra: pip install '.[train]'", file=sys.stderr)
+            return 1
         expected += (RunError, ExportError)
     try:
         COMMANDS[args.command](args)
