@@ -96,14 +96,34 @@ def run_ray(job: ScoreJob, address: str | None = None, threads: int | None = Non
             # leave CPU for the read tasks: actors holding every CPU starve them (NOTES.md)
             concurrency=1, num_cpus=0.5)
         data.write_parquet(str(out_dir))
-        tables = sorted((_read_part(p) for p in out_dir.glob("*.parquet")),
-                        key=lambda t: t["row"][0].as_py() if t.num_rows else -1)
-        tables = [t for t in tables if t.num_rows]
-        anomalies = sum(int(pa.compute.sum(t["is_anomaly"]).as_py() or 0) for t in tables)
+        tables = _in_row_order([_read_part(p) for p in out_dir.glob("*.parquet")], rows)
+        anomalies = sum(int(pyarrow.compute.sum(t["is_anomaly"]).as_py() or 0) for t in tables)
         write_scores(tables, Path(job.out))
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
     return Summary(rows, anomalies, time.perf_counter() - started, state["seed"])
+
+
+def _in_row_order(tables: list[pa.Table], rows: int) -> list[pa.Table]:
+    """The written rows as runs of consecutive positions, in order. Ray's write tasks may put
+    any rows in any file, so each file is sorted and cut where its positions jump; the runs
+    must then cover 0..rows-1 exactly, or nothing is written."""
+    runs = []
+    for table in tables:
+        table = table.sort_by("row")
+        positions = table["row"].to_numpy()
+        cuts = [0, *(np.flatnonzero(np.diff(positions) != 1) + 1), len(positions)]
+        runs += [table.slice(lo, hi - lo) for lo, hi in zip(cuts[:-1], cuts[1:]) if hi > lo]
+    runs.sort(key=lambda run: run["row"][0].as_py())
+    expected = 0
+    for run in runs:
+        if run["row"][0].as_py() != expected:
+            raise RuntimeError(f"the Ray job wrote rows from {run['row'][0].as_py()} where row "
+                               f"{expected} was expected; no output was written")
+        expected += run.num_rows
+    if expected != rows:
+        raise RuntimeError(f"the Ray job wrote {expected} rows of {rows}; no output was written")
+    return runs
 
 
 def _read_part(path: Path) -> pa.Table:

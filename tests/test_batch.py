@@ -210,4 +210,6 @@ def test_ray_engine_matches_the_local_engine(tmp_path, runtime, digits_x, bundle
     assert "scored 3000 rows" in ray_run.stdout
     local = run_cli("score", str(source), "--out", str(tmp_path / "local.parquet"), *common)
     assert local.returncode == 0, local.stderr
-    assert pq.read_table(tmp_path / "ray.parquet").equals(pq.read_table(tmp_path / "local.parquet"))
+    scored = pq.read_table(tmp_path / "ray.parquet")
+    np.testing.assert_array_equal(scored["id"].to_numpy(), scored["row"].to_numpy() * 7)
+    assert scored.equals(pq.read_table(tmp_path / "local.parquet"))
