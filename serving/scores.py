@@ -35,7 +35,6 @@ def score_terms(x: np.ndarray, mu: np.ndarray, logvar: np.ndarray, eps: np.ndarr
     For a `--no-sampling` model (z = mu and logvar = 0) the score is recon_nll + ½‖mu‖², the
     objective it was trained on; its closed-form `kl` is then exactly that penalty.
     """
-    k = z.shape[0]
     # Squared error scaled by the decoder's variance, plus its log-variance: (K, B, F).
     sq = x - x_mean
     np.square(sq, out=sq)
