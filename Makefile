@@ -6,7 +6,7 @@ RUN      := runs/digits
 BUNDLE   := bundles/digits
 export BENTOML_DO_NOT_TRACK := True
 
-.PHONY: install serve model test clean
+.PHONY: install serve model test image smoke clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -29,6 +29,14 @@ model: $(BUNDLE)/manifest.json
 
 serve: model
 	$(BIN)/bentoml serve
+
+# The container image (podman; a debootstrap base is built once) and its smoke test.
+IMAGE ?= localhost/vae-service:latest
+image: model
+	deploy/image.sh $(IMAGE)
+
+smoke: image
+	$(BIN)/python deploy/smoke_test.py --image $(IMAGE)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
