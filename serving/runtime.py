@@ -37,7 +37,7 @@ def session_options(threads: int) -> ort.SessionOptions:
 
 
 def default_threads() -> int:
-    """onnxruntime threads per session: VAE_ORT_THREADS, else 1."""
+    """onnxruntime threads per session: VAE_ORT_THREADS, else 1 (the service derives its own)."""
     return int(os.environ.get("VAE_ORT_THREADS", "1"))
 
 

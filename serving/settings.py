@@ -9,7 +9,9 @@ class Settings:
     model: str = "vae:latest"  # VAE_MODEL: a model-store tag or a bundle directory
     workers: int = 1  # VAE_WORKERS: processes of the HTTP front (validation, JSON, noise)
     model_workers: int = 1  # VAE_MODEL_WORKERS: processes holding onnxruntime sessions
-    ort_threads: int = 1  # VAE_ORT_THREADS: onnxruntime intra-op threads per model worker
+    ort_threads: int = 1  # VAE_ORT_THREADS: onnxruntime intra-op threads per model worker;
+    # unset, the CPUs of the container (its cgroup limit) left after the API workers, shared
+    # among the model workers
     max_rows: int = 10_000  # VAE_MAX_ROWS: rows per JSON request
     max_samples: int = 1024  # VAE_MAX_SAMPLES: n_samples per request
     max_sample_n: int = 10_000  # VAE_MAX_SAMPLE_N: n of /sample
@@ -36,7 +38,23 @@ class Settings:
             if not text.isdigit() or int(text) < 1:
                 raise ValueError(f"{name}={env[name]!r} is not a positive integer")
             values[field.name] = int(text)
+        if "ort_threads" not in values:
+            workers = values.get("workers", cls.workers)
+            model_workers = values.get("model_workers", cls.model_workers)
+            values["ort_threads"] = max(1, int(container_cpus() - workers) // model_workers)
         return cls(**values)
+
+
+def container_cpus() -> float:
+    """CPUs this process may use: the cgroup v2 quota when one is set, else its CPU affinity
+    (onnxruntime by default sizes itself to the host, not the container)."""
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()
+        if quota != "max":
+            return int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    return len(os.sched_getaffinity(0))
 
 
 SETTINGS = Settings.from_env()  # read once, when the service or a job starts

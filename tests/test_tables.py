@@ -90,3 +90,4 @@ def test_split_and_normalization_use_training_rows_only():
     mean, std = fit_normalization(x[:2])  # the third row is "validation"
     np.testing.assert_allclose(mean, [0.0, 2.0])
     np.testing.assert_allclose(std, [1.0, 1.0])  # a constant feature keeps std 1
+
