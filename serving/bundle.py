@@ -202,6 +202,9 @@ def locate_bundle(ref: str | os.PathLike) -> Path:
     if path.exists() or "/" in ref or os.sep in ref:
         raise BundleError(f"model {ref!r} is not a bundle directory; expected a directory "
                           f"written by `vae export` or a model-store tag such as vae:latest")
+    packaged = _packaged_model(ref)
+    if packaged is not None:
+        return packaged
     import bentoml  # only needed for tags; importing it costs about a second
     try:
         return Path(bentoml.models.get(ref).path)
@@ -212,3 +215,17 @@ def locate_bundle(ref: str | os.PathLike) -> Path:
     except (ValueError, bentoml.exceptions.BentoMLException) as e:
         raise BundleError(f"model {ref!r} is not a valid model-store tag ({e}); expected NAME or "
                           f"NAME:VERSION such as vae:latest, or a bundle directory") from None
+
+
+def _packaged_model(ref: str) -> Path | None:
+    """Inside a bento's container (BENTO_PATH set) its models sit in $BENTO_PATH/models/NAME/
+    VERSION, with NAME/latest naming the newest: found there, a batch job needs no store."""
+    root = os.environ.get("BENTO_PATH")
+    if not root:
+        return None
+    name, _, version = ref.partition(":")
+    models = Path(root) / "models" / name
+    if version in ("", "latest") and (models / "latest").is_file():
+        version = (models / "latest").read_text().strip()
+    path = models / version if version else None
+    return path if path is not None and (path / MANIFEST_FILE).is_file() else None

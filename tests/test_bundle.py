@@ -99,3 +99,13 @@ def test_locating_models(bundle_dir, tmp_path):
         locate_bundle(tmp_path / "missing" / "bundle")
     with pytest.raises(BundleError, match=r"is not a bundle directory"):
         locate_bundle(bundle_dir / "manifest.json")
+
+
+def test_models_packaged_in_a_bento_are_found_without_a_store(bundle_dir, tmp_path, monkeypatch):
+    models = tmp_path / "bento" / "models" / "vae"
+    shutil.copytree(bundle_dir, models / "v1")
+    (models / "latest").write_text("v1")
+    monkeypatch.setenv("BENTO_PATH", str(tmp_path / "bento"))
+    assert locate_bundle("vae:latest") == models / "v1"
+    assert locate_bundle("vae") == models / "v1"
+    assert locate_bundle("vae:v1") == models / "v1"

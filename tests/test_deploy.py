@@ -1,0 +1,91 @@
+"""The Kubernetes manifests: valid against the schemas, and in agreement with the code."""
+
+import re
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from cli import parser
+from serving.settings import Settings
+from tests.conftest import ROOT
+
+DEPLOY = ROOT / "deploy" / "kubernetes"
+VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
+
+
+def documents() -> dict[str, dict]:
+    return {p.name: yaml.safe_load(p.read_text()) for p in sorted(DEPLOY.glob("*.yaml"))}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("name", [n for n in documents() if n not in
+                                  ("kustomization.yaml", "rayjob.yaml")])
+def test_manifests_validate_strictly(name, version):
+    kubernetes_validate.validate(documents()[name], version, strict=True)
+
+
+def test_kustomization_lists_every_manifest():
+    listed = documents()["kustomization.yaml"]["resources"]
+    assert sorted(listed) == sorted(n for n in documents() if n != "kustomization.yaml")
+
+
+def test_rayjob_structure():
+    job = documents()["rayjob.yaml"]
+    assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob"
+    spec = job["spec"]
+    command = spec["entrypoint"].split()
+    args = parser().parse_args(command[command.index("cli") + 1:])
+    assert args.command == "score" and args.engine == "ray"
+    cluster = spec["rayClusterSpec"]
+    pods = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in
+                                                     cluster["workerGroupSpecs"]]
+    for pod in pods:
+        [container] = pod["spec"]["containers"]
+        assert container["image"].startswith("rayproject/ray:")
+        assert {"name": "data", "mountPath": "/data"} in container["volumeMounts"]
+        assert pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "vae-data"
+    assert re.search(r"\bonnxruntime\b", spec["runtimeEnvYAML"])
+
+
+def _pod(name: str) -> dict:
+    return documents()[name]["spec"]["template"]["spec"]
+
+
+def test_deployment_agrees_with_the_service_code():
+    pod = _pod("deployment.yaml")
+    [container] = pod["containers"]
+    image_default = re.search(r"TAG=\$\{1:-([^}]+)\}", (ROOT / "deploy" / "image.sh").read_text())
+    assert container["image"] == image_default.group(1)
+    assert container["ports"] == [{"name": "http", "containerPort": 3000}]
+    assert container["args"] == ["--port", "3000"]
+    assert container["startupProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
+    service = documents()["service.yaml"]["spec"]
+    assert service["ports"][0]["targetPort"] == "http"
+    assert service["selector"] == documents()["deployment.yaml"]["spec"]["selector"]["matchLabels"]
+    settings = documents()["configmap.yaml"]["data"]
+    known = {f"VAE_{name.upper()}" for name in Settings.__dataclass_fields__}
+    assert set(settings) <= known, set(settings) - known
+    parsed = Settings.from_env(settings)
+    pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
+    assert pod["terminationGracePeriodSeconds"] > parsed.timeout + pre_stop
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] and not security["allowPrivilegeEscalation"]
+    assert security["capabilities"]["drop"] == ["ALL"] and pod["securityContext"]["runAsNonRoot"]
+    writable = {m["mountPath"] for m in container["volumeMounts"]}
+    home = {e["name"]: e["value"] for e in container["env"]}["BENTOML_HOME"]
+    assert any(home.startswith(path) for path in writable)
+
+
+def test_job_runs_the_score_command():
+    [container] = _pod("job.yaml")["containers"]
+    assert container["command"] == ["python", "-m", "cli"]
+    args = parser().parse_args(container["args"])
+    assert args.command == "score" and args.engine == "local"
+    assert args.input.startswith("/data/") and args.out.startswith("/data/")
+    assert container["workingDir"] == "/home/bentoml/bento/src"  # where the bento puts cli.py
+    assert "cli.py" in (ROOT / "bentofile.yaml").read_text()
+    assert container["securityContext"]["readOnlyRootFilesystem"]
