@@ -2,7 +2,7 @@
 
     .venv/bin/python deploy/smoke_test.py [--image localhost/vae-service:latest] [--model vae:latest]
 
-Runs the image with podman, waits for /readyz, checks /livez and /metadata, compares one
+Runs the image with podman (read-only root filesystem, as the Deployment does), waits for /readyz, checks /livez and /metadata, compares one
 /anomaly_score answer with the runtime computed here, outside the container, for the same rows
 and seed (they must be equal to the bit), then sends SIGTERM and checks a clean exit within the
 grace period. Prints one line per check; exits non-zero on the first failure.
@@ -45,8 +45,10 @@ def main() -> int:
     args = parser.parse_args()
     name = f"vae-smoke-{os.getpid()}"
     url = f"http://127.0.0.1:{args.port}"
-    podman("run", "-d", "--name", name, "--network=host", "-e", "VAE_WORKERS=1", args.image,
-           "--port", str(args.port))
+    # as deploy/kubernetes/deployment.yaml runs it: read-only root, writable /tmp as BentoML's home
+    podman("run", "-d", "--name", name, "--network=host", "--read-only", "--tmpfs",
+           "/tmp:mode=1777", "-e", "TMPDIR=/tmp", "-e", "BENTOML_HOME=/tmp/bentoml",
+           "-e", "VAE_WORKERS=1", args.image, "--port", str(args.port))
     try:
         deadline = time.monotonic() + 120
         while True:
