@@ -5,7 +5,8 @@
 Runs the image with podman (read-only root filesystem, as the Deployment does), waits for
 /readyz, checks /livez and /metadata, compares one /anomaly_score answer with the runtime
 computed here, outside the container, for the same rows and seed (they must be equal to the
-bit), then sends SIGTERM and checks a clean exit within the grace period. Prints one line per check; exits non-zero on the first failure.
+bit), then sends SIGTERM and checks a clean exit within the grace period. Prints one line
+per check; exits non-zero on the first failure.
 """
 
 import argparse
