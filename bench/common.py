@@ -9,8 +9,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import numpy as np
+
+from serving.readiness import wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = ROOT / "bundles" / "digits"
@@ -57,18 +58,10 @@ def served(model: Path, env: dict | None = None):
              **(env or {})}, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited; see {log.name}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"bentoml serve was not ready in 120 s; see {log.name}")
-            time.sleep(0.5)
+        try:
+            wait_ready(url, alive=lambda: process.poll() is None, what="bentoml serve")
+        except RuntimeError as e:
+            raise RuntimeError(f"{e}; see {log.name}") from None
         yield url
     finally:
         os.killpg(process.pid, signal.SIGTERM)

@@ -21,6 +21,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from serving.readiness import wait_ready  # noqa: E402
 from serving.runtime import VAERuntime  # noqa: E402
 
 
@@ -51,17 +52,11 @@ def main() -> int:
            "/tmp:mode=1777", "-e", "TMPDIR=/tmp", "-e", "BENTOML_HOME=/tmp/bentoml",
            "-e", "VAE_WORKERS=1", args.image, "--port", str(args.port))
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                print(podman("logs", name, check=False).stderr[-2000:])
-                raise SystemExit("FAIL  /readyz did not answer 200 within 120 s")
-            time.sleep(0.5)
+        try:
+            wait_ready(url, what=f"the container {name}")
+        except RuntimeError as e:
+            print(podman("logs", name, check=False).stderr[-2000:])
+            raise SystemExit(f"FAIL  {e}") from None
         ok("/readyz 200")
         assert httpx.get(f"{url}/livez").status_code == 200, "FAIL  /livez"
         ok("/livez 200")

@@ -1,7 +1,6 @@
 """The Kubernetes manifests: valid against the schemas, and in agreement with the code."""
 
 import re
-from pathlib import Path
 
 import kubernetes_validate
 import pytest

@@ -5,7 +5,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
+from serving.readiness import wait_ready
 from tests.conftest import ROOT
 
 
@@ -35,16 +35,10 @@ def server(bundle_dir, tmp_path_factory):
                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        assert process.poll() is None, (home / "serve.log").read_text()[-3000:]
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "bentoml serve did not become ready"
-        time.sleep(0.5)
+    try:
+        wait_ready(url, alive=lambda: process.poll() is None, what="bentoml serve")
+    except RuntimeError as e:
+        pytest.fail(f"{e}: {(home / 'serve.log').read_text()[-3000:]}")
     yield {"url": url, "process": process, "log": home / "serve.log"}
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
