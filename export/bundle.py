@@ -21,7 +21,6 @@ from training.train import load_run
 
 CALIBRATION_SAMPLES = 16  # the default n_samples of /anomaly_score
 CALIBRATION_SEED = 0
-CALIBRATION_CHUNK = 4096  # rows per onnxruntime call, to bound memory on large validation sets
 
 
 def model_version(vae: VAE) -> str:
@@ -35,13 +34,9 @@ def model_version(vae: VAE) -> str:
 
 def validation_scores(graphs: VAEGraphs, x: np.ndarray, sampling: bool) -> np.ndarray:
     """Scores of the validation rows with SPEC.md's noise, as the service would give them."""
-    scores = []
-    for start in range(0, len(x), CALIBRATION_CHUNK):
-        rows = x[start:start + CALIBRATION_CHUNK]
-        eps = draw_eps(CALIBRATION_SEED, start, start + len(rows), CALIBRATION_SAMPLES,
-                       graphs.latent_dim)
-        scores.append(graphs.score_terms(rows, eps, sampling)[0].score)
-    return np.concatenate(scores)
+    def noise(lo: int, hi: int) -> np.ndarray:
+        return draw_eps(CALIBRATION_SEED, lo, hi, CALIBRATION_SAMPLES, graphs.latent_dim)
+    return graphs.score_rows(x, CALIBRATION_SAMPLES, noise, sampling).score
 
 
 def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str = "vae",

@@ -101,6 +101,25 @@ class VAEGraphs:
         return score_terms(x, mu, logvar, eps, z, x_mean, x_logvar, sampling, explain), mu
 
 
+    def score_rows(self, x: np.ndarray, n_samples: int, noise, sampling: bool = True,
+                   explain: bool = False, with_latent: bool = False) -> ScoredRows:
+        """Score terms of checked rows x (B, F), with noise(lo, hi) the (K, hi - lo, D) noise of
+        rows lo..hi-1. Rows go through the graphs in chunks of at most SAMPLE_ROWS // K: memory
+        stays bounded whatever B and K are, and a row's answer does not depend on its chunk."""
+        chunk = max(1, SAMPLE_ROWS // max(1, n_samples))
+        parts = []
+        for lo in range(0, len(x), chunk):
+            hi = min(lo + chunk, len(x))
+            terms, mu = self.score_terms(x[lo:hi], np.ascontiguousarray(noise(lo, hi)),
+                                         sampling, explain)
+            parts.append(ScoredRows(**vars(terms), mu=mu if with_latent else None))
+        if len(parts) == 1:
+            return parts[0]
+        return ScoredRows(**{field: None if getattr(parts[0], field) is None
+                             else np.concatenate([getattr(p, field) for p in parts])
+                             for field in vars(parts[0])})
+
+
 class VAERuntime:
     """A verified bundle on onnxruntime, scoring rows by SPEC.md's draw rule and maths."""
 
@@ -146,20 +165,8 @@ class VAERuntime:
 
     def _score(self, x: np.ndarray, n_samples: int, noise, explain: bool,
                with_latent: bool) -> ScoredRows:
-        """Rows go through the graphs in chunks of at most SAMPLE_ROWS // K, with noise(lo, hi)
-        the (K, hi - lo, D) noise of rows lo..hi-1: memory stays bounded whatever B and K are,
-        and a row's answer does not depend on its chunk."""
-        chunk = max(1, SAMPLE_ROWS // max(1, n_samples))
-        parts = []
-        for lo in range(0, len(x), chunk):
-            hi = min(lo + chunk, len(x))
-            terms, mu = self.graphs.score_terms(x[lo:hi], np.ascontiguousarray(noise(lo, hi)),
-                                                self.manifest.sampling, explain)
-            parts.append(ScoredRows(**vars(terms), mu=mu if with_latent else None))
-        scored = parts[0] if len(parts) == 1 else ScoredRows(**{
-            field: None if getattr(parts[0], field) is None
-            else np.concatenate([getattr(p, field) for p in parts])
-            for field in vars(parts[0])})
+        scored = self.graphs.score_rows(x, n_samples, noise, self.manifest.sampling, explain,
+                                        with_latent)
         scored.percentile = percentile(scored.score, self.quantiles)
         scored.is_anomaly = scored.score > self.threshold
         return scored
