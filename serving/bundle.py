@@ -193,13 +193,18 @@ def write_bundle(out: str | os.PathLike, encoder: bytes, decoder: bytes, manifes
     return load_bundle(out)
 
 
+def is_model_tag(ref: str | os.PathLike) -> bool:
+    """Whether ref names a model-store tag (vae, vae:latest) rather than a path."""
+    return not Path(ref).exists() and "/" not in str(ref) and os.sep not in str(ref)
+
+
 def locate_bundle(ref: str | os.PathLike) -> Path:
     """A bundle directory, or a BentoML model-store tag such as `vae:latest`, as a directory."""
     path = Path(ref)
     if path.is_dir():
         return path
     ref = str(ref)
-    if path.exists() or "/" in ref or os.sep in ref:
+    if not is_model_tag(ref):
         raise BundleError(f"model {ref!r} is not a bundle directory; expected a directory "
                           f"written by `vae export` or a model-store tag such as vae:latest")
     packaged = _packaged_model(ref)

@@ -26,7 +26,7 @@ from serving.api_models import (DecodeAnswer, EncodeAnswer, Latents, Reconstruct
                                 Rows, SampleAnswer, SampleCount, ScoreAnswer, Seed, Temperature,
                                 samples)
 from serving.batch import score_table, write_scores
-from serving.bundle import load_bundle, locate_bundle
+from serving.bundle import is_model_tag, load_bundle, locate_bundle
 from serving.http_errors import JSONErrorMiddleware
 from serving.inputs import InputError, check_rows
 from serving.noise import draw_eps, draw_latent, new_seed
@@ -53,10 +53,6 @@ async def _first_done(tasks: set):
     return task.result()
 
 
-def _is_tag(model: str) -> bool:
-    return not Path(model).exists() and "/" not in model
-
-
 def _merged(jobs: list[dict], run) -> list[dict]:
     """Run jobs alike in everything but their rows as one call: concatenate x along rows and
     eps along its batch axis, then cut every output back at the jobs' boundaries."""
@@ -80,7 +76,7 @@ def _merged(jobs: list[dict], run) -> list[dict]:
 class VAEModel:
     """onnxruntime sessions of one bundle; called by VAE only."""
 
-    if _is_tag(SETTINGS.model):
+    if is_model_tag(SETTINGS.model):
         bento_model = bentoml.models.BentoModel(SETTINGS.model)  # `bentoml build` packages it
 
     def __init__(self) -> None:
