@@ -3,6 +3,7 @@
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _hidden(text: str) -> tuple[int, ...]:
@@ -35,6 +36,11 @@ def parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a VAE into RUN_DIR")
     train.add_argument("--data", default="digits",
                        help="digits (default), breast-cancer, or a .csv/.parquet/.npy file")
+    train.add_argument("--label-column", metavar="COL",
+                       help="the file's label column: train on the normal rows only and keep "
+                            "the others (and a share of the normal ones) for `vae evaluate`")
+    train.add_argument("--normal-value", metavar="V",
+                       help="the label of the normal rows (0); needs --label-column")
     train.add_argument("--epochs", type=_positive, help="at most this many epochs (300)")
     train.add_argument("--latent-dim", type=_positive, default=16)
     train.add_argument("--hidden", type=_hidden, default=(256, 256), help="e.g. 256,256")
@@ -73,17 +79,34 @@ def parser() -> argparse.ArgumentParser:
     score.add_argument("--with-latent", action="store_true", help="add mu_0..mu_{D-1}")
     score.add_argument("--threads", type=_positive, help="onnxruntime threads (VAE_ORT_THREADS)")
     score.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    evaluate = commands.add_parser("evaluate", help="AUROC, average precision and detection "
+                                   "rates of a model on a labelled file")
+    evaluate.add_argument("--model", required=True, help="bundle directory or model-store tag")
+    evaluate.add_argument("--data", required=True, metavar="FILE", help=".csv, .parquet or .npy")
+    evaluate.add_argument("--label-column", required=True, metavar="COL",
+                          help="the column saying which rows are normal (an index for .npy)")
+    evaluate.add_argument("--normal-value", metavar="V", help="the label of normal rows (0)")
+    evaluate.add_argument("--n-samples", type=_positive, default=16, help="K (16)")
+    evaluate.add_argument("--seed", type=_natural, default=0, help="noise seed (0)")
+    evaluate.add_argument("--out", default="evaluation", metavar="DIR",
+                          help="where evaluation.json, roc.png and scores.png go (evaluation)")
     return top
 
 
 def run_train(args: argparse.Namespace) -> None:
+    from serving.inputs import InputError
     from training.config import TrainConfig
-    from training.train import resume, train
+    from training.train import EVALUATION, resume, train
 
     if args.resume:  # the run's own settings; only --epochs may change
         metrics = resume(args.out, args.epochs, progress=not args.quiet)
     else:
-        config = TrainConfig(data=args.data, latent_dim=args.latent_dim, hidden=args.hidden,
+        if args.normal_value is not None and args.label_column is None:
+            raise InputError("--normal-value needs --label-column, the column it is a value of")
+        config = TrainConfig(data=args.data, label_column=args.label_column,
+                             normal_value=args.normal_value,
+                             latent_dim=args.latent_dim, hidden=args.hidden,
                              beta=args.beta, warmup_epochs=args.warmup_epochs, seed=args.seed,
                              patience=args.patience,
                              sampling=not args.no_sampling)
@@ -93,6 +116,9 @@ def run_train(args: argparse.Namespace) -> None:
     print(f"trained {metrics['dataset']}: {metrics['epochs']} epochs in {metrics['seconds']} s, "
           f"best validation loss {metrics['val_loss']:.3f} nats at epoch "
           f"{metrics['best_epoch']}; run in {args.out}")
+    if "evaluation_rows" in metrics:
+        print(f"kept {metrics['evaluation_rows']} rows ({metrics['evaluation_anomalous_rows']} "
+              f"anomalous) for evaluation in {Path(args.out) / EVALUATION}")
 
 
 def run_export(args: argparse.Namespace) -> None:
@@ -110,8 +136,6 @@ def run_export(args: argparse.Namespace) -> None:
 
 
 def run_score(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
     from serving.batch import ScoreJob, run_local
 
     job = ScoreJob(input=Path(args.input), model=args.model, out=Path(args.out),
@@ -126,7 +150,17 @@ def run_score(args: argparse.Namespace) -> None:
     print(summary.line(job.out))
 
 
-COMMANDS = {"train": run_train, "export": run_export, "score": run_score}
+def run_evaluate(args: argparse.Namespace) -> None:
+    from serving.evaluate import evaluate, table, write
+
+    evaluation = evaluate(args.model, args.data, args.label_column, args.normal_value,
+                          args.n_samples, args.seed)
+    print(table(evaluation.result))
+    print(f"wrote evaluation.json, roc.png and scores.png to {write(evaluation, args.out)}")
+
+
+COMMANDS = {"train": run_train, "export": run_export, "score": run_score,
+            "evaluate": run_evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,15 +169,18 @@ def main(argv: list[str] | None = None) -> int:
     from serving.inputs import InputError
 
     expected: tuple[type[Exception], ...] = (InputError, BundleError, FileNotFoundError)
-    if args.command in ("train", "export"):
-        try:
+    try:
+        if args.command in ("train", "export"):
             from export.verify import ExportError
             from training.train import RunError
-        except ImportError as e:
-            print(f"vae {args.command}: error: {e.name} is not installed; training and export "
-                  f"need the train extra: pip install '.[train]'", file=sys.stderr)
-            return 1
-        expected += (RunError, ExportError)
+            expected += (RunError, ExportError)
+        if args.command == "evaluate":
+            import matplotlib  # noqa: F401
+            import sklearn  # noqa: F401
+    except ImportError as e:
+        print(f"vae {args.command}: error: {e.name} is not installed; {args.command} needs "
+              f"the train extra: pip install '.[train]'", file=sys.stderr)
+        return 1
     try:
         COMMANDS[args.command](args)
     except expected as e:

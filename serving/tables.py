@@ -38,7 +38,7 @@ def read_table(path: str | os.PathLike, feature_names: list[str] | None = None) 
         raise InputError(f"{path} does not exist; expected a {suffix} file")
     if suffix == ".npy":
         return Table(finite_rows(np.asarray(open_npy(path), dtype=np.float32), str(path)), None)
-    arrow = _read_arrow(path, suffix)
+    arrow = read_arrow(path, suffix)
     if feature_names is not None:
         arrow = arrow.select(match_columns(arrow.column_names, feature_names, str(path)))
     return Table(arrow_to_rows(arrow, str(path)), list(arrow.column_names))
@@ -71,7 +71,7 @@ def open_npy(path: Path) -> np.ndarray:
     return x
 
 
-def _read_arrow(path: Path, suffix: str) -> pa.Table:
+def read_arrow(path: Path, suffix: str) -> pa.Table:
     try:
         if suffix == ".csv":
             from pyarrow import csv

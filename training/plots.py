@@ -53,8 +53,10 @@ def _latent_map(mu: np.ndarray, labels: np.ndarray | None, path: Path) -> None:
         points = np.pad(mu, ((0, 0), (0, 2 - mu.shape[1])))
         axes = ("mu 1", "mu 2")
     fig, ax = plt.subplots(figsize=(5, 5))
-    scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", s=8)
-    if labels is not None:
+    if labels is None:
+        ax.scatter(points[:, 0], points[:, 1], s=8)
+    else:
+        scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", s=8)
         fig.colorbar(scatter, ax=ax, label="class")
     ax.set(xlabel=axes[0], ylabel=axes[1], title="validation rows in latent space")
     fig.tight_layout()

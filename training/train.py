@@ -14,12 +14,13 @@ import torch
 from tqdm import tqdm
 
 from training.config import TrainConfig
-from training.data import Dataset, fit_normalization, load_dataset, split_rows
+from training.data import Dataset, Split, fit_normalization, load_dataset, split_dataset
 from training.model import VAE
 
 CHECKPOINT = "checkpoint.pt"  # the state to resume from, rewritten every epoch
 MODEL = "model.pt"  # the finished run: best weights, config, data summary, validation rows
 METRICS = "metrics.json"
+EVALUATION = "evaluation.parquet"  # with --label-column: the rows kept for `vae evaluate`
 
 
 class RunError(ValueError):
@@ -69,10 +70,10 @@ def resume(run_dir: str | os.PathLike, epochs: int | None = None, progress: bool
 
 
 def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: bool) -> dict:
-    data = load_dataset(config.data)
-    train_idx, val_idx = split_rows(len(data.x), config.val_fraction, config.seed)
-    x_train, x_val = torch.from_numpy(data.x[train_idx]), torch.from_numpy(data.x[val_idx])
-    mean, std = fit_normalization(data.x[train_idx])
+    data = load_dataset(config.data, config.label_column, config.normal_value)
+    split = split_dataset(data, config.val_fraction, config.seed)
+    x_train, x_val = torch.from_numpy(data.x[split.train]), torch.from_numpy(data.x[split.val])
+    mean, std = fit_normalization(data.x[split.train])
 
     torch.manual_seed(config.seed)
     model = VAE(data.x.shape[1], config, torch.from_numpy(mean), torch.from_numpy(std))
@@ -108,7 +109,7 @@ def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: 
         bar.set_postfix(train=f"{train_loss:.2f}", val=f"{record['val_loss']:.2f}",
                         best=f"{state['best_val']:.2f}")
     bar.close()
-    return _finish(model, config, data, state, x_val, train_idx, val_idx, run_dir,
+    return _finish(model, config, data, state, x_val, split, run_dir,
                    time.perf_counter() - started)
 
 
@@ -129,17 +130,21 @@ def _train_epoch(model: VAE, optimizer: torch.optim.Optimizer, x_train: torch.Te
 
 
 def _finish(model: VAE, config: TrainConfig, data: Dataset, state: dict, x_val: torch.Tensor,
-            train_idx: np.ndarray, val_idx: np.ndarray, run_dir: Path, seconds: float) -> dict:
+            split: Split, run_dir: Path, seconds: float) -> dict:
     model.load_state_dict(state["best_state"])
     model.eval()
     best = state["history"][state["best_epoch"] - 1]
     metrics = {
-        "dataset": data.name, "train_rows": len(train_idx), "val_rows": len(val_idx),
+        "dataset": data.name, "train_rows": len(split.train), "val_rows": len(split.val),
         "epochs": state["epoch"], "best_epoch": state["best_epoch"],
         "train_loss": best["train_loss"], "val_loss": best["val_loss"],
         "seconds": round(seconds, 2), "history": state["history"],
     }
-    labels = None if data.labels is None else torch.from_numpy(data.labels[val_idx])
+    if data.anomalous is not None:
+        metrics["evaluation_rows"] = len(split.held_out)
+        metrics["evaluation_anomalous_rows"] = int(data.anomalous[split.held_out].sum())
+        _write_held_out(data, split.held_out, run_dir / EVALUATION)
+    labels = None if data.labels is None else torch.from_numpy(data.labels[split.val])
     atomic_save({
         "config": config.to_dict(), "state_dict": model.state_dict(),
         "feature_names": data.feature_names, "dataset": data.name,
@@ -152,6 +157,18 @@ def _finish(model: VAE, config: TrainConfig, data: Dataset, state: dict, x_val: 
     from training.plots import write_plots  # matplotlib is slow to import; only needed here
     write_plots(model, metrics["history"], x_val, labels, data.image_shape, config.seed, run_dir)
     return metrics
+
+
+def _write_held_out(data: Dataset, rows: np.ndarray, path: Path) -> None:
+    """The held-out rows, features and label column, as a file `vae evaluate` reads."""
+    import pyarrow as pa
+    from pyarrow import parquet
+
+    columns = {name: data.x[rows, i] for i, name in enumerate(data.feature_names)}
+    columns[data.label_column] = data.label_values[rows]
+    tmp = path.with_name(f".{path.name}.tmp")
+    parquet.write_table(pa.table(columns), tmp)
+    os.replace(tmp, path)
 
 
 def load_run(run_dir: str | os.PathLike) -> tuple[VAE, dict]:
