@@ -6,7 +6,7 @@ RUN      := runs/digits
 BUNDLE   := bundles/digits
 export BENTOML_DO_NOT_TRACK := True
 
-.PHONY: install serve model test image smoke clean
+.PHONY: install serve model test bench image smoke clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -40,6 +40,14 @@ smoke: image
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# bench/REPORT.md and its plots, regenerated from the embedded data (~15 minutes on 2 cores).
+$(VENV)/.bench-installed: $(STAMP)
+	$(BIN)/pip install --quiet -e ".[bench]"
+	touch $@
+
+bench: $(VENV)/.bench-installed
+	$(BIN)/python -m bench.report
 
 clean:
 	rm -rf runs bundles

@@ -1,0 +1,142 @@
+"""Speed: scoring rows per second for this runtime in every form it ships in, beside PyOD's VAE
+and PyTorch eager inference of the same network, all on the same rows in one run; and the
+training time of the default digits model beside PyOD's VAE on the same rows.
+
+    .venv/bin/python -m bench.speed [--rows 50000] [--seconds 3] [--out bench/results]
+
+Inference is single-threaded everywhere (onnxruntime 1 thread, torch.set_num_threads(1)), as
+one model worker of the service runs. Training uses torch's default threads for both.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.bench_batch import run_job, write_rows
+from bench.bench_service import file_rate, load
+from bench.common import digits_rows, rate, served
+from serving.runtime import SAMPLE_ROWS, VAERuntime
+from serving.scores import score_terms
+
+K_VALUES = (1, 16)
+HTTP_ROWS, HTTP_CONCURRENCY, JOB_ROWS = 1000, 8, 200_000
+NARROW = (128, 128)
+
+
+def train_default(workdir: Path) -> dict:
+    """`vae train` + `vae export` of the default digits model, and PyOD's VAE and AutoEncoder
+    fitted (with their defaults) on the same training rows."""
+    from pyod.models.auto_encoder import AutoEncoder
+    from pyod.models.vae import VAE as PyODVAE
+
+    from export.bundle import export_run
+    from training.config import TrainConfig
+    from training.data import load_dataset, split_dataset
+    from training.train import train
+
+    config = TrainConfig()
+    started = time.perf_counter()
+    metrics = train(config, workdir / "run", progress=False)
+    ours = time.perf_counter() - started
+    # the same model at half the width: what the network's size costs (not the default)
+    train(TrainConfig(hidden=NARROW), workdir / "narrow-run", progress=False)
+    with contextlib.redirect_stdout(io.StringIO()):
+        export_run(workdir / "run", workdir / "bundle")
+        export_run(workdir / "narrow-run", workdir / "narrow-bundle")
+    data = load_dataset(config.data)
+    x_train = data.x[split_dataset(data, config.val_fraction, config.seed).train]
+    fitted, seconds = {}, {}
+    for name, make in (("PyOD VAE", PyODVAE), ("PyOD AutoEncoder", AutoEncoder)):
+        started = time.perf_counter()
+        fitted[name] = make(random_state=0, verbose=0).fit(x_train)
+        seconds[name] = time.perf_counter() - started
+    return {"bundle": workdir / "bundle", "run": workdir / "run", "pyod": fitted,
+            "narrow": workdir / "narrow-bundle",
+            "training": {"this VAE": {"seconds": ours, "epochs": metrics["epochs"],
+                                      "rows": len(x_train)},
+                         **{name: {"seconds": s, "epochs": fitted[name].epoch_num,
+                                   "rows": len(x_train)} for name, s in seconds.items()}}}
+
+
+def eager_scorer(run_dir: Path, runtime: VAERuntime):
+    """The same network in PyTorch eager mode, with the same noise and the same score maths:
+    only the engine that runs encoder and decoder differs."""
+    from training.train import load_run
+    vae, _ = load_run(run_dir)
+
+    def score(x: np.ndarray, n_samples: int) -> np.ndarray:
+        chunk, out = max(1, SAMPLE_ROWS // n_samples), []
+        with torch.inference_mode():
+            for lo in range(0, len(x), chunk):
+                part = x[lo:lo + chunk]
+                eps = runtime.eps(0, lo, len(part), n_samples)
+                mu, logvar = vae.encode(torch.from_numpy(part))
+                z = vae.reparameterize(mu, logvar, torch.from_numpy(eps))
+                x_mean, x_logvar = vae.decode(z)
+                out.append(score_terms(part, mu.numpy(), logvar.numpy(), eps, z.numpy(),
+                                       x_mean.numpy(), x_logvar.numpy(), vae.sampling).score)
+        return np.concatenate(out)
+    return score
+
+
+def run(rows: int = 50_000, seconds: float = 3.0, workdir: Path | None = None) -> dict:
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="vae-speed-"))
+    trained = train_default(workdir)
+    torch.set_num_threads(1)
+    runtime = VAERuntime.load(trained["bundle"], threads=1)
+    x = digits_rows(rows)
+    eager = eager_scorer(trained["run"], runtime)
+    for k in K_VALUES:  # the two engines agree before they are timed
+        gap = np.abs(eager(x[:1000], k) - runtime.score(x[:1000], k, seed=0).score).max()
+        assert gap < 1e-2, f"PyTorch and onnxruntime scores differ by {gap} at K = {k}"
+
+    scoring = {}
+    pyod_vae = trained["pyod"]["PyOD VAE"]
+    scoring["PyOD VAE decision_function (one sample)"] = rate(
+        lambda: pyod_vae.decision_function(x), rows, seconds)
+    for k in K_VALUES:
+        scoring[f"this runtime in-process, K = {k}"] = rate(
+            lambda k=k: runtime.score(x, k, seed=0), rows, seconds)
+        scoring[f"PyTorch eager, same network, K = {k}"] = rate(
+            lambda k=k: eager(x, k), rows, seconds)
+    narrow = VAERuntime.load(trained["narrow"], threads=1)
+    for k in K_VALUES:
+        scoring[f"this runtime in-process, K = {k}, hidden {NARROW[0]},{NARROW[1]}"] = rate(
+            lambda k=k: narrow.score(x, k, seed=0), rows, seconds)
+    with served(trained["bundle"]) as url:
+        http = asyncio.run(load(url, x, HTTP_ROWS, HTTP_CONCURRENCY, seconds * 2))
+        scoring[f"HTTP JSON /anomaly_score, K = 16 ({HTTP_ROWS} rows/request, "
+                f"{HTTP_CONCURRENCY} concurrent)"] = http["rows_per_s"]
+        scoring["HTTP file /anomaly_score_file, K = 16 (.parquet upload)"] = file_rate(
+            url, x, ".parquet")
+    source = workdir / "rows.parquet"
+    write_rows(source, JOB_ROWS, runtime.manifest.feature_names)
+    job = run_job(source, workdir / "scores.parquet", trained["bundle"], 1 << 16)
+    scoring[f"batch job `vae score`, K = 16 ({JOB_ROWS} rows, whole process)"] = \
+        JOB_ROWS / job["seconds"]
+    return {"rows": rows, "model": runtime.version, "scoring": scoring,
+            "training": trained["training"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=50_000)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = run(args.rows, args.seconds)
+    print(json.dumps(results, indent=1))
+    (args.out / "speed.json").write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
