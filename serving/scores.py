@@ -43,7 +43,7 @@ def score_terms(x: np.ndarray, mu: np.ndarray, logvar: np.ndarray, eps: np.ndarr
     neg2_log_px = sq.sum(axis=2)  # (K, B), without the constant F * log 2π
     n_features = x.shape[1]
     log_px = -0.5 * (neg2_log_px + n_features * LOG_2PI)  # (K, B)
-    recon_nll = -log_px.mean(axis=0)  # (B,)
+    recon_nll = -_mean_over_samples(log_px)  # (B,)
     kl = 0.5 * (np.square(mu) + np.exp(logvar) - 1.0 - logvar).sum(axis=1)  # (B,)
     if sampling:
         # log p(z) - log q(z|x); the log 2π terms cancel and (z - mu)/sigma is eps exactly.
@@ -51,16 +51,26 @@ def score_terms(x: np.ndarray, mu: np.ndarray, logvar: np.ndarray, eps: np.ndarr
                            + logvar.sum(axis=1))  # (K, B)
         log_w = log_px + log_ratio  # (K, B)
         top = log_w.max(axis=0)  # (B,)
-        log_mean_w = top + np.log(np.exp(log_w - top).mean(axis=0))
+        log_mean_w = top + np.log(_mean_over_samples(np.exp(log_w - top)))
         score = -log_mean_w
     else:
         score = recon_nll + kl
     feature_nll = None
     if explain:
-        feature_nll = 0.5 * (sq.mean(axis=0) + LOG_2PI)  # (B, F)
+        feature_nll = 0.5 * (_mean_over_samples(sq) + LOG_2PI)  # (B, F)
     return Scores(score=score.astype(np.float32, copy=False),
                   recon_nll=recon_nll.astype(np.float32, copy=False),
                   kl=kl.astype(np.float32, copy=False), feature_nll=feature_nll)
+
+
+def _mean_over_samples(a: np.ndarray) -> np.ndarray:
+    """Mean over the K samples (axis 0) of each row, added in one order whatever B is.
+
+    numpy adds a lone row's K values pairwise (they are contiguous) but several rows' values
+    one sample at a time: the last bits of a row's score would depend on its batch-mates.
+    Summing each row's values as one contiguous run gives every row the same order.
+    """
+    return np.ascontiguousarray(np.moveaxis(a, 0, -1)).mean(axis=-1)
 
 
 def percentile(score: np.ndarray, quantiles: np.ndarray) -> np.ndarray:

@@ -65,10 +65,14 @@ def test_percentile_and_anomaly_flags(runtime, digits_x):
 
 
 def test_a_row_scores_the_same_alone_and_in_a_batch(runtime, digits_x):
-    whole = runtime.score(digits_x, 16, seed=9)
-    for start, stop in [(0, 1), (700, 701), (1020, 1030), (1500, 1797)]:
-        part = runtime.score(digits_x[start:stop], 16, seed=9, start=start)
-        np.testing.assert_array_equal(part.score, whole.score[start:stop])
+    """Bit for bit (SPEC.md): no term of a row may depend on how many rows came with it."""
+    whole = runtime.score(digits_x, 16, seed=9, explain=True)
+    spans = [(i, i + 1) for i in range(300)] + [(1020, 1030), (1500, 1797)]
+    for start, stop in spans:
+        part = runtime.score(digits_x[start:stop], 16, seed=9, start=start, explain=True)
+        for term in ("score", "recon_nll", "kl", "feature_nll"):
+            np.testing.assert_array_equal(getattr(part, term), getattr(whole, term)[start:stop],
+                                          err_msg=f"{term} of rows {start}..{stop - 1}")
 
 
 def test_large_requests_are_chunked_without_changing_answers(runtime, digits_x):
