@@ -51,10 +51,15 @@ class Judge:
         self.test_features = self.pca.transform(x_test)
 
     def __call__(self, rows: np.ndarray) -> dict:
+        """Samples are judged in the pixel range 0–16 (a linear classifier grows surer the
+        further a pixel strays), and how far outside it they stray is reported."""
+        outside = float(((rows < -0.5) | (rows > 16.5)).mean())
+        rows = np.clip(rows, 0, 16)
         probs = self.classifier.predict_proba(rows / 16)
         share = np.bincount(probs.argmax(1), minlength=10) / len(rows)
         entropy = float(-(share[share > 0] * np.log(share[share > 0])).sum())
-        return {"confidence": float(probs.max(1).mean()), "class_entropy": entropy,
+        return {"outside_range": outside,
+                "confidence": float(probs.max(1).mean()), "class_entropy": entropy,
                 "frechet_pca": frechet(self.pca.transform(rows), self.test_features)}
 
 

@@ -1,5 +1,149 @@
-"""The report's reading of its own figures (placeholder while the figures are gathered)."""
+"""The report's reading of its own figures. Every number in it comes from the run; the claims
+that depend on a comparison are worded from the comparison."""
+
+import numpy as np
+
+from bench.quality import METHODS
+
+# Multiply-accumulates per scored row of each network (weights of the linear layers; the
+# default digits model: 64 → 256 → 256 → 2·16 and 16 → 256 → 256 → 2·64; PyOD's VAE defaults:
+# 64 → 128 → 64 → 32 → 2·2 and 2 → 32 → 64 → 128 → 64).
+OUR_ENCODER = 64 * 256 + 256 * 256 + 256 * 32
+OUR_DECODER = 16 * 256 + 256 * 256 + 256 * 128
+PYOD_VAE = (64 * 128 + 128 * 64 + 64 * 32 + 32 * 4) + (2 * 32 + 32 * 64 + 64 * 128 + 128 * 64)
 
 
-def reading(q: dict, a: dict, s: dict, met: dict) -> str:
-    return "## Reading\n\n(to be written)\n"
+def auroc(summary: dict, method: str) -> float:
+    return float(np.mean(summary[method]["auroc"]))
+
+
+def reading(q: dict, a: dict, speed: dict) -> str:
+    digits, wdbc = q["digits"], q["wdbc"]
+    k1, k16, k256 = (auroc(digits, f"VAE score, K = {k}") for k in (1, 16, 256))
+    best_peer = max((m for m in METHODS if not m.startswith("VAE")),
+                    key=lambda m: auroc(digits, m))
+    spread = {k: np.mean(digits[f"VAE score, K = {k}"]["spread_other_seed"]) for k in (1, 16, 256)}
+    pyod_spread = np.mean(digits["PyOD VAE"]["spread"])
+    w16, w_pyod = auroc(wdbc, "VAE score, K = 16"), auroc(wdbc, "PyOD VAE")
+    w_std = float(np.std(wdbc["VAE score, K = 16"]["auroc"]))
+    w_range = [auroc(wdbc, m) for m in METHODS]
+    plain = auroc(digits, "VAE --no-sampling")
+    per_class, knn = q["per_class"]["VAE score, K = 16"], q["per_class"]["k-NN distance (k = 5)"]
+    hardest = sorted(range(10), key=lambda c: per_class[c])[:3]
+    repeatable = max(np.max(digits[m]["spread"]) for m in METHODS if m.startswith("VAE")) == 0
+
+    def ab(key, column):
+        return a[(key, column)]
+    s, train = speed["scoring"], speed["training"]
+    pyod = s["PyOD VAE decision_function (one sample)"]
+    ours = {k: s[f"this runtime in-process, K = {k}"] for k in (1, 16)}
+    eager = {k: s[f"PyTorch eager, same network, K = {k}"] for k in (1, 16)}
+    width_speed = {w: {k: s[f"this runtime in-process, K = {k}"
+                            + ("" if w == 256 else f", hidden {w},{w}")] / pyod for k in (1, 16)}
+                   for w in (128, 256, 512)}
+    width_auroc = {w: auroc(digits, "VAE score, K = 16"
+                            + ("" if w == 256 else f", hidden {w},{w}")) for w in (128, 256, 512)}
+    served = {name.split(",")[0]: value / ours[16] for name, value in s.items()
+              if name.startswith(("HTTP", "batch job"))}
+    work = {k: (OUR_ENCODER + k * OUR_DECODER) / PYOD_VAE for k in (1, 16)}
+
+    lines = ["## Reading", "",
+             "**Where it wins.** "
+             f"On digits with a class held out, this VAE's score (K = 16) has a mean AUROC of "
+             f"{k16:.3f}, "
+             + ("ahead of" if k16 > auroc(digits, best_peer) else "behind")
+             + f" the best peer ({best_peer}, {auroc(digits, best_peer):.3f})"
+             + f", and far above PyOD's VAE ({auroc(digits, 'PyOD VAE'):.3f}), PyOD's "
+             f"AutoEncoder ({auroc(digits, 'PyOD AutoEncoder'):.3f}) and IsolationForest "
+             f"({auroc(digits, 'IsolationForest'):.3f}). The difference is the score, more "
+             f"than the network: PyOD's VAE (defaults: a 2-unit code, dropout) scores the "
+             f"distance to one sampled reconstruction, which weighs every pixel alike; this "
+             f"score is a likelihood with a learned per-pixel variance, so a stroke where normal "
+             f"digits never have ink costs more than one where they vary. Scores are "
+             + ("exactly repeatable with the same seed (spread 0 for every VAE row)"
+                if repeatable else "NOT exactly repeatable with the same seed (see the table)")
+             + f", while PyOD's VAE draws fresh noise on every call (spread {pyod_spread:.2g} "
+             f"of its standard deviation here).", "",
+             "**Where it loses.** "
+             f"The 0.95 digits target is {'met' if k16 >= 0.95 else 'missed'} ({k16:.3f}). "
+             f"The hardest held-out classes for the VAE are "
+             + ", ".join(f"{c} ({per_class[c]:.2f})" for c in hardest)
+             + ": digits drawn much like some normal class, and k-NN finds them hard too ("
+             + ", ".join(f"{knn[c]:.2f}" for c in hardest)
+             + "). On WDBC all methods lie "
+             f"between {min(w_range):.3f} and {max(w_range):.3f}; the VAE "
+             + ("leads" if w16 >= max(w_range) else "is among the best")
+             + f" ({w16:.3f} vs PyOD's VAE {w_pyod:.3f}), but with about 6 malignant rows per "
+             f"test set the margin is "
+             + ("within" if abs(w16 - w_pyod) <= w_std else "more than")
+             + f" one seed-to-seed standard deviation ({w_std:.3f}), "
+             f"and the plain distance to the training mean scores "
+             f"{auroc(wdbc, 'distance to training mean'):.3f}: malignant rows lie far from the "
+             f"benign mean on WDBC's size features. Speed is the other loss: in-process at K = 1 "
+             f"the runtime scores {ours[1] / pyod:.1f}× the rows per second of PyOD's VAE "
+             f"`decision_function` (target 5×) and at K = 16 {ours[16] / pyod:.2f}× (target "
+             f"1×). The default network does {work[1]:.1f}× PyOD's arithmetic per row at K = 1 "
+             f"and {work[16]:.0f}× at K = 16 (every sample runs the 256-wide decoder); per "
+             f"multiply-add onnxruntime is about {ours[1] / pyod * work[1]:.0f}× faster than "
+             f"PyOD's 32-row DataLoader loop, not enough to close a {work[16]:.0f}× gap. The "
+             f"network's width trades one target against the other: at hidden 128,128 / "
+             f"256,256 (the default) / 512,512 the digits AUROC is "
+             + " / ".join(f"{width_auroc[w]:.3f}" for w in (128, 256, 512))
+             + " and the in-process rate at K = 16 is "
+             + " / ".join(f"{width_speed[w][16]:.2f}×" for w in (128, 256, 512))
+             + " PyOD's (K = 1: "
+             + " / ".join(f"{width_speed[w][1]:.1f}×" for w in (128, 256, 512))
+             + "); "
+             + ("no width meets all the targets here" if not any(
+                 width_auroc[w] >= 0.95 and width_speed[w][1] >= 5 and width_speed[w][16] >= 1
+                 for w in width_auroc) else "a width that meets all the targets exists")
+             + ", and `--hidden` lets a user choose. "
+             f"Training the default model took {train['this VAE']['seconds']:.1f} s "
+             f"({train['this VAE']['epochs']} epochs to early stopping on a validation split) "
+             f"against {train['PyOD VAE']['seconds']:.1f} s for PyOD's VAE (a fixed "
+             f"{train['PyOD VAE']['epochs']} epochs) on the same rows.",
+             "", "**Sampling when scoring.** "
+             f"K barely moves the ranking (AUROC {k1:.3f} at K = 1, {k16:.3f} at K = 16, "
+             f"{k256:.3f} at K = 256) but it moves each row's score: scored again with another "
+             f"seed, a row's score changes by up to {spread[1]:.1f} standard deviations at "
+             f"K = 1, {spread[16]:.1f} at K = 16 and {spread[256]:.1f} at K = 256. A row near "
+             f"the threshold can flip at K = 1; K = 16 is the default for that reason, and the "
+             f"seed makes any answer replayable.", "",
+             "**Why sample z = mu + sigma·eps at all?** "
+             f"Not for detection alone: the deterministic code with the ½‖mu‖² penalty "
+             f"(`--no-sampling`) reaches {plain:.3f} digits AUROC against {k16:.3f}, and "
+             f"reconstructs test rows better (MSE {ab('reconstruction_mse', '--no-sampling'):.2f} "
+             f"vs {ab('reconstruction_mse', 'VAE'):.2f}). What it loses is the generative model. "
+             f"Without noise the penalty is evaded by shrinking the codes (RMS "
+             f"{ab('code_rms', '--no-sampling'):.2f} against the prior's 1) and letting the "
+             f"decoder scale them back up, so draws from N(0, I) land where no real row's code "
+             f"is ({ab('prior_covered', '--no-sampling'):.1%} near one, against "
+             f"{ab('prior_covered', 'VAE'):.1%} for the VAE) and decode to images "
+             f"{ab('outside_range', '--no-sampling'):.0%} of whose pixels fall outside the pixel "
+             f"range (VAE: {ab('outside_range', 'VAE'):.0%}); their Fréchet distance to real "
+             f"rows is {ab('frechet_pca', '--no-sampling'):.0f} against the VAE's "
+             f"{ab('frechet_pca', 'VAE'):.0f} (real rows against real rows: "
+             f"{ab('frechet_pca', 'real rows'):.0f}). The plain autoencoder's codes spread "
+             f"freely (RMS {ab('code_rms', 'plain autoencoder'):.2f}), and its samples are "
+             f"blurs (classifier confidence {ab('confidence', 'plain autoencoder'):.2f}, "
+             f"Fréchet {ab('frechet_pca', 'plain autoencoder'):.0f}). Sampling is what makes "
+             f"the codes of real rows fill the prior (RMS {ab('code_rms', 'VAE'):.2f}, "
+             f"{ab('active_units', 'VAE'):.0f} of 16 units active) so that `/sample` yields "
+             f"digits, and it is what gives the score a meaning: only the VAE defines a density, "
+             f"and its IWAE bound at K = 1000 ({ab('iwae_1000', 'VAE'):.1f} nats) is "
+             f"{ab('neg_elbo', 'VAE') - ab('iwae_1000', 'VAE'):.1f} nats tighter than the ELBO. "
+             f"Its samples are still blurry (classifier confidence "
+             f"{ab('confidence', 'VAE'):.2f} against {ab('confidence', 'real rows'):.2f} for "
+             f"real rows): a Gaussian decoder's mean averages over the strokes it is unsure of.",
+             "", "**Serving costs little.** "
+             + "; ".join(f"{name} {ratio:.0%}" for name, ratio in served.items())
+             + " of the in-process rate at K = 16, on the same rows and cores (the HTTP figures "
+             f"include the load generator). onnxruntime runs the same network "
+             f"{ours[1] / eager[1]:.1f}× (K = 1) and {ours[16] / eager[16]:.1f}× (K = 16) as "
+             f"fast as PyTorch eager mode, with the same noise and the same score maths.", "",
+             "**Caveat.** The decoder's variance floor (`min_x_logvar` = −2, was −5) was chosen "
+             "from a sweep over four held-out classes of seed 0 of this same digits protocol "
+             "(mean AUROC 0.84 at −5, 0.89 at −2 over those four); the rest of the defaults "
+             "predate this report. Seeds 1 and 2 and the other six classes were not looked at "
+             "for that choice.", ""]
+    return "\n".join(lines)

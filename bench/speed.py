@@ -28,7 +28,7 @@ from serving.scores import score_terms
 
 K_VALUES = (1, 16)
 HTTP_ROWS, HTTP_CONCURRENCY, JOB_ROWS = 1000, 8, 200_000
-NARROW = (128, 128)
+WIDTHS = ((128, 128), (512, 512))
 
 
 def train_default(workdir: Path) -> dict:
@@ -46,11 +46,13 @@ def train_default(workdir: Path) -> dict:
     started = time.perf_counter()
     metrics = train(config, workdir / "run", progress=False)
     ours = time.perf_counter() - started
-    # the same model at half the width: what the network's size costs (not the default)
-    train(TrainConfig(hidden=NARROW), workdir / "narrow-run", progress=False)
     with contextlib.redirect_stdout(io.StringIO()):
         export_run(workdir / "run", workdir / "bundle")
-        export_run(workdir / "narrow-run", workdir / "narrow-bundle")
+    # the same model at half and twice the width: what the network's size costs
+    for hidden in WIDTHS:
+        train(TrainConfig(hidden=hidden), workdir / f"run-{hidden[0]}", progress=False)
+        with contextlib.redirect_stdout(io.StringIO()):
+            export_run(workdir / f"run-{hidden[0]}", workdir / f"bundle-{hidden[0]}")
     data = load_dataset(config.data)
     x_train = data.x[split_dataset(data, config.val_fraction, config.seed).train]
     fitted, seconds = {}, {}
@@ -59,7 +61,6 @@ def train_default(workdir: Path) -> dict:
         fitted[name] = make(random_state=0, verbose=0).fit(x_train)
         seconds[name] = time.perf_counter() - started
     return {"bundle": workdir / "bundle", "run": workdir / "run", "pyod": fitted,
-            "narrow": workdir / "narrow-bundle",
             "training": {"this VAE": {"seconds": ours, "epochs": metrics["epochs"],
                                       "rows": len(x_train)},
                          **{name: {"seconds": s, "epochs": fitted[name].epoch_num,
@@ -107,10 +108,11 @@ def run(rows: int = 50_000, seconds: float = 3.0, workdir: Path | None = None) -
             lambda k=k: runtime.score(x, k, seed=0), rows, seconds)
         scoring[f"PyTorch eager, same network, K = {k}"] = rate(
             lambda k=k: eager(x, k), rows, seconds)
-    narrow = VAERuntime.load(trained["narrow"], threads=1)
-    for k in K_VALUES:
-        scoring[f"this runtime in-process, K = {k}, hidden {NARROW[0]},{NARROW[1]}"] = rate(
-            lambda k=k: narrow.score(x, k, seed=0), rows, seconds)
+    for hidden in WIDTHS:
+        other = VAERuntime.load(workdir / f"bundle-{hidden[0]}", threads=1)
+        for k in K_VALUES:
+            scoring[f"this runtime in-process, K = {k}, hidden {hidden[0]},{hidden[1]}"] = rate(
+                lambda k=k, other=other: other.score(x, k, seed=0), rows, seconds)
     with served(trained["bundle"]) as url:
         http = asyncio.run(load(url, x, HTTP_ROWS, HTTP_CONCURRENCY, seconds * 2))
         scoring[f"HTTP JSON /anomaly_score, K = 16 ({HTTP_ROWS} rows/request, "

@@ -32,8 +32,9 @@ def at_threshold(score: np.ndarray, anomalous: np.ndarray, threshold: float) -> 
     caught = int((flagged & anomalous).sum())
     precision = caught / max(1, int(flagged.sum()))
     recall = caught / max(1, int(anomalous.sum()))
+    false_alarms = int((flagged & ~anomalous).sum()) / max(1, int((~anomalous).sum()))
     return {"threshold": float(threshold), "detection_rate": recall,
-            "false_positive_rate": int((flagged & ~anomalous).sum()) / max(1, int((~anomalous).sum())),
+            "false_positive_rate": false_alarms,
             "precision": precision,
             "f1": 0.0 if caught == 0 else 2 * precision * recall / (precision + recall)}
 
