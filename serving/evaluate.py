@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from serving.inputs import InputError
-from serving.labels import read_labelled
+from serving.labels import DEFAULT_NORMAL_VALUE, read_labelled
 from serving.runtime import VAERuntime
 
 RESULT, ROC_PLOT, SCORES_PLOT = "evaluation.json", "roc.png", "scores.png"
@@ -61,6 +61,9 @@ class Evaluation:
 def evaluate(model: str | os.PathLike, data: str | os.PathLike, label_column: str,
              normal_value: str | None = None, n_samples: int = 16, seed: int = 0,
              threads: int | None = None) -> Evaluation:
+    """Score every row of a labelled file with the model (SPEC.md's noise, this seed) and
+    measure how the scores separate its normal rows from its anomalous ones."""
+    normal_value = DEFAULT_NORMAL_VALUE if normal_value is None else normal_value
     runtime = VAERuntime.load(model, threads)
     table = read_labelled(data, label_column, normal_value, runtime.manifest.feature_names)
     if not table.anomalous.any():
