@@ -12,7 +12,6 @@ feature space. Last, the latent space: how many units are active, and how much o
 near the codes of real rows.
 """
 
-import argparse
 import json
 import tempfile
 from pathlib import Path
@@ -24,6 +23,7 @@ from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import NearestNeighbors
 
+from bench.common import seeded_main
 from bench.detectors import OurVAE
 
 MODELS = {"VAE": {"sampling": True, "beta": 1.0},
@@ -141,13 +141,7 @@ def run(seeds: int = 3, workdir: Path | None = None, plots: Path | None = None) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    results = run(args.seeds, plots=args.out)
-    (args.out / "ablation.json").write_text(json.dumps(results, indent=1) + "\n")
+    seeded_main(__doc__, "ablation", lambda seeds, out: run(seeds, plots=out))
 
 
 if __name__ == "__main__":

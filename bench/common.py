@@ -1,5 +1,7 @@
 """Helpers shared by the benchmarks: rows, a served model, timing."""
 
+import argparse
+import json
 import os
 import signal
 import socket
@@ -15,6 +17,19 @@ from serving.readiness import wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = ROOT / "bundles" / "digits"
+RESULTS = ROOT / "bench" / "results"
+
+
+def seeded_main(doc: str, name: str, run) -> None:
+    """The command line of a benchmark run over --seeds: run(seeds, out) gives the figures,
+    kept as OUT/NAME.json (its plots, if any, go beside them)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = run(args.seeds, args.out)
+    (args.out / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n")
 
 
 def digits_rows(n: int, seed: int = 0) -> np.ndarray:

@@ -9,8 +9,6 @@ draws per seed). Every method is fitted on the same rows and scores the same row
 measure how much its scores move when nothing changes.
 """
 
-import argparse
-import json
 import tempfile
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import numpy as np
 from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from bench.common import seeded_main
 from bench.detectors import PEERS, OurVAE
 
 VAE_K = (1, 16, 256)
@@ -129,13 +128,7 @@ def run(seeds: int = 3, workdir: Path | None = None) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    results = run(args.seeds)
-    (args.out / "quality.json").write_text(json.dumps(results, indent=1) + "\n")
+    seeded_main(__doc__, "quality", lambda seeds, out: run(seeds))
 
 
 if __name__ == "__main__":
