@@ -28,11 +28,8 @@ class OurVAE:
     options: dict = field(default_factory=dict)  # other TrainConfig fields
     workdir: Path | None = None
     runtime: VAERuntime | None = None
-    seconds: float = 0.0  # training time
 
     def fit(self, x: np.ndarray) -> "OurVAE":
-        import time
-
         from export.bundle import export_run
         from training.config import TrainConfig
         from training.train import train
@@ -42,9 +39,7 @@ class OurVAE:
         np.save(workdir / "train.npy", x)
         config = TrainConfig(data=str(workdir / "train.npy"), sampling=self.sampling,
                              beta=self.beta, seed=self.seed, **self.options)
-        started = time.perf_counter()
         train(config, workdir / "run", progress=False)
-        self.seconds = time.perf_counter() - started
         with contextlib.redirect_stdout(io.StringIO()):  # torch.onnx's progress lines
             export_run(workdir / "run", workdir / "bundle")
         self.workdir, self.runtime = workdir, VAERuntime.load(workdir / "bundle", threads=1)
