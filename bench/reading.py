@@ -55,11 +55,11 @@ def reading(q: dict, a: dict, speed: dict) -> str:
              + f" the best peer ({best_peer}, {auroc(digits, best_peer):.3f})"
              + f", and far above PyOD's VAE ({auroc(digits, 'PyOD VAE'):.3f}), PyOD's "
              f"AutoEncoder ({auroc(digits, 'PyOD AutoEncoder'):.3f}) and IsolationForest "
-             f"({auroc(digits, 'IsolationForest'):.3f}). The difference is the score, more "
-             f"than the network: PyOD's VAE (defaults: a 2-unit code, dropout) scores the "
-             f"distance to one sampled reconstruction, which weighs every pixel alike; this "
-             f"score is a likelihood with a learned per-pixel variance, so a stroke where normal "
-             f"digits never have ink costs more than one where they vary. Scores are "
+             f"({auroc(digits, 'IsolationForest'):.3f}). A likely reason is the score: PyOD's "
+             "VAE (defaults: a 2-unit code, dropout) scores the Euclidean distance between the "
+             "standardized row and one sampled reconstruction, while this score is a likelihood "
+             "whose per-pixel variance the decoder predicts from the code, so ink where digits "
+             "of that shape never have it costs more than ink where they vary. Scores are "
              + ("exactly repeatable with the same seed (spread 0 for every VAE row)"
                 if repeatable else "NOT exactly repeatable with the same seed (see the table)")
              + f", while PyOD's VAE draws fresh noise on every call (spread {pyod_spread:.2g} "
@@ -68,7 +68,7 @@ def reading(q: dict, a: dict, speed: dict) -> str:
              f"The 0.95 digits target is {'met' if k16 >= 0.95 else 'missed'} ({k16:.3f}). "
              f"The hardest held-out classes for the VAE are "
              + ", ".join(f"{c} ({per_class[c]:.2f})" for c in hardest)
-             + ": digits drawn much like some normal class, and k-NN finds them hard too ("
+             + ", classes that k-NN finds hard too ("
              + ", ".join(f"{knn[c]:.2f}" for c in hardest)
              + "). On WDBC all methods lie "
              f"between {min(w_range):.3f} and {max(w_range):.3f}; the VAE "
