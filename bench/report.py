@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import ablation, quality, speed
+from serving.files import atomic_write
 
 COMMAND = "make bench"
 PER_CLASS_METHODS = ["VAE score, K = 16", "k-NN distance (k = 5)", "LOF (novelty)", "PyOD VAE",
@@ -275,9 +276,7 @@ def write_report(results: dict, path: Path, plots: Path) -> None:
         f"Versions: {versions()}.", "",
         t_text, q_text, a_text, s_text,
         reading(q, a, results["speed"])])
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(text))
     print(f"wrote {path}", file=sys.stderr)
 
 

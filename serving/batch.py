@@ -9,7 +9,6 @@ name only once complete (assembled at a temporary name, then renamed).
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Iterable, Iterator
@@ -21,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute
 from pyarrow import feather
 
+from serving.files import atomic_write
 from serving.inputs import InputError
 from serving.noise import new_seed
 from serving.runtime import ScoredRows, VAERuntime
@@ -87,22 +87,20 @@ def output_format(out: Path, source: Source) -> str:
 def write_scores(tables: Iterable[pa.Table], out: Path) -> None:
     """Tables of scores, in row order, to out (.parquet, .csv or .npy), through a temporary file
     beside it renamed once complete."""
-    tmp = out.with_name(f".{out.name}.tmp")
     kind = out.suffix.lower()
-    try:
+
+    def write(tmp: Path) -> None:
         if kind == ".npy":
             _write_npy(list(tables), tmp)
-        else:
-            writer = None
-            for table in _regroup(tables):
-                if writer is None:
-                    writer = _writer(kind, tmp, table.schema)
-                writer.write_table(table)
-            if writer is not None:
-                writer.close()
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+            return
+        writer = None
+        for table in _regroup(tables):
+            if writer is None:
+                writer = _writer(kind, tmp, table.schema)
+            writer.write_table(table)
+        if writer is not None:
+            writer.close()
+    atomic_write(out, write)
 
 
 def _writer(kind: str, path: Path, schema: pa.Schema):
@@ -158,9 +156,7 @@ class Parts:
 
     def start(self, job: dict) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / ".job.json.tmp"
-        tmp.write_text(json.dumps(job, indent=2))
-        os.replace(tmp, self.dir / "job.json")
+        atomic_write(self.dir / "job.json", lambda tmp: tmp.write_text(json.dumps(job, indent=2)))
 
     def done(self) -> list[Path]:
         """The consecutive finished parts from the first."""
@@ -170,9 +166,8 @@ class Parts:
         return parts
 
     def save(self, index: int, table: pa.Table) -> None:
-        tmp = self.dir / f".part-{index:07d}.tmp"
-        feather.write_feather(table, tmp, compression="uncompressed")
-        os.replace(tmp, self.dir / f"part-{index:07d}.arrow")
+        atomic_write(self.dir / f"part-{index:07d}.arrow",
+                     lambda tmp: feather.write_feather(table, tmp, compression="uncompressed"))
 
     def tables(self) -> Iterator[pa.Table]:
         for path in self.done():

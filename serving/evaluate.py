@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from serving.files import atomic_write
 from serving.inputs import InputError
 from serving.labels import DEFAULT_NORMAL_VALUE, read_labelled
 from serving.runtime import VAERuntime
@@ -109,8 +110,8 @@ def write(evaluation: Evaluation, out: str | os.PathLike) -> Path:
     """evaluation.json, roc.png and scores.png in the directory `out`, each written atomically."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic(out / RESULT, lambda tmp: tmp.write_text(json.dumps(evaluation.result, indent=2)
-                                                     + "\n"))
+    atomic_write(out / RESULT,
+                 lambda tmp: tmp.write_text(json.dumps(evaluation.result, indent=2) + "\n"))
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
@@ -124,7 +125,7 @@ def write(evaluation: Evaluation, out: str | os.PathLike) -> Path:
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     ax.set(xlabel="false-positive rate", ylabel="detection rate", title=result["model"])
     ax.legend(loc="lower right")
-    _atomic(out / ROC_PLOT, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    atomic_write(out / ROC_PLOT, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -141,12 +142,6 @@ def write(evaluation: Evaluation, out: str | os.PathLike) -> Path:
     ax.set(xlabel=f"score (nats, n_samples {result['n_samples']}; scores above {hi:.0f} "
            f"in the last bin)", ylabel="density")
     ax.legend()
-    _atomic(out / SCORES_PLOT, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    atomic_write(out / SCORES_PLOT, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
     return out
-
-
-def _atomic(path: Path, write_to) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write_to(tmp)
-    os.replace(tmp, path)

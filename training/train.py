@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from serving.files import atomic_write
 from training.config import TrainConfig
 from training.data import Dataset, Split, fit_normalization, load_dataset, split_dataset
 from training.model import VAE
@@ -36,9 +37,7 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 def atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def kl_weight(config: TrainConfig, epoch: int) -> float:
@@ -151,9 +150,8 @@ def _finish(model: VAE, config: TrainConfig, data: Dataset, state: dict, x_val: 
         "image_shape": data.image_shape, "x_val": x_val, "val_labels": labels,
         "metrics": {k: v for k, v in metrics.items() if k != "history"},
     }, run_dir / MODEL)
-    tmp = run_dir / f".{METRICS}.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    os.replace(tmp, run_dir / METRICS)
+    atomic_write(run_dir / METRICS,
+                 lambda tmp: tmp.write_text(json.dumps(metrics, indent=2) + "\n"))
     from training.plots import write_plots  # matplotlib is slow to import; only needed here
     write_plots(model, metrics["history"], x_val, labels, data.image_shape, config.seed, run_dir)
     return metrics
@@ -166,9 +164,7 @@ def _write_held_out(data: Dataset, rows: np.ndarray, path: Path) -> None:
 
     columns = {name: data.x[rows, i] for i, name in enumerate(data.feature_names)}
     columns[data.label_column] = data.label_values[rows]
-    tmp = path.with_name(f".{path.name}.tmp")
-    parquet.write_table(pa.table(columns), tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: parquet.write_table(pa.table(columns), tmp))
 
 
 def load_run(run_dir: str | os.PathLike) -> tuple[VAE, dict]:
