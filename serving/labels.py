@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from serving.inputs import InputError
-from serving.tables import arrow_to_rows, finite_rows, match_columns, open_npy, read_arrow, \
-    table_format
+from serving.tables import arrow_to_rows, existing_table, finite_rows, match_columns, open_npy, \
+    read_arrow
 
 DEFAULT_NORMAL_VALUE = "0"  # the usual convention: 0 = normal, 1 = anomaly
 
@@ -33,10 +33,7 @@ def read_labelled(path: str | os.PathLike, label_column: str, normal_value: str 
     With `feature_names`, those columns are the features (in that order); otherwise every
     column but the label column is. There must be at least one normal row.
     """
-    path = Path(path)
-    suffix = table_format(path)
-    if not path.is_file():
-        raise InputError(f"{path} does not exist; expected a {suffix} file")
+    path, suffix = existing_table(path)
     normal_value = DEFAULT_NORMAL_VALUE if normal_value is None else normal_value
     if suffix == ".npy":
         x, labels = _split_npy(path, label_column)

@@ -32,16 +32,22 @@ def read_table(path: str | os.PathLike, feature_names: list[str] | None = None) 
     With `feature_names`, a file that names its columns must hold each of them (they are
     taken in that order, other columns are left out); a .npy file is taken by position.
     """
-    path = Path(path)
-    suffix = table_format(path)
-    if not path.is_file():
-        raise InputError(f"{path} does not exist; expected a {suffix} file")
+    path, suffix = existing_table(path)
     if suffix == ".npy":
         return Table(finite_rows(np.asarray(open_npy(path), dtype=np.float32), str(path)), None)
     arrow = read_arrow(path, suffix)
     if feature_names is not None:
         arrow = arrow.select(match_columns(arrow.column_names, feature_names, str(path)))
     return Table(arrow_to_rows(arrow, str(path)), list(arrow.column_names))
+
+
+def existing_table(path: str | os.PathLike) -> tuple[Path, str]:
+    """The path of a table file that exists, and its format (its lower-case extension)."""
+    path = Path(path)
+    suffix = table_format(path)
+    if not path.is_file():
+        raise InputError(f"{path} does not exist; expected a {suffix} file")
+    return path, suffix
 
 
 def match_columns(columns: list[str], feature_names: list[str], where: str) -> list[str]:
