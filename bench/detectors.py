@@ -19,6 +19,22 @@ from serving.runtime import ScoredRows, VAERuntime
 from training.data import fit_normalization
 
 
+def train_and_export(config, directory: Path) -> tuple[dict, float]:
+    """`vae train` into directory/run, then `vae export` to directory/bundle: the run's metrics
+    and the wall-clock seconds of its training."""
+    import time
+
+    from export.bundle import export_run
+    from training.train import train
+
+    started = time.perf_counter()
+    metrics = train(config, directory / "run", progress=False)
+    seconds = time.perf_counter() - started
+    with contextlib.redirect_stdout(io.StringIO()):  # torch.onnx's progress lines
+        export_run(directory / "run", directory / "bundle")
+    return metrics, seconds
+
+
 @dataclass
 class OurVAE:
     """A run of this project's VAE: trained on rows, exported, loaded on onnxruntime."""
@@ -30,18 +46,14 @@ class OurVAE:
     runtime: VAERuntime | None = None
 
     def fit(self, x: np.ndarray) -> "OurVAE":
-        from export.bundle import export_run
         from training.config import TrainConfig
-        from training.train import train
 
         workdir = Path(self.workdir or tempfile.mkdtemp(prefix="vae-bench-"))
         workdir.mkdir(parents=True, exist_ok=True)
         np.save(workdir / "train.npy", x)
         config = TrainConfig(data=str(workdir / "train.npy"), sampling=self.sampling,
                              beta=self.beta, seed=self.seed, **self.options)
-        train(config, workdir / "run", progress=False)
-        with contextlib.redirect_stdout(io.StringIO()):  # torch.onnx's progress lines
-            export_run(workdir / "run", workdir / "bundle")
+        train_and_export(config, workdir)
         self.workdir, self.runtime = workdir, VAERuntime.load(workdir / "bundle", threads=1)
         return self
 

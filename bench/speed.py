@@ -10,8 +10,6 @@ one model worker of the service runs. Training uses torch's default threads for 
 
 import argparse
 import asyncio
-import contextlib
-import io
 import json
 import tempfile
 import time
@@ -23,6 +21,7 @@ import torch
 from bench.bench_batch import run_job, write_rows
 from bench.bench_service import file_rate, load
 from bench.common import digits_rows, rate, served
+from bench.detectors import train_and_export
 from serving.runtime import SAMPLE_ROWS, VAERuntime
 from serving.scores import score_terms
 
@@ -37,22 +36,14 @@ def train_default(workdir: Path) -> dict:
     from pyod.models.auto_encoder import AutoEncoder
     from pyod.models.vae import VAE as PyODVAE
 
-    from export.bundle import export_run
     from training.config import TrainConfig
     from training.data import load_dataset, split_dataset
-    from training.train import train
 
     config = TrainConfig()
-    started = time.perf_counter()
-    metrics = train(config, workdir / "run", progress=False)
-    ours = time.perf_counter() - started
-    with contextlib.redirect_stdout(io.StringIO()):
-        export_run(workdir / "run", workdir / "bundle")
+    metrics, ours = train_and_export(config, workdir)
     # the same model at half and twice the width: what the network's size costs
     for hidden in WIDTHS:
-        train(TrainConfig(hidden=hidden), workdir / f"run-{hidden[0]}", progress=False)
-        with contextlib.redirect_stdout(io.StringIO()):
-            export_run(workdir / f"run-{hidden[0]}", workdir / f"bundle-{hidden[0]}")
+        train_and_export(TrainConfig(hidden=hidden), workdir / f"hidden-{hidden[0]}")
     data = load_dataset(config.data)
     x_train = data.x[split_dataset(data, config.val_fraction, config.seed).train]
     fitted, seconds = {}, {}
@@ -109,7 +100,7 @@ def run(rows: int = 50_000, seconds: float = 3.0, workdir: Path | None = None) -
         scoring[f"PyTorch eager, same network, K = {k}"] = rate(
             lambda k=k: eager(x, k), rows, seconds)
     for hidden in WIDTHS:
-        other = VAERuntime.load(workdir / f"bundle-{hidden[0]}", threads=1)
+        other = VAERuntime.load(workdir / f"hidden-{hidden[0]}" / "bundle", threads=1)
         for k in K_VALUES:
             scoring[f"this runtime in-process, K = {k}, hidden {hidden[0]},{hidden[1]}"] = rate(
                 lambda k=k, other=other: other.score(x, k, seed=0), rows, seconds)
