@@ -38,11 +38,12 @@ def score_pool(x_train: np.ndarray, pool: np.ndarray, seed: int, workdir: Path,
     vae = OurVAE(seed=seed, options=vae_options, workdir=workdir / "vae").fit(x_train)
     for k in VAE_K:
         first, second = (vae.scored(pool, k, seed=0) for _ in range(2))
+        other = vae.scored(pool, k, seed=1)
         scores[f"VAE score, K = {k}"] = (first.score, second.score)
-        other_seed[f"VAE score, K = {k}"] = vae.scored(pool, k, seed=1).score
+        other_seed[f"VAE score, K = {k}"] = other.score
         if k == 16:
             scores["VAE recon_nll, K = 16"] = (first.recon_nll, second.recon_nll)
-            other_seed["VAE recon_nll, K = 16"] = vae.scored(pool, k, seed=1).recon_nll
+            other_seed["VAE recon_nll, K = 16"] = other.recon_nll
     plain = OurVAE(sampling=False, seed=seed, options=vae_options,
                    workdir=workdir / "no-sampling").fit(x_train)
     scores["VAE --no-sampling"] = tuple(plain.scored(pool, 1, seed=0).score for _ in range(2))
