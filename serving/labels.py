@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from serving.inputs import InputError
-from serving.tables import arrow_to_rows, existing_table, finite_rows, match_columns, open_npy, \
-    read_arrow
+from serving.tables import arrow_to_rows, existing_table, finite_rows, first_null, \
+    match_columns, open_npy, read_arrow
 
 DEFAULT_NORMAL_VALUE = "0"  # the usual convention: 0 = normal, 1 = anomaly
 
@@ -45,8 +45,8 @@ def read_labelled(path: str | os.PathLike, label_column: str, normal_value: str 
                          f"be one of {_shown(table.column_names)}")
     column = table.column(label_column)
     if column.null_count:
-        row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
-        raise InputError(f"{path}: label column {label_column!r} is empty at row {row}; "
+        raise InputError(f"{path}: label column {label_column!r} is empty at row "
+                         f"{first_null(column)}; "
                          f"expected a label in every row")
     labels = column.to_numpy(zero_copy_only=False)
     normal = _normal_rows(labels, normal_value, label_column, path)

@@ -103,12 +103,16 @@ def arrow_to_rows(table: pa.Table, where: str, first_row: int = 0) -> np.ndarray
         if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
             raise InputError(f"{where}: column {name!r} is {kind}, not numeric; expected numbers")
         if column.null_count:
-            row = first_row + int(np.flatnonzero(
-                column.is_null().to_numpy(zero_copy_only=False))[0])
+            row = first_row + first_null(column)
             raise InputError(f"{where}: column {name!r} has an empty or NaN value at row {row}; "
                              f"expected numbers in every cell")
     x = np.column_stack([c.to_numpy().astype(np.float32, copy=False) for c in table.columns])
     return finite_rows(x, where, table.column_names, first_row)
+
+
+def first_null(column: pa.ChunkedArray | pa.Array) -> int:
+    """The index of a column's first null value (the column must have one)."""
+    return int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
 
 
 def finite_rows(x: np.ndarray, where: str, names: list[str] | None = None,
