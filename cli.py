@@ -95,7 +95,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run_train(args: argparse.Namespace) -> None:
-    from serving.inputs import InputError
+    from serving.core.rows import InputError
     from training.config import TrainConfig
     from training.train import EVALUATION, resume, train
 
@@ -136,13 +136,13 @@ def run_export(args: argparse.Namespace) -> None:
 
 
 def run_score(args: argparse.Namespace) -> None:
-    from serving.batch import ScoreJob, run_local
+    from serving.jobs.local import ScoreJob, run_local
 
     job = ScoreJob(input=Path(args.input), model=args.model, out=Path(args.out),
                    n_samples=args.n_samples, seed=args.seed, chunk_rows=args.chunk_rows,
                    columns=args.columns, with_latent=args.with_latent)
     if args.engine == "ray":
-        from serving.ray_engine import run_ray
+        from serving.jobs.ray_engine import run_ray
         summary = run_ray(job, address=args.ray_address, threads=args.threads,
                           progress=not args.quiet)
     else:
@@ -151,7 +151,7 @@ def run_score(args: argparse.Namespace) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
-    from serving.evaluate import evaluate, table, write
+    from serving.jobs.evaluate import evaluate, table, write
 
     evaluation = evaluate(args.model, args.data, args.label_column, args.normal_value,
                           args.n_samples, args.seed)
@@ -165,8 +165,8 @@ COMMANDS = {"train": run_train, "export": run_export, "score": run_score,
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from serving.bundle import BundleError
-    from serving.inputs import InputError
+    from serving.core.bundle import BundleError
+    from serving.core.rows import InputError
 
     expected: tuple[type[Exception], ...] = (InputError, BundleError, FileNotFoundError)
     try:

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import DEFAULT_MODEL, ROOT, digits_rows  # noqa: E402
-from serving.runtime import VAERuntime  # noqa: E402
+from serving.core.runtime import VAERuntime  # noqa: E402
 
 # Peak memory is the job's own VmHWM: getrusage's ru_maxrss survives execve on Linux, so a
 # child would report the larger of its own peak and that of the parent it was forked from.

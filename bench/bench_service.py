@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import DEFAULT_MODEL, digits_rows, metric_sum, rate, served  # noqa: E402
-from serving.runtime import VAERuntime  # noqa: E402
+from serving.core.runtime import VAERuntime  # noqa: E402
 
 K = 16
 

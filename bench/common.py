@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.readiness import wait_ready
+from serving.http.readiness import wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = ROOT / "bundles" / "digits"
@@ -34,7 +34,7 @@ def seeded_main(doc: str, name: str, run) -> None:
 
 def digits_rows(n: int, seed: int = 0) -> np.ndarray:
     """n digits-shaped rows: the embedded digits, tiled, with a little noise so rows differ."""
-    from serving.tables import read_table  # noqa: F401  (serving only; sklearn may be absent)
+    from serving.tables.read import read_table  # noqa: F401  (serving only; sklearn may be absent)
     try:
         from sklearn.datasets import load_digits
         base = load_digits().data.astype(np.float32)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.runtime import ScoredRows, VAERuntime
+from serving.core.runtime import ScoredRows, VAERuntime
 from training.data import fit_normalization
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import ablation, quality, speed
-from serving.files import atomic_write
+from serving.tables.files import atomic_write
 
 COMMAND = "make bench"
 PER_CLASS_METHODS = ["VAE score, K = 16", "k-NN distance (k = 5)", "LOF (novelty)", "PyOD VAE",

@@ -22,8 +22,8 @@ from bench.bench_batch import run_job, write_rows
 from bench.bench_service import file_rate, load
 from bench.common import digits_rows, rate, served
 from bench.detectors import train_and_export
-from serving.runtime import SAMPLE_ROWS, VAERuntime
-from serving.scores import score_terms
+from serving.core.runtime import SAMPLE_ROWS, VAERuntime
+from serving.core.scores import score_terms
 
 K_VALUES = (1, 16)
 HTTP_ROWS, HTTP_CONCURRENCY, JOB_ROWS = 1000, 8, 200_000

@@ -21,8 +21,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from serving.readiness import wait_ready  # noqa: E402
-from serving.runtime import VAERuntime  # noqa: E402
+from serving.http.readiness import wait_ready  # noqa: E402
+from serving.core.runtime import VAERuntime  # noqa: E402
 
 
 def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -12,10 +12,10 @@ import torch
 from export.graphs import OPSET, export_graphs
 from export.verify import PARITY_BATCHES, PARITY_SAMPLES, PARITY_TOLERANCE, check_graph, \
     check_parity, parity
-from serving.bundle import Bundle, write_bundle
-from serving.noise import draw_eps
-from serving.runtime import VAEGraphs
-from serving.scores import calibrate
+from serving.core.bundle import Bundle, write_bundle
+from serving.core.noise import draw_eps
+from serving.core.runtime import VAEGraphs
+from serving.core.scores import calibrate
 from training.model import VAE
 from training.train import load_run
 

@@ -4,7 +4,7 @@ import shutil
 
 import bentoml
 
-from serving.bundle import GRAPH_FILES, MANIFEST_FILE, Bundle
+from serving.core.bundle import GRAPH_FILES, MANIFEST_FILE, Bundle
 
 
 def register(bundle: Bundle) -> str:

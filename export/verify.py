@@ -5,9 +5,9 @@ import numpy as np
 import onnx
 import torch
 
-from serving.noise import draw_eps
-from serving.runtime import VAEGraphs
-from serving.scores import score_terms
+from serving.core.noise import draw_eps
+from serving.core.runtime import VAEGraphs
+from serving.core.scores import score_terms
 from training.model import VAE
 
 RANDOM_OPS = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",

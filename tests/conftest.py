@@ -39,7 +39,7 @@ def bundle_dir(digits_run, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def runtime(bundle_dir):
-    from serving.runtime import VAERuntime
+    from serving.core.runtime import VAERuntime
 
     return VAERuntime.load(bundle_dir)
 
@@ -57,16 +57,16 @@ SERVICE_ENV = {"VAE_MAX_ROWS": "500", "VAE_MAX_SAMPLE_N": "300",  # small limits
 
 @pytest.fixture(scope="session")
 def service_module(bundle_dir):
-    """serving.service on the test bundle, imported once: its settings are read at import and
+    """serving.http.service on the test bundle, imported once: its settings are read at import and
     its Prometheus metrics may be registered only once per process."""
     import importlib
 
     os.environ.update({"VAE_MODEL": str(bundle_dir), **SERVICE_ENV})
-    for name in ("serving.settings", "serving.api_models"):
+    for name in ("serving.http.settings", "serving.http.api_models"):
         if name in sys.modules:
             importlib.reload(sys.modules[name])
-    import serving.service
-    yield serving.service
+    import serving.http.service
+    yield serving.http.service
     for name in ("VAE_MODEL", *SERVICE_ENV):
         os.environ.pop(name)
 

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from serving.batch import ScoreJob, run_local
-from serving.inputs import InputError
+from serving.jobs.local import ScoreJob, run_local
+from serving.core.rows import InputError
 from tests.conftest import ROOT, run_cli
 from tests.test_service import run
 
@@ -174,7 +174,7 @@ def test_a_killed_job_leaves_no_output_and_resumes_to_identical_bytes(tmp_path, 
 def test_changed_arguments_start_over(tmp_path, runtime, digits_x, bundle_dir):
     source = write(tmp_path / "in.npy", rows(digits_x), [])
     out = tmp_path / "out.npy"
-    from serving.batch import prepare
+    from serving.jobs.local import prepare
     job = ScoreJob(input=source, model=str(bundle_dir), out=out, seed=1)
     _, parts, _ = prepare(job, runtime)
     parts.save(0, pa.table({"row": [0]}))  # a stale part of another job's arguments

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from serving.bundle import load_bundle
+from serving.core.bundle import load_bundle
 from tests.conftest import ROOT, run_cli
 
 
@@ -24,7 +24,7 @@ def test_bentoml_build_packages_the_model_and_no_torch(digits_run, tmp_path):
     assert built.returncode == 0, built.stderr + built.stdout
     [bento] = (tmp_path / "home" / "bentos" / "vae").glob("*/bento.yaml")
     info = yaml.safe_load(bento.read_text())
-    assert info["service"] == "serving.service:VAE"
+    assert info["service"] == "serving.http.service:VAE"
     models = [m["tag"] for service in info["services"] for m in service["models"]]
     assert models == [f"vae:{version}"]
     requirements = (bento.parent / "env" / "python" / "requirements.txt").read_text().lower()
@@ -32,5 +32,5 @@ def test_bentoml_build_packages_the_model_and_no_torch(digits_run, tmp_path):
     assert "torch" not in requirements and "scikit-learn" not in requirements
     sources = {p.relative_to(bento.parent / "src").as_posix()
                for p in (bento.parent / "src").rglob("*.py")}
-    assert "serving/service.py" in sources and "serving/runtime.py" in sources
+    assert "serving/http/service.py" in sources and "serving/core/runtime.py" in sources
     assert not any(s.startswith(("training/", "export/", "tests/")) for s in sources)

@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
-from serving.bundle import BundleError, file_sha256, load_bundle, locate_bundle
-from serving.runtime import VAERuntime
+from serving.core.bundle import BundleError, file_sha256, load_bundle, locate_bundle
+from serving.core.runtime import VAERuntime
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from cli import parser
-from serving.settings import Settings
+from serving.http.settings import Settings
 from tests.conftest import ROOT
 
 DEPLOY = ROOT / "deploy" / "kubernetes"

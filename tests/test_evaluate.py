@@ -10,9 +10,9 @@ from pyarrow import csv, parquet
 from sklearn.datasets import load_breast_cancer
 from sklearn.metrics import f1_score
 
-from serving.evaluate import at_threshold, best_f1_threshold, evaluate, ranking
-from serving.inputs import InputError
-from serving.labels import read_labelled
+from serving.jobs.evaluate import at_threshold, best_f1_threshold, evaluate, ranking
+from serving.core.rows import InputError
+from serving.tables.labels import read_labelled
 from tests.conftest import SMALL, run_cli
 
 

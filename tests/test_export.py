@@ -8,9 +8,9 @@ import pytest
 
 from export.bundle import export_run, validation_scores
 from export.verify import PARITY_TOLERANCE, RANDOM_OPS, ExportError, check_graph, check_parity
-from serving.bundle import load_bundle
-from serving.runtime import VAERuntime
-from serving.scores import calibrate
+from serving.core.bundle import load_bundle
+from serving.core.runtime import VAERuntime
+from serving.core.scores import calibrate
 from tests.conftest import SMALL, run_cli
 from training.config import TrainConfig
 from training.train import load_run, train
@@ -111,7 +111,7 @@ def test_cli_export_registers_in_the_model_store(digits_run, tmp_path):
     assert result.returncode == 0, result.stderr
     version = load_bundle(tmp_path / "b").manifest.version
     assert f"registered vae:{version}" in result.stdout
-    check = ("import sys; from serving.runtime import VAERuntime; r = VAERuntime.load('vae:latest');"
+    check = ("import sys; from serving.core.runtime import VAERuntime; r = VAERuntime.load('vae:latest');"
              "print(r.version, r.bundle.manifest.calibration.threshold, 'torch' in sys.modules)")
     loaded = run_cli_python(check, env)
     assert loaded.split() == [version, str(load_bundle(tmp_path / "b").manifest.calibration

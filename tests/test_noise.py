@@ -1,6 +1,6 @@
 import numpy as np
 
-from serving.noise import BLOCK, draw, draw_eps, draw_latent
+from serving.core.noise import BLOCK, draw, draw_eps, draw_latent
 
 
 def test_each_block_comes_from_its_own_generator():

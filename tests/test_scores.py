@@ -4,7 +4,7 @@ import numpy as np
 from scipy.special import logsumexp
 from scipy.stats import norm
 
-from serving.scores import calibrate, percentile
+from serving.core.scores import calibrate, percentile
 
 
 def direct_scores(runtime, x, seed, k):
@@ -76,7 +76,7 @@ def test_a_row_scores_the_same_alone_and_in_a_batch(runtime, digits_x):
 
 
 def test_large_requests_are_chunked_without_changing_answers(runtime, digits_x):
-    from serving.runtime import SAMPLE_ROWS
+    from serving.core.runtime import SAMPLE_ROWS
 
     k = 256  # SAMPLE_ROWS // k rows per onnxruntime call: the 1797 rows take several
     assert len(digits_x) > SAMPLE_ROWS // k

@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from serving.readiness import wait_ready
+from serving.http.readiness import wait_ready
 from tests.conftest import ROOT
 
 

@@ -2,7 +2,7 @@ import pytest
 
 
 def test_settings_from_the_environment():
-    from serving.settings import Settings, container_cpus
+    from serving.http.settings import Settings, container_cpus
 
     assert Settings.from_env({"VAE_MAX_ROWS": "7"}).max_rows == 7
     derived = Settings.from_env({"VAE_WORKERS": "1", "VAE_MODEL_WORKERS": "1"}).ort_threads

@@ -5,8 +5,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from serving.inputs import InputError
-from serving.tables import read_table
+from serving.core.rows import InputError
+from serving.tables.read import read_table
 from training.data import fit_normalization, load_dataset, split_rows
 
 

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 class TrainConfig:
     data: str = "digits"  # digits | breast-cancer | a .csv, .parquet or .npy path
     label_column: str | None = None  # a file's label column: train on its normal rows only
-    normal_value: str | None = None  # the label of the normal rows (serving.labels' default: 0)
+    normal_value: str | None = None  # the label of the normal rows (serving.tables.labels' default: 0)
     epochs: int = 300  # at most; early stopping usually ends sooner
     latent_dim: int = 16
     hidden: tuple[int, ...] = (256, 256)

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.inputs import InputError
-from serving.labels import read_labelled
-from serving.tables import read_table
+from serving.core.rows import InputError
+from serving.tables.labels import read_labelled
+from serving.tables.read import read_table
 
 EMBEDDED = ("digits", "breast-cancer")
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from serving.files import atomic_write
+from serving.tables.files import atomic_write
 from training.config import TrainConfig
 from training.data import Dataset, Split, fit_normalization, load_dataset, split_dataset
 from training.model import VAE

@@ -20,12 +20,12 @@ import pyarrow as pa
 import pyarrow.compute
 from pyarrow import feather
 
-from serving.files import atomic_write
-from serving.inputs import InputError
-from serving.noise import new_seed
-from serving.runtime import ScoredRows, VAERuntime
-from serving.sources import Source, chunks, open_source, rechunk
-from serving.tables import FORMATS
+from serving.tables.files import atomic_write
+from serving.core.rows import InputError
+from serving.core.noise import new_seed
+from serving.core.runtime import ScoredRows, VAERuntime
+from serving.tables.sources import Source, chunks, open_source, rechunk
+from serving.tables.read import FORMATS
 
 SCORE_COLUMNS = ("score", "recon_nll", "kl", "percentile", "is_anomaly")
 ROW_GROUP_ROWS = 1 << 16  # output row groups, fixed so that bytes do not depend on chunking

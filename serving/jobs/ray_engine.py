@@ -16,9 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute
 
-from serving.batch import ScoreJob, Summary, prepare, score_table, write_scores
-from serving.inputs import InputError
-from serving.runtime import VAERuntime
+from serving.jobs.local import ScoreJob, Summary, prepare, score_table, write_scores
+from serving.core.rows import InputError
+from serving.core.runtime import VAERuntime
 
 
 POSITION = "__vae_row__"  # the column carrying each row's position through the pipeline

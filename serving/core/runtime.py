@@ -1,7 +1,7 @@
 """The VAE on onnxruntime: the one object that the HTTP service, the CLI and the batch jobs wrap.
 
 `VAERuntime` holds the two sessions of a verified bundle and turns rows into scores with the
-random-draw rule of `serving.noise` and the maths of `serving.scores`.
+random-draw rule of `serving.core.noise` and the maths of `serving.core.scores`.
 """
 
 import os
@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from serving.bundle import Bundle, BundleError, load_bundle, locate_bundle
-from serving.inputs import check_rows
-from serving.noise import draw_eps, draw_latent
-from serving.scores import Scores, percentile, score_terms
+from serving.core.bundle import Bundle, BundleError, load_bundle, locate_bundle
+from serving.core.rows import check_rows
+from serving.core.noise import draw_eps, draw_latent
+from serving.core.scores import Scores, percentile, score_terms
 
 
 @dataclass

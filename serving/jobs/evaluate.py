@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.files import atomic_write
-from serving.inputs import InputError
-from serving.labels import DEFAULT_NORMAL_VALUE, read_labelled
-from serving.runtime import VAERuntime
+from serving.tables.files import atomic_write
+from serving.core.rows import InputError
+from serving.tables.labels import DEFAULT_NORMAL_VALUE, read_labelled
+from serving.core.runtime import VAERuntime
 
 RESULT, ROC_PLOT, SCORES_PLOT = "evaluation.json", "roc.png", "scores.png"
 

@@ -1,15 +1,15 @@
 """Request field types and response models of the HTTP API (SPEC.md's table).
 
 Numbers are strict: a string such as "1.5" is refused rather than converted. The limits come
-from the environment (serving.settings) and appear in the OpenAPI page at /docs.
+from the environment (serving.http.settings) and appear in the OpenAPI page at /docs.
 """
 
 from typing import Annotated
 
 from pydantic import BaseModel, Field, Strict, model_serializer
 
-from serving.noise import MAX_SEED
-from serving.settings import SETTINGS
+from serving.core.noise import MAX_SEED
+from serving.http.settings import SETTINGS
 
 Number = Annotated[float, Strict()]
 Rows = Annotated[list[list[Number]], Field(

@@ -22,17 +22,17 @@ import prometheus_client
 from starlette.background import BackgroundTask
 from starlette.responses import FileResponse
 
-from serving.api_models import (DecodeAnswer, EncodeAnswer, Latents, ReconstructAnswer,
+from serving.http.api_models import (DecodeAnswer, EncodeAnswer, Latents, ReconstructAnswer,
                                 Rows, SampleAnswer, SampleCount, ScoreAnswer, Seed, Temperature,
                                 samples)
-from serving.batch import score_table, write_scores
-from serving.bundle import is_model_tag, load_bundle, locate_bundle
-from serving.http_errors import JSONErrorMiddleware
-from serving.inputs import InputError, check_rows
-from serving.noise import draw_eps, draw_latent, new_seed
-from serving.runtime import ScoredRows, VAERuntime
-from serving.settings import SETTINGS
-from serving.sources import chunks, open_source
+from serving.jobs.local import score_table, write_scores
+from serving.core.bundle import is_model_tag, load_bundle, locate_bundle
+from serving.http.errors import JSONErrorMiddleware
+from serving.core.rows import InputError, check_rows
+from serving.core.noise import draw_eps, draw_latent, new_seed
+from serving.core.runtime import ScoredRows, VAERuntime
+from serving.http.settings import SETTINGS
+from serving.tables.sources import chunks, open_source
 MEDIA_TYPES = {".csv": "text/csv", ".parquet": "application/vnd.apache.parquet",
                ".npy": "application/octet-stream"}
 

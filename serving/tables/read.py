@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from serving.inputs import InputError
+from serving.core.rows import InputError
 
 FORMATS = (".csv", ".parquet", ".npy")
 

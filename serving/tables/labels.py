@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.inputs import InputError
-from serving.tables import arrow_to_rows, existing_table, finite_rows, first_null, \
+from serving.core.rows import InputError
+from serving.tables.read import arrow_to_rows, existing_table, finite_rows, first_null, \
     match_columns, open_npy, read_arrow
 
 DEFAULT_NORMAL_VALUE = "0"  # the usual convention: 0 = normal, 1 = anomaly

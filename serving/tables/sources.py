@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from serving.inputs import InputError
-from serving.tables import FORMATS, arrow_to_rows, finite_rows, match_columns, open_npy
+from serving.core.rows import InputError
+from serving.tables.read import FORMATS, arrow_to_rows, finite_rows, match_columns, open_npy
 
 
 @dataclass
