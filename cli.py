@@ -122,7 +122,7 @@ def run_train(args: argparse.Namespace) -> None:
 
 
 def run_export(args: argparse.Namespace) -> None:
-    from export.bundle import export_run
+    from export.exporter import export_run
 
     bundle = export_run(args.run_dir, args.out, name=args.name, target_fpr=args.target_fpr)
     manifest = bundle.manifest

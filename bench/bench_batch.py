@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import DEFAULT_MODEL, ROOT, digits_rows  # noqa: E402
-from serving.core.runtime import VAERuntime  # noqa: E402
+from serving.store import load_runtime  # noqa: E402
 
 # Peak memory is the job's own VmHWM: getrusage's ru_maxrss survives execve on Linux, so a
 # child would report the larger of its own peak and that of the parent it was forked from.
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--chunk-rows", type=int, default=1 << 16)
     args = parser.parse_args()
-    runtime = VAERuntime.load(args.model, threads=1)
+    runtime = load_runtime(args.model, threads=1)
     names = runtime.manifest.feature_names
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

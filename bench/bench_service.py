@@ -23,6 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import DEFAULT_MODEL, digits_rows, metric_sum, rate, served  # noqa: E402
 from serving.core.runtime import VAERuntime  # noqa: E402
+from serving.store import load_runtime  # noqa: E402
 
 K = 16
 
@@ -32,7 +33,7 @@ def in_process(runtime: VAERuntime, x: np.ndarray, seconds: float) -> dict:
     figures = {}
     for rows in (1, 100, 1000):
         part = x[:rows]
-        eps = runtime.eps(0, 0, rows, K)
+        eps = runtime.noise(0, K, 0).rows(0, rows)
 
         def graphs_alone():
             _, _, z = runtime.graphs.encode(part, eps)
@@ -87,7 +88,7 @@ def main() -> None:
     parser.add_argument("--file-rows", type=int, default=50_000)
     args = parser.parse_args()
 
-    runtime = VAERuntime.load(args.model, threads=1)  # as one model worker runs it
+    runtime = load_runtime(args.model, threads=1)  # as one model worker runs it
     x = digits_rows(max(1000, args.file_rows))
     local = in_process(runtime, x, args.seconds / 2)
     file_local = rate(lambda: runtime.score(x[:args.file_rows], K, 1), args.file_rows, 3.0)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from serving.core.runtime import ScoredRows, VAERuntime
+from serving.store import load_runtime
 from training.data import fit_normalization
 
 
@@ -24,7 +25,7 @@ def train_and_export(config, directory: Path) -> tuple[dict, float]:
     and the wall-clock seconds of its training."""
     import time
 
-    from export.bundle import export_run
+    from export.exporter import export_run
     from training.train import train
 
     started = time.perf_counter()
@@ -54,7 +55,7 @@ class OurVAE:
         config = TrainConfig(data=str(workdir / "train.npy"), sampling=self.sampling,
                              beta=self.beta, seed=self.seed, **self.options)
         train_and_export(config, workdir)
-        self.workdir, self.runtime = workdir, VAERuntime.load(workdir / "bundle", threads=1)
+        self.workdir, self.runtime = workdir, load_runtime(workdir / "bundle", threads=1)
         return self
 
     def scored(self, x: np.ndarray, n_samples: int = 16, seed: int = 0) -> ScoredRows:

@@ -23,6 +23,7 @@ from bench.bench_service import file_rate, load
 from bench.common import digits_rows, rate, served
 from bench.detectors import train_and_export
 from serving.core.runtime import SAMPLE_ROWS, VAERuntime
+from serving.store import load_runtime
 from serving.core.scores import score_terms
 
 K_VALUES = (1, 16)
@@ -69,7 +70,7 @@ def eager_scorer(run_dir: Path, runtime: VAERuntime):
         with torch.inference_mode():
             for lo in range(0, len(x), chunk):
                 part = x[lo:lo + chunk]
-                eps = runtime.eps(0, lo, len(part), n_samples)
+                eps = runtime.noise(0, n_samples, lo).rows(0, len(part))
                 mu, logvar = vae.encode(torch.from_numpy(part))
                 z = vae.reparameterize(mu, logvar, torch.from_numpy(eps))
                 x_mean, x_logvar = vae.decode(z)
@@ -83,7 +84,7 @@ def run(rows: int = 50_000, seconds: float = 3.0, workdir: Path | None = None) -
     workdir = Path(workdir or tempfile.mkdtemp(prefix="vae-speed-"))
     trained = train_default(workdir)
     torch.set_num_threads(1)
-    runtime = VAERuntime.load(trained["bundle"], threads=1)
+    runtime = load_runtime(trained["bundle"], threads=1)
     x = digits_rows(rows)
     eager = eager_scorer(trained["run"], runtime)
     for k in K_VALUES:  # the two engines agree before they are timed
@@ -100,7 +101,7 @@ def run(rows: int = 50_000, seconds: float = 3.0, workdir: Path | None = None) -
         scoring[f"PyTorch eager, same network, K = {k}"] = rate(
             lambda k=k: eager(x, k), rows, seconds)
     for hidden in WIDTHS:
-        other = VAERuntime.load(workdir / f"hidden-{hidden[0]}" / "bundle", threads=1)
+        other = load_runtime(workdir / f"hidden-{hidden[0]}" / "bundle", threads=1)
         for k in K_VALUES:
             scoring[f"this runtime in-process, K = {k}, hidden {hidden[0]},{hidden[1]}"] = rate(
                 lambda k=k, other=other: other.score(x, k, seed=0), rows, seconds)

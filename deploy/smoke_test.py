@@ -22,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from serving.http.readiness import wait_ready  # noqa: E402
-from serving.core.runtime import VAERuntime  # noqa: E402
+from serving.store import load_runtime  # noqa: E402
 
 
 def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -60,7 +60,7 @@ def main() -> int:
         ok("/readyz 200")
         assert httpx.get(f"{url}/livez").status_code == 200, "FAIL  /livez"
         ok("/livez 200")
-        runtime = VAERuntime.load(args.model)
+        runtime = load_runtime(args.model)
         meta = httpx.get(f"{url}/metadata").json()
         assert meta["version"] == runtime.version, f"FAIL  /metadata version {meta['version']}"
         ok(f"/metadata version {meta['version']} = the model outside")

@@ -30,7 +30,7 @@ def digits_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def bundle_dir(digits_run, tmp_path_factory) -> Path:
-    from export.bundle import export_run
+    from export.exporter import export_run
 
     out = tmp_path_factory.mktemp("bundles") / "digits"
     export_run(digits_run, out)
@@ -39,9 +39,9 @@ def bundle_dir(digits_run, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def runtime(bundle_dir):
-    from serving.core.runtime import VAERuntime
+    from serving.store import load_runtime
 
-    return VAERuntime.load(bundle_dir)
+    return load_runtime(bundle_dir)
 
 
 @pytest.fixture(scope="session")
@@ -57,14 +57,9 @@ SERVICE_ENV = {"VAE_MAX_ROWS": "500", "VAE_MAX_SAMPLE_N": "300",  # small limits
 
 @pytest.fixture(scope="session")
 def service_module(bundle_dir):
-    """serving.http.service on the test bundle, imported once: its settings are read at import and
-    its Prometheus metrics may be registered only once per process."""
-    import importlib
-
+    """serving.http.service on the test bundle, imported once, as `bentoml serve` does: it reads
+    its settings when imported, and its Prometheus metrics may be registered once a process."""
     os.environ.update({"VAE_MODEL": str(bundle_dir), **SERVICE_ENV})
-    for name in ("serving.http.settings", "serving.http.api_models"):
-        if name in sys.modules:
-            importlib.reload(sys.modules[name])
     import serving.http.service
     yield serving.http.service
     for name in ("VAE_MODEL", *SERVICE_ENV):

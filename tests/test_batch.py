@@ -174,9 +174,9 @@ def test_a_killed_job_leaves_no_output_and_resumes_to_identical_bytes(tmp_path, 
 def test_changed_arguments_start_over(tmp_path, runtime, digits_x, bundle_dir):
     source = write(tmp_path / "in.npy", rows(digits_x), [])
     out = tmp_path / "out.npy"
-    from serving.jobs.local import prepare
+    from serving.jobs.local import resume_or_start
     job = ScoreJob(input=source, model=str(bundle_dir), out=out, seed=1)
-    _, parts, _ = prepare(job, runtime)
+    parts, _ = resume_or_start(job, runtime)
     parts.save(0, pa.table({"row": [0]}))  # a stale part of another job's arguments
     run_local(ScoreJob(input=source, model=str(bundle_dir), out=out, seed=2), progress=False)
     np.testing.assert_array_equal(read(out)["score"], runtime.score(rows(digits_x), 16, 2).score)

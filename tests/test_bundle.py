@@ -5,8 +5,9 @@ import shutil
 
 import pytest
 
-from serving.core.bundle import BundleError, file_sha256, load_bundle, locate_bundle
-from serving.core.runtime import VAERuntime
+from serving.core.bundle import BundleError, file_sha256, load_bundle
+from serving.store import locate_bundle
+from serving.store import load_runtime
 
 
 @pytest.fixture
@@ -74,12 +75,12 @@ def test_graphs_that_break_the_contract_are_refused(copy):
     _swap_graphs(copy)
     with pytest.raises(BundleError, match=r"the encoder graph has inputs \['z'\]; "
                                           r"expected \['eps', 'x'\]"):
-        VAERuntime.load(copy)
+        load_runtime(copy)
     (copy / "encoder.onnx").write_bytes(b"garbage")
     edit_manifest(copy, lambda m: m["sha256"].update({"encoder.onnx": file_sha256(
         copy / "encoder.onnx")}))
     with pytest.raises(BundleError, match=r"the encoder graph is not loadable by onnxruntime"):
-        VAERuntime.load(copy)
+        load_runtime(copy)
 
 
 def test_wrong_width_in_manifest_is_caught_against_the_graph(copy):
@@ -90,7 +91,7 @@ def test_wrong_width_in_manifest_is_caught_against_the_graph(copy):
     edit_manifest(copy, narrow)
     with pytest.raises(BundleError, match=r"the encoder input x is tensor\(float\) \['batch', "
                                           r"64\]; expected float32 of rank 2 with 63 on axis 1"):
-        VAERuntime.load(copy)
+        load_runtime(copy)
 
 
 def test_locating_models(bundle_dir, tmp_path):

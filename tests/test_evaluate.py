@@ -46,7 +46,7 @@ def wdbc_run(wdbc_csv, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def wdbc_bundle(wdbc_run, tmp_path_factory):
-    from export.bundle import export_run
+    from export.exporter import export_run
 
     out = tmp_path_factory.mktemp("bundles") / "wdbc"
     export_run(wdbc_run, out)

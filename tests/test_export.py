@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
-from export.bundle import export_run, validation_scores
+from export.exporter import export_run, validation_scores
 from export.verify import PARITY_TOLERANCE, RANDOM_OPS, ExportError, check_graph, check_parity
 from serving.core.bundle import load_bundle
 from serving.core.runtime import VAERuntime
@@ -42,9 +42,9 @@ def test_graph_contract(bundle_dir):
 
 
 def test_parity_figures_are_recorded_and_within_tolerance(bundle_dir):
-    verification = load_bundle(bundle_dir).manifest.model_extra["verification"]
-    assert verification["batches"] == [1, 2, 7, 512] and verification["n_samples"] == [1, 16]
-    parity = verification["parity"]
+    verification = load_bundle(bundle_dir).manifest.verification
+    assert verification.batches == [1, 2, 7, 512] and verification.n_samples == [1, 16]
+    parity = verification.parity
     assert set(parity) == {"mu", "logvar", "z", "x_mean", "x_logvar", "score", "recon_nll",
                            "kl", "feature_nll"}
     for name, figures in parity.items():
@@ -98,7 +98,7 @@ def test_no_sampling_bundle_scores_recon_plus_penalty(tmp_path, digits_x):
     ablation = VAERuntime(export_run(tmp_path / "run", tmp_path / "bundle"))
     assert ablation.manifest.sampling is False
     scored = ablation.score(digits_x[:50], 4, seed=0)
-    mu, logvar, z = ablation.graphs.encode(digits_x[:50], ablation.eps(0, 0, 50, 4))
+    mu, logvar, z = ablation.graphs.encode(digits_x[:50], ablation.noise(0, 4, 0).rows(0, 50))
     assert np.all(logvar == 0) and np.array_equal(z, np.broadcast_to(mu, z.shape))
     np.testing.assert_allclose(scored.kl, 0.5 * (mu**2).sum(1), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(scored.score, scored.recon_nll + scored.kl, rtol=1e-6)
@@ -111,7 +111,7 @@ def test_cli_export_registers_in_the_model_store(digits_run, tmp_path):
     assert result.returncode == 0, result.stderr
     version = load_bundle(tmp_path / "b").manifest.version
     assert f"registered vae:{version}" in result.stdout
-    check = ("import sys; from serving.core.runtime import VAERuntime; r = VAERuntime.load('vae:latest');"
+    check = ("import sys; from serving.store import load_runtime; r = load_runtime('vae:latest');"
              "print(r.version, r.bundle.manifest.calibration.threshold, 'torch' in sys.modules)")
     loaded = run_cli_python(check, env)
     assert loaded.split() == [version, str(load_bundle(tmp_path / "b").manifest.calibration

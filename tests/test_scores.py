@@ -9,7 +9,7 @@ from serving.core.scores import calibrate, percentile
 
 def direct_scores(runtime, x, seed, k):
     """Per row and sample, from the graphs' outputs, with scipy's densities, in float64."""
-    eps = runtime.eps(seed, 0, len(x), k)  # (K, B, D)
+    eps = runtime.noise(seed, k, 0).rows(0, len(x))  # (K, B, D)
     mu, logvar, z = runtime.graphs.encode(x, eps)
     x_mean, x_logvar = runtime.graphs.decode(z)
     mu, logvar, z, x_mean, x_logvar = (a.astype(np.float64) for a in (mu, logvar, z, x_mean,
@@ -40,7 +40,7 @@ def test_scores_equal_a_direct_recomputation(runtime, digits_x):
 def test_one_sample_score_is_the_negative_elbo(runtime, digits_x):
     x = digits_x[:100]
     scored = runtime.score(x, 1, seed=2)
-    eps = runtime.eps(2, 0, len(x), 1)
+    eps = runtime.noise(2, 1, 0).rows(0, len(x))
     mu, logvar, z = runtime.graphs.encode(x, eps)
     # -ELBO = recon_nll + log q(z|x) - log p(z), estimated with the same single z
     log_q_minus_log_p = 0.5 * ((z[0] ** 2).sum(1) - (eps[0] ** 2).sum(1) - logvar.sum(1))

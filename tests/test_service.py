@@ -29,7 +29,7 @@ def test_direct_calls_match_the_runtime(service, runtime, digits_x):
     assert answer.seed == 7 and answer.model_version == runtime.version
 
     encoded = run(service.encode(x.tolist(), n_samples=3, seed=1))
-    mu, logvar, z = runtime.graphs.encode(x, runtime.eps(1, 0, 20, 3))
+    mu, logvar, z = runtime.graphs.encode(x, runtime.noise(1, 3, 0).rows(0, 20))
     assert encoded.mu == mu.tolist() and encoded.z == z.tolist()
     assert run(service.encode(x.tolist())).z is None
 

@@ -44,6 +44,10 @@ class TrainingSummary(BaseModel):
     seed: int
     train_loss: float
     val_loss: float
+    val_rows: int | None = None
+    best_epoch: int | None = None
+    hidden: list[int] | None = None
+    beta: float | None = None
 
 
 class Calibration(BaseModel):
@@ -56,6 +60,15 @@ class Calibration(BaseModel):
     quantiles: list[float] = Field(min_length=2)
     threshold: float
     target_fpr: float = Field(gt=0, lt=1)
+
+
+class Verification(BaseModel):
+    """Export parity: the worst gap between onnxruntime and PyTorch over these shapes."""
+
+    batches: list[int]
+    n_samples: list[int]
+    tolerance: float
+    parity: dict[str, dict[str, float]]
 
 
 class Manifest(BaseModel):
@@ -75,6 +88,8 @@ class Manifest(BaseModel):
     sha256: dict[str, str]
     training: TrainingSummary
     calibration: Calibration
+    verification: Verification | None = None
+    image_shape: list[int] | None = None  # (H, W) when each row is an image
 
     @model_validator(mode="after")
     def _consistent(self) -> "Manifest":
@@ -92,9 +107,8 @@ class Manifest(BaseModel):
 
     def public(self) -> dict:
         """What /metadata shows: everything but the long per-feature and per-quantile lists."""
-        data = self.model_dump(exclude={"normalization": {"mean", "std"},
-                                        "calibration": {"quantiles"}})
-        return data
+        return self.model_dump(exclude={"normalization": {"mean", "std"},
+                                        "calibration": {"quantiles"}}, exclude_none=True)
 
 
 @dataclass(frozen=True)
@@ -191,46 +205,3 @@ def write_bundle(out: str | os.PathLike, encoder: bytes, decoder: bytes, manifes
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return load_bundle(out)
-
-
-def is_model_tag(ref: str | os.PathLike) -> bool:
-    """Whether ref names a model-store tag (vae, vae:latest) rather than a path."""
-    return not Path(ref).exists() and "/" not in str(ref) and os.sep not in str(ref)
-
-
-def locate_bundle(ref: str | os.PathLike) -> Path:
-    """A bundle directory, or a BentoML model-store tag such as `vae:latest`, as a directory."""
-    path = Path(ref)
-    if path.is_dir():
-        return path
-    ref = str(ref)
-    if not is_model_tag(ref):
-        raise BundleError(f"model {ref!r} is not a bundle directory; expected a directory "
-                          f"written by `vae export` or a model-store tag such as vae:latest")
-    packaged = _packaged_model(ref)
-    if packaged is not None:
-        return packaged
-    import bentoml  # only needed for tags; importing it costs about a second
-    try:
-        return Path(bentoml.models.get(ref).path)
-    except bentoml.exceptions.NotFound:
-        raise BundleError(f"model {ref!r} is neither a bundle directory nor a tag in the BentoML "
-                          f"model store; run `vae export RUN_DIR --out DIR --register` first, or "
-                          f"see `bentoml models list`") from None
-    except (ValueError, bentoml.exceptions.BentoMLException) as e:
-        raise BundleError(f"model {ref!r} is not a valid model-store tag ({e}); expected NAME or "
-                          f"NAME:VERSION such as vae:latest, or a bundle directory") from None
-
-
-def _packaged_model(ref: str) -> Path | None:
-    """Inside a bento's container (BENTO_PATH set) its models sit in $BENTO_PATH/models/NAME/
-    VERSION, with NAME/latest naming the newest: found there, a batch job needs no store."""
-    root = os.environ.get("BENTO_PATH")
-    if not root:
-        return None
-    name, _, version = ref.partition(":")
-    models = Path(root) / "models" / name
-    if version in ("", "latest") and (models / "latest").is_file():
-        version = (models / "latest").read_text().strip()
-    path = models / version if version else None
-    return path if path is not None and (path / MANIFEST_FILE).is_file() else None

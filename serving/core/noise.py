@@ -6,6 +6,8 @@ noise therefore depends only on (seed, position), never on how rows are batched 
 """
 
 import secrets
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -38,3 +40,46 @@ def draw_latent(seed: int, n: int, latent_dim: int, temperature: float = 1.0) ->
 def new_seed() -> int:
     """A fresh seed for a request that gave none; it is returned so the answer can be replayed."""
     return secrets.randbelow(2**32)
+
+
+def seed_or_new(seed: int | None) -> int:
+    """The caller's seed, or a fresh one when it gave none."""
+    return new_seed() if seed is None else seed
+
+
+class Noise(Protocol):
+    """The encoder's eps for the rows of one batch, handed out a slice of rows at a time."""
+
+    n_samples: int
+
+    def rows(self, lo: int, hi: int) -> np.ndarray:
+        """eps of rows lo..hi-1 of the batch: (K, hi - lo, D), C-contiguous."""
+        ...
+
+
+@dataclass(frozen=True)
+class SeededNoise:
+    """SPEC.md's noise for rows numbered start, start+1, ... (their positions fix it)."""
+
+    seed: int
+    n_samples: int
+    latent_dim: int
+    start: int = 0
+
+    def rows(self, lo: int, hi: int) -> np.ndarray:
+        return draw_eps(self.seed, self.start + lo, self.start + hi, self.n_samples,
+                        self.latent_dim)
+
+
+@dataclass(frozen=True)
+class DrawnNoise:
+    """Noise drawn already (K, B, D): rows merged from several requests carry their own."""
+
+    eps: np.ndarray
+
+    @property
+    def n_samples(self) -> int:
+        return self.eps.shape[0]
+
+    def rows(self, lo: int, hi: int) -> np.ndarray:
+        return np.ascontiguousarray(self.eps[:, lo:hi])

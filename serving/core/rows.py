@@ -7,6 +7,15 @@ class InputError(ValueError):
     """Input rows that are not what the model expects; the message names field, fault and need."""
 
 
+def first_nonfinite(x: np.ndarray) -> tuple[int, int, str] | None:
+    """(row, column, "NaN" or "infinite") of the first non-finite value of x (B, F), or None."""
+    finite = np.isfinite(x)
+    if finite.all():
+        return None
+    r, c = np.argwhere(~finite)[0]
+    return int(r), int(c), "NaN" if np.isnan(x[r, c]) else "infinite"
+
+
 def check_rows(x, n_features: int, field: str = "x", max_rows: int | None = None) -> np.ndarray:
     """Rows as a C-contiguous float32 (B, n_features) array, or an InputError saying what is wrong."""
     if isinstance(x, np.ndarray) and x.dtype.kind in "fiu":
@@ -31,10 +40,10 @@ def check_rows(x, n_features: int, field: str = "x", max_rows: int | None = None
         raise InputError(f"{field} has {rows.shape[0]} rows; at most {max_rows} are accepted "
                          f"per request (split it, or use the file endpoint)")
     rows = np.ascontiguousarray(rows, dtype=np.float32)
-    finite = np.isfinite(rows)
-    if not finite.all():
-        r, c = np.argwhere(~finite)[0]
-        what = "NaN" if np.isnan(rows[r, c]) else "infinite (or beyond float32's range)"
+    if (bad := first_nonfinite(rows)) is not None:
+        r, c, what = bad
+        if what == "infinite":
+            what = "infinite (or beyond float32's range)"
         raise InputError(f"{field}[{r}][{c}] is {what}; expected finite numbers")
     return rows
 

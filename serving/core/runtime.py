@@ -1,7 +1,8 @@
 """The VAE on onnxruntime: the one object that the HTTP service, the CLI and the batch jobs wrap.
 
-`VAERuntime` holds the two sessions of a verified bundle and turns rows into scores with the
-random-draw rule of `serving.core.noise` and the maths of `serving.core.scores`.
+`VAEGraphs` holds the two sessions and turns rows and their noise into the score terms of
+`serving.core.scores`; `VAERuntime` adds a verified bundle's calibration (percentile, flag)
+and draws the noise by the rule of `serving.core.noise`.
 """
 
 import os
@@ -10,20 +11,21 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from serving.core.bundle import Bundle, BundleError, load_bundle, locate_bundle
+from serving.core.bundle import Bundle, BundleError
+from serving.core.noise import DrawnNoise, Noise, SeededNoise, draw_latent
 from serving.core.rows import check_rows
-from serving.core.noise import draw_eps, draw_latent
 from serving.core.scores import Scores, percentile, score_terms
 
-
-@dataclass
-class ScoredRows(Scores):
-    percentile: np.ndarray | None = None  # (B,)
-    is_anomaly: np.ndarray | None = None  # (B,)
-    mu: np.ndarray | None = None  # (B, D)
-
-
 SAMPLE_ROWS = 1 << 14  # K·B rows per onnxruntime call at most: bounds memory for any request
+
+
+@dataclass(kw_only=True)
+class ScoredRows(Scores):
+    """Score terms with the bundle's calibration: what every endpoint and job answers."""
+
+    percentile: np.ndarray  # (B,)
+    is_anomaly: np.ndarray  # (B,)
+    mu: np.ndarray | None = None  # (B, D) when asked for
 
 
 def session_options(threads: int) -> ort.SessionOptions:
@@ -37,7 +39,7 @@ def session_options(threads: int) -> ort.SessionOptions:
 
 
 def default_threads() -> int:
-    """onnxruntime threads per session: VAE_ORT_THREADS, else 1 (the service derives its own)."""
+    """onnxruntime threads per session: VAE_ORT_THREADS, else 1."""
     return int(os.environ.get("VAE_ORT_THREADS", "1"))
 
 
@@ -100,24 +102,19 @@ class VAEGraphs:
         x_mean, x_logvar = self.decode(z)  # one decoder call over (K·B, D)
         return score_terms(x, mu, logvar, eps, z, x_mean, x_logvar, sampling, explain), mu
 
-
-    def score_rows(self, x: np.ndarray, n_samples: int, noise, sampling: bool = True,
-                   explain: bool = False, with_latent: bool = False) -> ScoredRows:
-        """Score terms of checked rows x (B, F), with noise(lo, hi) the (K, hi - lo, D) noise of
-        rows lo..hi-1. Rows go through the graphs in chunks of at most SAMPLE_ROWS // K: memory
-        stays bounded whatever B and K are, and a row's answer does not depend on its chunk."""
-        chunk = max(1, SAMPLE_ROWS // max(1, n_samples))
-        parts = []
+    def score_rows(self, x: np.ndarray, noise: Noise, sampling: bool = True,
+                   explain: bool = False) -> tuple[Scores, np.ndarray]:
+        """Score terms and mu of checked rows x (B, F). Rows go through the graphs in chunks
+        of at most SAMPLE_ROWS // K: memory stays bounded whatever B and K are, and a row's
+        answer does not depend on its chunk."""
+        chunk = max(1, SAMPLE_ROWS // max(1, noise.n_samples))
+        terms, mus = [], []
         for lo in range(0, len(x), chunk):
             hi = min(lo + chunk, len(x))
-            terms, mu = self.score_terms(x[lo:hi], np.ascontiguousarray(noise(lo, hi)),
-                                         sampling, explain)
-            parts.append(ScoredRows(**vars(terms), mu=mu if with_latent else None))
-        if len(parts) == 1:
-            return parts[0]
-        return ScoredRows(**{field: None if getattr(parts[0], field) is None
-                             else np.concatenate([getattr(p, field) for p in parts])
-                             for field in vars(parts[0])})
+            part, mu = self.score_terms(x[lo:hi], noise.rows(lo, hi), sampling, explain)
+            terms.append(part)
+            mus.append(mu)
+        return Scores.concat(terms), mus[0] if len(mus) == 1 else np.concatenate(mus)
 
 
 class VAERuntime:
@@ -132,44 +129,41 @@ class VAERuntime:
         self.quantiles = np.asarray(manifest.calibration.quantiles, dtype=np.float64)
         self.threshold = np.float32(manifest.calibration.threshold)
 
-    @classmethod
-    def load(cls, model: str | os.PathLike, threads: int | None = None) -> "VAERuntime":
-        """From a bundle directory or a model-store tag such as `vae:latest`."""
-        return cls(load_bundle(locate_bundle(model)), threads)
-
     @property
     def version(self) -> str:
         return self.manifest.version
 
-    # -- what callers ask for ------------------------------------------------------------------
-
     def check(self, x, field: str = "x", max_rows: int | None = None) -> np.ndarray:
         return check_rows(x, self.n_features, field, max_rows)
 
-    def eps(self, seed: int, start: int, rows: int, n_samples: int) -> np.ndarray:
-        """The noise of SPEC.md for rows start..start+rows-1: (K, B, D)."""
-        return draw_eps(seed, start, start + rows, n_samples, self.latent_dim)
-
-    def score_with_eps(self, x: np.ndarray, eps: np.ndarray, explain: bool = False,
-                       with_latent: bool = False) -> ScoredRows:
-        """Scores of checked rows x (B, F) under the given noise eps (K, B, D)."""
-        return self._score(x, eps.shape[0], lambda lo, hi: eps[:, lo:hi], explain, with_latent)
+    def noise(self, seed: int, n_samples: int, start: int = 0) -> SeededNoise:
+        """SPEC.md's noise for rows numbered start, start+1, ... of this model."""
+        return SeededNoise(seed, n_samples, self.latent_dim, start)
 
     def score(self, x, n_samples: int, seed: int, start: int = 0, explain: bool = False,
               with_latent: bool = False) -> ScoredRows:
         """Scores of rows numbered start, start+1, ... (their positions fix their noise)."""
-        x = self.check(x)
-        return self._score(x, n_samples,
-                           lambda lo, hi: self.eps(seed, start + lo, hi - lo, n_samples),
-                           explain, with_latent)
+        return self.score_noised(self.check(x), self.noise(seed, n_samples, start), explain,
+                                 with_latent)
 
-    def _score(self, x: np.ndarray, n_samples: int, noise, explain: bool,
-               with_latent: bool) -> ScoredRows:
-        scored = self.graphs.score_rows(x, n_samples, noise, self.manifest.sampling, explain,
-                                        with_latent)
-        scored.percentile = percentile(scored.score, self.quantiles)
-        scored.is_anomaly = scored.score > self.threshold
-        return scored
+    def score_with_eps(self, x: np.ndarray, eps: np.ndarray, explain: bool = False,
+                       with_latent: bool = False) -> ScoredRows:
+        """Scores of checked rows x (B, F) under the given noise eps (K, B, D)."""
+        return self.score_noised(x, DrawnNoise(eps), explain, with_latent)
+
+    def score_noised(self, x: np.ndarray, noise: Noise, explain: bool = False,
+                     with_latent: bool = False) -> ScoredRows:
+        """Scores of checked rows x (B, F) under the given noise, with the calibration."""
+        terms, mu = self.graphs.score_rows(x, noise, self.manifest.sampling, explain)
+        return ScoredRows(score=terms.score, recon_nll=terms.recon_nll, kl=terms.kl,
+                          feature_nll=terms.feature_nll,
+                          percentile=percentile(terms.score, self.quantiles),
+                          is_anomaly=terms.score > self.threshold,
+                          mu=mu if with_latent else None)
+
+    def encode(self, x: np.ndarray, eps: np.ndarray) -> tuple[np.ndarray, ...]:
+        """mu, logvar (B, D) and z (K, B, D) of checked rows x under eps (K, B, D)."""
+        return self.graphs.encode(x, eps)
 
     def reconstruct(self, x, n_samples: int, seed: int) -> np.ndarray:
         """Mean of the decoder means over K samples of z; K = 0 decodes mu."""
@@ -177,7 +171,7 @@ class VAERuntime:
         if n_samples == 0:
             mu, _, _ = self.graphs.encode(x, np.zeros((0, len(x), self.latent_dim), np.float32))
             return self.graphs.decode(mu)[0]
-        _, _, z = self.graphs.encode(x, self.eps(seed, 0, len(x), n_samples))
+        _, _, z = self.graphs.encode(x, self.noise(seed, n_samples).rows(0, len(x)))
         return self.graphs.decode(z)[0].mean(axis=0)
 
     def sample(self, n: int, seed: int, temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray]:

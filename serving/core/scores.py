@@ -10,7 +10,7 @@ feature_nll= -mean_k log p(x_j|z_k), per feature; sums to recon_nll.
 Everything is in nats and raw feature units; higher means more anomalous.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -24,6 +24,15 @@ class Scores:
     recon_nll: np.ndarray  # (B,)
     kl: np.ndarray  # (B,)
     feature_nll: np.ndarray | None = None  # (B, F) when explained
+
+    @classmethod
+    def concat(cls, parts: list["Scores"]) -> "Scores":
+        """The scores of consecutive batches as one."""
+        if len(parts) == 1:
+            return parts[0]
+        return cls(**{f.name: None if getattr(parts[0], f.name) is None
+                      else np.concatenate([getattr(p, f.name) for p in parts])
+                      for f in fields(cls)})
 
 
 def score_terms(x: np.ndarray, mu: np.ndarray, logvar: np.ndarray, eps: np.ndarray,

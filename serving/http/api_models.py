@@ -1,7 +1,7 @@
 """Request field types and response models of the HTTP API (SPEC.md's table).
 
 Numbers are strict: a string such as "1.5" is refused rather than converted. The limits come
-from the environment (serving.http.settings) and appear in the OpenAPI page at /docs.
+from the service's settings (serving.http.settings) and appear in its OpenAPI page.
 """
 
 from typing import Annotated
@@ -9,26 +9,31 @@ from typing import Annotated
 from pydantic import BaseModel, Field, Strict, model_serializer
 
 from serving.core.noise import MAX_SEED
-from serving.http.settings import SETTINGS
+from serving.http.settings import Settings
 
 Number = Annotated[float, Strict()]
-Rows = Annotated[list[list[Number]], Field(
-    description=f"rows of n_features numbers in raw feature units (at most {SETTINGS.max_rows})",
-    examples=[[[0.0, 0.0, 5.0, 13.0, 9.0, 1.0, 0.0, 0.0] * 8]])]
-Latents = Annotated[list[list[Number]], Field(
-    description="latent codes, each of latent_dim numbers", examples=[[[0.0] * 16]])]
 Seed = Annotated[Annotated[int, Strict(), Field(ge=0, le=MAX_SEED)] | None, Field(
     description="seed of the noise; null picks a fresh one, which the answer returns")]
-
-
-def samples(least: int) -> type:
-    return Annotated[int, Strict(), Field(ge=least, le=SETTINGS.max_samples,
-                                          description="n_samples K of z per row")]
-
-
 Temperature = Annotated[float, Strict(), Field(ge=0.0, le=100.0, allow_inf_nan=False,
                                                description="scale of z ~ N(0, I)")]
-SampleCount = Annotated[int, Strict(), Field(ge=1, le=SETTINGS.max_sample_n)]
+
+
+class RequestTypes:
+    """The request field types under one service's limits (they show in the OpenAPI page)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.Rows = Annotated[list[list[Number]], Field(
+            description=f"rows of n_features numbers in raw feature units (at most "
+                        f"{settings.max_rows})",
+            examples=[[[0.0, 0.0, 5.0, 13.0, 9.0, 1.0, 0.0, 0.0] * 8]])]
+        self.Latents = Annotated[list[list[Number]], Field(
+            description="latent codes, each of latent_dim numbers", examples=[[[0.0] * 16]])]
+        self.SampleCount = Annotated[int, Strict(), Field(ge=1, le=settings.max_sample_n)]
+
+    def samples(self, least: int) -> type:
+        return Annotated[int, Strict(), Field(ge=least, le=self.settings.max_samples,
+                                              description="n_samples K of z per row")]
 
 
 class Answer(BaseModel):

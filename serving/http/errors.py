@@ -2,13 +2,13 @@
 
 BentoML answers a pydantic validation failure with a generic title and a `detail` list, and a
 4xx BentoMLException with a one-element list; Starlette answers unknown routes in plain text.
-This ASGI middleware rewrites each into `{"error": ...}` naming the field and the fault, and
+`JSONErrorMiddleware` rewrites each into `{"error": ...}` naming the field and the fault, and
 refuses bodies over the configured size with 413 before they are read.
 """
 
 import json
 
-JSON_HEADERS = [(b"content-type", b"application/json")]
+from serving.workarounds import JSON_HEADERS, read_by_get
 
 
 def _location(loc: list) -> str:
@@ -54,8 +54,55 @@ def one_line_error(body: bytes, status: int) -> str:
     return str(data.get("error", data))
 
 
-async def _empty_object():
-    return {"type": "http.request", "body": b"{}", "more_body": False}
+class BodyTooLarge:
+    """A receive() that stops passing the body on once it exceeds `limit` bytes."""
+
+    def __init__(self, receive, limit: int):
+        self.receive, self.limit = receive, limit
+        self.received, self.exceeded = 0, False
+
+    async def __call__(self):
+        message = await self.receive()
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            if self.received > self.limit:
+                self.exceeded = True
+                return {"type": "http.disconnect"}
+        return message
+
+
+class ErrorReshaper:
+    """A send() that holds back each 4xx answer and sends it as `{"error": "..."}` instead;
+    after an oversized body it sends nothing (the middleware answers 413)."""
+
+    def __init__(self, send, body: BodyTooLarge):
+        self.send, self.body = send, body
+        self.started = False
+        self.held: dict = {}
+
+    async def __call__(self, message):
+        if self.body.exceeded:
+            return
+        if message["type"] == "http.response.start":
+            if 400 <= message["status"] < 500:
+                self.held = {"start": message, "body": b""}
+                return
+            self.started = True
+        elif message["type"] == "http.response.body" and self.held:
+            self.held["body"] += message.get("body", b"")
+            if not message.get("more_body", False):
+                start = self.held["start"]
+                kept = [(k, v) for k, v in start.get("headers", [])
+                        if k.lower() not in (b"content-type", b"content-length")]
+                await send_error(self.send, start["status"],
+                                 one_line_error(self.held["body"], start["status"]), kept)
+            return
+        await self.send(message)
+
+
+def too_large(size: int | str, limit: int) -> str:
+    return (f"the body is {size} bytes; at most {limit} are accepted (split the rows, or "
+            f"raise the service's limit)")
 
 
 class JSONErrorMiddleware:
@@ -68,67 +115,21 @@ class JSONErrorMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        if scope["method"] == "GET" and scope["path"] in self.readable:
-            scope = {**scope, "method": "POST",
-                     "headers": [*scope.get("headers", []), *JSON_HEADERS]}
-            receive = _empty_object
+        scope, receive = read_by_get(scope, receive, self.readable)
         limit = self.max_file_bytes if scope["path"].endswith("_file") else self.max_json_bytes
-        headers = dict(scope.get("headers", []))
-        length = headers.get(b"content-length")
+        length = dict(scope.get("headers", [])).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            return await self._send_error(send, 413, f"the body is {int(length)} bytes; at most "
-                                          f"{limit} are accepted (split the rows, or raise the "
-                                          f"service's limit)")
-        received = 0
-        too_large = False
-        started = False
-        held: dict = {}
+            return await send_error(send, 413, too_large(int(length), limit))
+        body = BodyTooLarge(receive, limit)
+        answer = ErrorReshaper(send, body)
+        await self.app(scope, body, answer)
+        if body.exceeded and not answer.started:
+            await send_error(send, 413, too_large(f"over {limit}", limit))
 
-        async def limited_receive():
-            nonlocal received, too_large
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    too_large = True
-                    return {"type": "http.disconnect"}
-            return message
 
-        async def rewriting_send(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                if too_large:
-                    return
-                status = message["status"]
-                if 400 <= status < 500:
-                    held.update(start=message, body=b"")
-                    return
-                started = True
-                return await send(message)
-            if message["type"] == "http.response.body":
-                if too_large:
-                    return
-                if held:
-                    held["body"] += message.get("body", b"")
-                    if not message.get("more_body", False):
-                        status = held["start"]["status"]
-                        kept = [(k, v) for k, v in held["start"].get("headers", [])
-                                if k.lower() not in (b"content-type", b"content-length")]
-                        await self._send_error(send, status,
-                                               one_line_error(held["body"], status), kept)
-                    return
-            return await send(message)
-
-        await self.app(scope, limited_receive, rewriting_send)
-        if too_large and not started:
-            await self._send_error(send, 413, f"the body is over {limit} bytes; at most "
-                                   f"{limit} are accepted (split the rows, or raise the "
-                                   f"service's limit)")
-
-    @staticmethod
-    async def _send_error(send, status: int, message: str, headers: list = ()) -> None:
-        body = json.dumps({"error": message}).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [*headers, *JSON_HEADERS,
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+async def send_error(send, status: int, message: str, headers: list = ()) -> None:
+    """An answer `{"error": message}` with the given status."""
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*headers, *JSON_HEADERS, (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,4 +1,5 @@
-"""Service settings from the environment, read once, each checked with a one-line error."""
+"""Service settings from the environment, read once when the service starts, each checked with
+a one-line error."""
 
 import os
 from dataclasses import dataclass, fields
@@ -7,20 +8,17 @@ from dataclasses import dataclass, fields
 @dataclass(frozen=True)
 class Settings:
     model: str = "vae:latest"  # VAE_MODEL: a model-store tag or a bundle directory
-    workers: int = 1  # VAE_WORKERS: processes of the HTTP front (validation, JSON, noise)
-    model_workers: int = 1  # VAE_MODEL_WORKERS: processes holding onnxruntime sessions
-    ort_threads: int = 1  # VAE_ORT_THREADS: onnxruntime intra-op threads per model worker;
-    # unset, the CPUs of the container (its cgroup limit) left after the API workers, shared
-    # among the model workers
+    workers: int = 1  # VAE_WORKERS: processes serving HTTP, each with its own graph sessions
+    ort_threads: int = 1  # VAE_ORT_THREADS: onnxruntime intra-op threads per worker; unset,
+    # the CPUs of the container (its cgroup limit) shared among the workers
     max_rows: int = 10_000  # VAE_MAX_ROWS: rows per JSON request
     max_samples: int = 1024  # VAE_MAX_SAMPLES: n_samples per request
     max_sample_n: int = 10_000  # VAE_MAX_SAMPLE_N: n of /sample
     max_json_bytes: int = 64 << 20  # VAE_MAX_JSON_BYTES: body of a JSON request
     max_file_bytes: int = 1 << 30  # VAE_MAX_FILE_BYTES: body of a file upload
-    batch_max_size: int = 64  # VAE_BATCH_MAX_SIZE: requests merged into one model call
-    batch_max_latency_ms: int = 20_000  # VAE_BATCH_MAX_LATENCY_MS: longest a request may queue
-    # for the batcher before it is refused as overload (503); batches themselves form adaptively
-    file_chunk_rows: int = 8192  # VAE_FILE_CHUNK_ROWS: rows per model call for files
+    merge_max_rows: int = 4096  # VAE_MERGE_MAX_ROWS: rows of concurrent requests merged
+    # into one graph call (a larger request runs alone)
+    file_chunk_rows: int = 8192  # VAE_FILE_CHUNK_ROWS: rows per graph call for files
     timeout: int = 120  # VAE_TIMEOUT: seconds a request may take
 
     @classmethod
@@ -39,9 +37,8 @@ class Settings:
                 raise ValueError(f"{name}={env[name]!r} is not a positive integer")
             values[field.name] = int(text)
         if "ort_threads" not in values:
-            workers = values.get("workers", cls.workers)
-            model_workers = values.get("model_workers", cls.model_workers)
-            values["ort_threads"] = max(1, int(container_cpus() - workers) // model_workers)
+            values["ort_threads"] = max(1, int(container_cpus()) // values.get("workers",
+                                                                              cls.workers))
         return cls(**values)
 
 
@@ -55,6 +52,3 @@ def container_cpus() -> float:
     except (OSError, ValueError):
         pass
     return len(os.sched_getaffinity(0))
-
-
-SETTINGS = Settings.from_env()  # read once, when the service or a job starts

@@ -15,7 +15,7 @@ import numpy as np
 from serving.tables.files import atomic_write
 from serving.core.rows import InputError
 from serving.tables.labels import DEFAULT_NORMAL_VALUE, read_labelled
-from serving.core.runtime import VAERuntime
+from serving.store import load_runtime
 
 RESULT, ROC_PLOT, SCORES_PLOT = "evaluation.json", "roc.png", "scores.png"
 
@@ -65,7 +65,7 @@ def evaluate(model: str | os.PathLike, data: str | os.PathLike, label_column: st
     """Score every row of a labelled file with the model (SPEC.md's noise, this seed) and
     measure how the scores separate its normal rows from its anomalous ones."""
     normal_value = DEFAULT_NORMAL_VALUE if normal_value is None else normal_value
-    runtime = VAERuntime.load(model, threads)
+    runtime = load_runtime(model, threads)
     table = read_labelled(data, label_column, normal_value, runtime.manifest.feature_names)
     if not table.anomalous.any():
         raise InputError(f"{data}: every row of label column {label_column!r} is normal; "

@@ -11,36 +11,22 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute
 from pyarrow import feather
 
-from serving.tables.files import atomic_write
+from serving.core.noise import seed_or_new
 from serving.core.rows import InputError
-from serving.core.noise import new_seed
-from serving.core.runtime import ScoredRows, VAERuntime
-from serving.tables.sources import Source, chunks, open_source, rechunk
-from serving.tables.read import FORMATS
-
-SCORE_COLUMNS = ("score", "recon_nll", "kl", "percentile", "is_anomaly")
-ROW_GROUP_ROWS = 1 << 16  # output row groups, fixed so that bytes do not depend on chunking
-
-
-@dataclass
-class ScoreJob:
-    input: Path
-    model: str
-    out: Path
-    n_samples: int = 16
-    seed: int | None = None
-    chunk_rows: int = 1 << 16
-    columns: list[str] = field(default_factory=list)  # passed through from input to output
-    with_latent: bool = False
+from serving.core.runtime import VAERuntime
+from serving.jobs.chunk import ScoreJob, check_job, check_passthrough, score_chunk
+from serving.store import load_runtime
+from serving.tables.files import atomic_write
+from serving.tables.sources import Source, chunks, open_source
+from serving.tables.write import write_table
 
 
 @dataclass
@@ -58,81 +44,9 @@ class Summary:
                 f"{self.seconds:.1f} s, {rate:.0f} rows/s, seed {self.seed} -> {out}")
 
 
-def score_table(first_row: int, scored: ScoredRows, passthrough: pa.Table | None) -> pa.Table:
-    """The output rows of one chunk: row, the scores, mu_j (with latent), pass-through columns."""
-    n = len(scored.score)
-    columns = {"row": np.arange(first_row, first_row + n, dtype=np.int64)}
-    columns.update({name: getattr(scored, name) for name in SCORE_COLUMNS})
-    if scored.mu is not None:
-        columns.update({f"mu_{j}": scored.mu[:, j] for j in range(scored.mu.shape[1])})
-    table = pa.table(columns)
-    for name, column in zip(passthrough.column_names if passthrough else [],
-                            passthrough.columns if passthrough else []):
-        table = table.append_column(name, column)
-    return table
+def count_anomalies(table: pa.Table) -> int:
+    return int(pyarrow.compute.sum(table["is_anomaly"]).as_py() or 0)
 
-
-def output_format(out: Path, source: Source) -> str:
-    kind = out.suffix.lower()
-    if kind not in FORMATS:
-        raise InputError(f"--out {out} has extension {kind or '(none)'!r}; expected one of "
-                         f"{', '.join(FORMATS)} (the output format follows it)")
-    clash = set(source.passthrough) & {"row", *SCORE_COLUMNS}
-    if clash or any(c.startswith("mu_") for c in source.passthrough):
-        raise InputError(f"--columns {sorted(clash)[0] if clash else 'mu_*'} would overwrite an "
-                         f"output column; rename it in the input")
-    return kind
-
-
-def write_scores(tables: Iterable[pa.Table], out: Path) -> None:
-    """Tables of scores, in row order, to out (.parquet, .csv or .npy), through a temporary file
-    beside it renamed once complete."""
-    kind = out.suffix.lower()
-
-    def write(tmp: Path) -> None:
-        if kind == ".npy":
-            _write_npy(list(tables), tmp)
-            return
-        writer = None
-        for table in _regroup(tables):
-            if writer is None:
-                writer = _writer(kind, tmp, table.schema)
-            writer.write_table(table)
-        if writer is not None:
-            writer.close()
-    atomic_write(out, write)
-
-
-def _writer(kind: str, path: Path, schema: pa.Schema):
-    if kind == ".csv":
-        from pyarrow import csv
-        return csv.CSVWriter(path, schema)
-    from pyarrow import parquet
-    return parquet.ParquetWriter(path, schema)
-
-
-def _regroup(tables: Iterable[pa.Table]) -> Iterator[pa.Table]:
-    return rechunk((b for t in tables for b in t.to_batches()), ROW_GROUP_ROWS)
-
-
-def _write_npy(tables: list[pa.Table], path: Path) -> None:
-    """A structured array, filled part by part through a memory map (constant memory)."""
-    total = sum(t.num_rows for t in tables)
-    schema = tables[0].schema
-    for f in schema:
-        if not (pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
-                or pa.types.is_boolean(f.type)):
-            raise InputError(f"column {f.name!r} is {f.type}; a .npy output holds numbers only "
-                             f"(write .csv or .parquet to pass it through)")
-    dtype = [(f.name, f.type.to_pandas_dtype()) for f in schema]
-    records = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(total,))
-    start = 0
-    for table in tables:
-        for name in schema.names:
-            records[name][start:start + table.num_rows] = table[name].to_numpy()
-        start += table.num_rows
-    records.flush()
-    del records
 
 
 class Parts:
@@ -171,7 +85,7 @@ class Parts:
 
     def tables(self) -> Iterator[pa.Table]:
         for path in self.done():
-            yield feather.read_table(path, memory_map=False)
+            yield feather.read_table(path, memory_map=True)
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -189,20 +103,22 @@ def fingerprint(job: ScoreJob, runtime: VAERuntime) -> dict:
             "out": str(Path(job.out).resolve())}
 
 
-def prepare(job: ScoreJob, runtime: VAERuntime) -> tuple[Source, Parts, dict]:
-    """Every check that can run before scoring, and the job's state (resumed or new)."""
-    if job.n_samples < 1:
-        raise InputError(f"--n-samples is {job.n_samples}; expected at least 1")
-    if job.chunk_rows < 1:
-        raise InputError(f"--chunk-rows is {job.chunk_rows}; expected at least 1")
+def open_job(job: ScoreJob, runtime: VAERuntime) -> Source:
+    """Every check that can run before scoring: the arguments, the input against the model."""
+    check_job(job)
     source = open_source(job.input, runtime.manifest.feature_names, job.columns)
-    output_format(Path(job.out), source)
+    check_passthrough(source)
+    return source
+
+
+def resume_or_start(job: ScoreJob, runtime: VAERuntime) -> tuple[Parts, dict]:
+    """The job's parts directory and state: resumed when it matches, else started anew."""
     parts = Parts(Path(job.out), fingerprint(job, runtime))
     state = parts.resume()
     if state is None:
-        state = {**parts.job, "seed": new_seed() if job.seed is None else job.seed}
+        state = {**parts.job, "seed": seed_or_new(job.seed)}
         parts.start(state)
-    return source, parts, state
+    return parts, state
 
 
 def run_local(job: ScoreJob, threads: int | None = None, progress: bool = True) -> Summary:
@@ -210,17 +126,17 @@ def run_local(job: ScoreJob, threads: int | None = None, progress: bool = True) 
     from tqdm import tqdm
 
     started = time.perf_counter()
-    runtime = VAERuntime.load(job.model, threads)
-    source, parts, state = prepare(job, runtime)
+    runtime = load_runtime(job.model, threads)
+    source = open_job(job, runtime)
+    parts, state = resume_or_start(job, runtime)
     done = parts.done()
     resumed = sum(feather.read_table(p, columns=["row"]).num_rows for p in done)
     bar = tqdm(total=source.rows, initial=resumed, unit="row", unit_scale=True, desc="score",
                disable=not progress, dynamic_ncols=True, mininterval=0.5)
     for index, (first, x, passthrough) in enumerate(
             chunks(source, job.chunk_rows, resumed), start=len(done)):
-        scored = runtime.score(x, job.n_samples, state["seed"], start=first,
-                               with_latent=job.with_latent)
-        parts.save(index, score_table(first, scored, passthrough))
+        parts.save(index, score_chunk(runtime, first, x, passthrough, job.n_samples,
+                                      state["seed"], job.with_latent))
         bar.update(len(x))
     bar.close()
     return finish(parts, Path(job.out), state["seed"], resumed, started)
@@ -231,10 +147,10 @@ def finish(parts: Parts, out: Path, seed: int, resumed: int, started: float) -> 
     rows = anomalies = 0
     for table in parts.tables():
         rows += table.num_rows
-        anomalies += int(pyarrow.compute.sum(table["is_anomaly"]).as_py() or 0)
+        anomalies += count_anomalies(table)
     if rows == 0:
         parts.remove()
         raise InputError("the input has no rows; expected at least one row to score")
-    write_scores(parts.tables(), out)
+    write_table(parts.tables(), out, rows)
     parts.remove()
     return Summary(rows, anomalies, time.perf_counter() - started, seed, resumed)

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute
 
-from serving.jobs.local import ScoreJob, Summary, prepare, score_table, write_scores
+from serving.core.noise import seed_or_new
 from serving.core.rows import InputError
-from serving.core.runtime import VAERuntime
+from serving.jobs.chunk import ScoreJob, score_chunk
+from serving.jobs.local import Summary, count_anomalies, open_job
+from serving.store import load_runtime
+from serving.tables.write import write_table
 
 
 POSITION = "__vae_row__"  # the column carrying each row's position through the pipeline
@@ -29,7 +31,7 @@ class Scorer:
 
     def __init__(self, bundle: str, n_samples: int, seed: int, with_latent: bool,
                  feature_names: list[str], passthrough: list[str], threads: int):
-        self.runtime = VAERuntime.load(bundle, threads)
+        self.runtime = load_runtime(bundle, threads)
         self.n_samples, self.seed, self.with_latent = n_samples, seed, with_latent
         self.feature_names, self.passthrough = feature_names, passthrough
 
@@ -40,15 +42,15 @@ class Scorer:
         else:
             x = np.column_stack([batch[n] for n in self.feature_names]).astype(np.float32)
         x = self.runtime.check(x, field=f"rows {positions[0]}..{positions[-1]}")
-        # SPEC.md's noise by position, one draw per run of consecutive positions
-        breaks = np.flatnonzero(np.diff(positions) != 1) + 1
-        eps = np.concatenate([self.runtime.eps(self.seed, int(run[0]), len(run), self.n_samples)
-                              for run in np.split(positions, breaks)], axis=1)
-        scored = self.runtime.score_with_eps(x, eps, with_latent=self.with_latent)
-        table = score_table(0, scored, None).set_column(0, "row", pa.array(positions))
-        for name in self.passthrough:
-            table = table.append_column(name, pa.array(batch[name]))
-        return table
+        passthrough = pa.table({name: batch[name] for name in self.passthrough}) \
+            if self.passthrough else None
+        # each run of consecutive positions is a chunk of the file, scored as the local job does
+        cuts = [0, *(np.flatnonzero(np.diff(positions) != 1) + 1), len(positions)]
+        return pa.concat_tables([
+            score_chunk(self.runtime, int(positions[lo]), x[lo:hi],
+                        passthrough.slice(lo, hi - lo) if passthrough else None,
+                        self.n_samples, self.seed, self.with_latent)
+            for lo, hi in zip(cuts[:-1], cuts[1:])])
 
 
 def _read(source, ray):
@@ -71,9 +73,9 @@ def run_ray(job: ScoreJob, address: str | None = None, threads: int | None = Non
     except ImportError:
         raise InputError("--engine ray needs Ray: pip install '.[ray]'") from None
     started = time.perf_counter()
-    runtime = VAERuntime.load(job.model, threads)
-    source, parts, state = prepare(job, runtime)
-    parts.remove()  # Ray Data has no resumable writes: a Ray job starts over
+    runtime = load_runtime(job.model, threads)
+    source = open_job(job, runtime)
+    seed = seed_or_new(job.seed)  # Ray Data has no resumable writes: a Ray job starts over
     ray.init(address=address, include_dashboard=False, ignore_reinit_error=True,
              log_to_driver=False, **({} if address else {"num_cpus": os.cpu_count()}))
     context = ray.data.DataContext.get_current()
@@ -89,19 +91,19 @@ def run_ray(job: ScoreJob, address: str | None = None, threads: int | None = Non
         data = data.map_batches(
             Scorer, batch_size=job.chunk_rows, batch_format="numpy",
             fn_constructor_kwargs=dict(bundle=str(runtime.bundle.path.resolve()),
-                                       n_samples=job.n_samples, seed=state["seed"],
+                                       n_samples=job.n_samples, seed=seed,
                                        with_latent=job.with_latent,
                                        feature_names=source.feature_names,
                                        passthrough=source.passthrough, threads=threads or 1),
-            # leave CPU for the read tasks: actors holding every CPU starve them (NOTES.md)
+            # leave CPU for the read tasks: actors holding every CPU starve them and the job hangs
             concurrency=1, num_cpus=0.5)
         data.write_parquet(str(out_dir))
         tables = _in_row_order([_read_part(p) for p in out_dir.glob("*.parquet")], rows)
-        anomalies = sum(int(pyarrow.compute.sum(t["is_anomaly"]).as_py() or 0) for t in tables)
-        write_scores(tables, Path(job.out))
+        anomalies = sum(count_anomalies(t) for t in tables)
+        write_table(tables, Path(job.out), rows)
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
-    return Summary(rows, anomalies, time.perf_counter() - started, state["seed"])
+    return Summary(rows, anomalies, time.perf_counter() - started, seed)
 
 
 def _in_row_order(tables: list[pa.Table], rows: int) -> list[pa.Table]:

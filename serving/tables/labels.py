@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from serving.core.rows import InputError
-from serving.tables.read import arrow_to_rows, existing_table, finite_rows, first_null, \
-    match_columns, open_npy, read_arrow
+from serving.tables.columns import arrow_to_rows, finite_rows, first_null, match_columns
+from serving.tables.read import existing_table, open_npy, read_arrow
 
 DEFAULT_NORMAL_VALUE = "0"  # the usual convention: 0 = normal, 1 = anomaly
 

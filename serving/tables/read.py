@@ -1,4 +1,4 @@
-"""Reading numeric tables from .csv (header row), .parquet and .npy files, with one-line errors."""
+"""Whole-file reads of numeric tables: .csv (header row), .parquet and .npy, with one-line errors."""
 
 import os
 from dataclasses import dataclass
@@ -8,22 +8,14 @@ import numpy as np
 import pyarrow as pa
 
 from serving.core.rows import InputError
-
-FORMATS = (".csv", ".parquet", ".npy")
+from serving.tables.columns import arrow_to_rows, finite_rows, match_columns
+from serving.tables.formats import table_format
 
 
 @dataclass
 class Table:
     x: np.ndarray  # (N, F) float32, finite
     feature_names: list[str] | None  # None when the file has no column names (.npy)
-
-
-def table_format(path: str | os.PathLike) -> str:
-    suffix = Path(path).suffix.lower()
-    if suffix not in FORMATS:
-        raise InputError(f"{path} has extension {suffix or '(none)'!r}; expected one of "
-                         f"{', '.join(FORMATS)}")
-    return suffix
 
 
 def read_table(path: str | os.PathLike, feature_names: list[str] | None = None) -> Table:
@@ -50,18 +42,6 @@ def existing_table(path: str | os.PathLike) -> tuple[Path, str]:
     return path, suffix
 
 
-def match_columns(columns: list[str], feature_names: list[str], where: str) -> list[str]:
-    """The model's feature columns, by name; a one-line error names those the file lacks."""
-    present = set(columns)
-    missing = [name for name in feature_names if name not in present]
-    if missing:
-        shown = ", ".join(repr(m) for m in missing[:3]) + (", ..." if len(missing) > 3 else "")
-        raise InputError(f"{where} lacks {len(missing)} of the model's {len(feature_names)} "
-                         f"feature columns ({shown}); expected columns named as feature_names "
-                         f"in the model's metadata")
-    return feature_names
-
-
 def open_npy(path: Path) -> np.ndarray:
     """A .npy file as a read-only memory map, refused unless 2-D and numeric."""
     try:
@@ -77,6 +57,14 @@ def open_npy(path: Path) -> np.ndarray:
     return x
 
 
+def arrow_error(path: Path, suffix: str, error: Exception) -> InputError:
+    """A one-line InputError for a file pyarrow could not read."""
+    first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    if "Empty CSV file" in first:
+        return InputError(f"{path} is empty; expected a header row and numeric rows")
+    return InputError(f"{path} could not be read as {suffix} ({first})")
+
+
 def read_arrow(path: Path, suffix: str) -> pa.Table:
     try:
         if suffix == ".csv":
@@ -85,46 +73,4 @@ def read_arrow(path: Path, suffix: str) -> pa.Table:
         from pyarrow import parquet
         return parquet.read_table(path)
     except (pa.ArrowInvalid, OSError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if "Empty CSV file" in first:
-            raise InputError(f"{path} is empty; expected a header row and numeric rows") from None
-        raise InputError(f"{path} could not be read as {suffix} ({first})") from None
-
-
-def arrow_to_rows(table: pa.Table, where: str, first_row: int = 0) -> np.ndarray:
-    """Columns of a pyarrow table as float32 rows, refusing text, nulls and non-finite values;
-    rows are named in errors by first_row + their index."""
-    if table.num_columns == 0:
-        raise InputError(f"{where} has no columns; expected numeric feature columns")
-    if table.num_rows == 0:
-        raise InputError(f"{where} has no rows; expected at least one row of numbers")
-    for name, column in zip(table.column_names, table.columns):
-        kind = column.type
-        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
-            raise InputError(f"{where}: column {name!r} is {kind}, not numeric; expected numbers")
-        if column.null_count:
-            row = first_row + first_null(column)
-            raise InputError(f"{where}: column {name!r} has an empty or NaN value at row {row}; "
-                             f"expected numbers in every cell")
-    x = np.column_stack([c.to_numpy().astype(np.float32, copy=False) for c in table.columns])
-    return finite_rows(x, where, table.column_names, first_row)
-
-
-def first_null(column: pa.ChunkedArray | pa.Array) -> int:
-    """The index of a column's first null value (the column must have one)."""
-    return int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
-
-
-def finite_rows(x: np.ndarray, where: str, names: list[str] | None = None,
-                first_row: int = 0) -> np.ndarray:
-    """x as C-contiguous rows, or a one-line error naming the first NaN or infinity."""
-    if x.shape[0] == 0:
-        raise InputError(f"{where} has no rows; expected at least one row of numbers")
-    finite = np.isfinite(x)
-    if not finite.all():
-        r, c = np.argwhere(~finite)[0]
-        column = repr(names[c]) if names else str(c)
-        what = "NaN" if np.isnan(x[r, c]) else "infinite"
-        raise InputError(f"{where}: row {first_row + r}, column {column} is {what}; "
-                         f"expected finite numbers")
-    return np.ascontiguousarray(x)
+        raise arrow_error(path, suffix, e) from None

@@ -16,7 +16,9 @@ import numpy as np
 import pyarrow as pa
 
 from serving.core.rows import InputError
-from serving.tables.read import FORMATS, arrow_to_rows, finite_rows, match_columns, open_npy
+from serving.tables.columns import arrow_to_rows, check_numeric, finite_rows, match_columns
+from serving.tables.formats import table_format
+from serving.tables.read import arrow_error, open_npy
 
 
 @dataclass
@@ -41,10 +43,7 @@ def open_source(path: str | os.PathLike, feature_names: list[str],
                              f"directory of .parquet files or one .csv, .parquet or .npy file")
         rows = sum(_parquet_schema(f, feature_names, passthrough) for f in files)
         return Source(path, "dir", feature_names, passthrough, rows, files)
-    kind = path.suffix.lower()
-    if kind not in FORMATS:
-        raise InputError(f"{path} has extension {kind or '(none)'!r}; expected one of "
-                         f"{', '.join(FORMATS)} or a directory of .parquet files")
+    kind = table_format(path, also=" or a directory of .parquet files")
     if not path.is_file():
         raise InputError(f"{path} does not exist; expected a {kind} file")
     if kind == ".npy":
@@ -98,10 +97,7 @@ def _check_columns(schema: pa.Schema, where: str, feature_names: list[str],
                          f"its columns are {', '.join(schema.names[:8])}"
                          f"{', ...' if len(schema.names) > 8 else ''}")
     for name in feature_names:
-        kind = schema.field(name).type  # null: no value seen yet (a CSV header alone)
-        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)
-                or pa.types.is_null(kind)):
-            raise InputError(f"{where}: column {name!r} is {kind}, not numeric; expected numbers")
+        check_numeric(name, schema.field(name).type, where, allow_null=True)
 
 
 def _parquet_schema(path: Path, feature_names: list[str], passthrough: list[str]) -> int:
@@ -109,8 +105,7 @@ def _parquet_schema(path: Path, feature_names: list[str], passthrough: list[str]
     try:
         metadata = parquet.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as e:
-        raise InputError(f"{path} could not be read as .parquet ({str(e).splitlines()[0]})") \
-            from None
+        raise arrow_error(path, ".parquet", e) from None
     _check_columns(metadata.schema_arrow, str(path), feature_names, passthrough)
     return metadata.metadata.num_rows
 
@@ -127,17 +122,14 @@ def _csv_reader(path: Path, feature_names: list[str], passthrough: list[str]):
     from pyarrow import csv
     try:
         header = csv.open_csv(path)
+        _check_columns(header.schema, str(path), feature_names, passthrough)
+        header.close()
+        options = csv.ConvertOptions(include_columns=feature_names + passthrough,
+                                     column_types={name: pa.float32() for name in feature_names})
+        return csv.open_csv(path, convert_options=options,
+                            read_options=csv.ReadOptions(block_size=1 << 22))
     except (pa.ArrowInvalid, OSError) as e:
-        first = str(e).splitlines()[0]
-        if "Empty CSV file" in first:
-            raise InputError(f"{path} is empty; expected a header row and numeric rows") from None
-        raise InputError(f"{path} could not be read as .csv ({first})") from None
-    _check_columns(header.schema, str(path), feature_names, passthrough)
-    header.close()
-    options = csv.ConvertOptions(include_columns=feature_names + passthrough,
-                                 column_types={name: pa.float32() for name in feature_names})
-    return csv.open_csv(path, convert_options=options,
-                        read_options=csv.ReadOptions(block_size=1 << 22))
+        raise arrow_error(path, ".csv", e) from None
 
 
 def _csv_batches(reader, path: Path) -> Iterator[pa.RecordBatch]:

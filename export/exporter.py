@@ -13,7 +13,7 @@ from export.graphs import OPSET, export_graphs
 from export.verify import PARITY_BATCHES, PARITY_SAMPLES, PARITY_TOLERANCE, check_graph, \
     check_parity, parity
 from serving.core.bundle import Bundle, write_bundle
-from serving.core.noise import draw_eps
+from serving.core.noise import SeededNoise
 from serving.core.runtime import VAEGraphs
 from serving.core.scores import calibrate
 from training.model import VAE
@@ -34,9 +34,8 @@ def model_version(vae: VAE) -> str:
 
 def validation_scores(graphs: VAEGraphs, x: np.ndarray, sampling: bool) -> np.ndarray:
     """Scores of the validation rows with SPEC.md's noise, as the service would give them."""
-    def noise(lo: int, hi: int) -> np.ndarray:
-        return draw_eps(CALIBRATION_SEED, lo, hi, CALIBRATION_SAMPLES, graphs.latent_dim)
-    return graphs.score_rows(x, CALIBRATION_SAMPLES, noise, sampling).score
+    noise = SeededNoise(CALIBRATION_SEED, CALIBRATION_SAMPLES, graphs.latent_dim)
+    return graphs.score_rows(x, noise, sampling)[0].score
 
 
 def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str = "vae",
