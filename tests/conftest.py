@@ -18,6 +18,23 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subpro
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
+def run_cli_here(*args: str) -> subprocess.CompletedProcess:
+    """`vae ARGS` in this interpreter: for the failure cases, which need no fresh process to
+    show their one line and exit code."""
+    import contextlib
+    import io
+
+    from cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse's usage errors
+            code = e.code
+    return subprocess.CompletedProcess(["vae", *args], code, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture(scope="session")
 def digits_run(tmp_path_factory) -> Path:
     from training.config import TrainConfig
@@ -25,6 +42,28 @@ def digits_run(tmp_path_factory) -> Path:
 
     run_dir = tmp_path_factory.mktemp("runs") / "digits"
     train(TrainConfig(**SMALL), run_dir, progress=False)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def digits_run_again(tmp_path_factory) -> Path:
+    """A second run with digits_run's settings and seed: the same weights, bit for bit."""
+    from training.config import TrainConfig
+    from training.train import train
+
+    run_dir = tmp_path_factory.mktemp("runs") / "digits-again"
+    train(TrainConfig(**SMALL), run_dir, progress=False)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def no_sampling_run(tmp_path_factory) -> Path:
+    """A short run of the deterministic ablation (z = mu, penalty ½‖mu‖²)."""
+    from training.config import TrainConfig
+    from training.train import train
+
+    run_dir = tmp_path_factory.mktemp("runs") / "no-sampling"
+    train(TrainConfig(**{**SMALL, "epochs": 3, "sampling": False}), run_dir, progress=False)
     return run_dir
 
 

@@ -2,7 +2,7 @@
 
 import json
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_cli_here
 
 
 def test_train_and_export_from_the_command_line(tmp_path):
@@ -28,12 +28,12 @@ def test_bad_arguments_fail_in_one_line(tmp_path):
         (["--data", "digts"], "'digts' is neither an embedded data set nor a file"),
     ]
     for args, message in cases:
-        result = run_cli("train", *args, "--out", str(tmp_path / "run"))
+        result = run_cli_here("train", *args, "--out", str(tmp_path / "run"))
         assert result.returncode == 1
         assert result.stderr.count("\n") == 1 and message in result.stderr
         assert result.stderr.startswith("vae train: error: ")
-    result = run_cli("train", "--hidden", "256,x", "--out", str(tmp_path / "run"))
+    result = run_cli_here("train", "--hidden", "256,x", "--out", str(tmp_path / "run"))
     assert result.returncode == 2 and "'256,x' is not a list of layer widths" in result.stderr
     (tmp_path / "bad.csv").write_text("a,b\n1,x\n")
-    result = run_cli("train", "--data", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "r"))
+    result = run_cli_here("train", "--data", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "r"))
     assert result.returncode == 1 and "column 'b' is string, not numeric" in result.stderr

@@ -11,9 +11,8 @@ from export.verify import PARITY_TOLERANCE, RANDOM_OPS, ExportError, check_graph
 from serving.core.bundle import load_bundle
 from serving.core.runtime import VAERuntime
 from serving.core.scores import calibrate
-from tests.conftest import SMALL, run_cli
-from training.config import TrainConfig
-from training.train import load_run, train
+from tests.conftest import SMALL, run_cli, run_cli_here
+from training.train import load_run
 
 
 def _dims(value_info) -> list:
@@ -83,19 +82,16 @@ def test_calibration_is_the_serving_score_of_validation_rows(bundle_dir, digits_
     assert np.mean(scores > threshold) <= manifest.calibration.target_fpr + 1 / len(scores)
 
 
-def test_same_seed_gives_the_same_graph_outputs(tmp_path, runtime, digits_x):
-    train(TrainConfig(**SMALL), tmp_path / "run", progress=False)
-    again = VAERuntime(export_run(tmp_path / "run", tmp_path / "bundle"))
+def test_same_seed_gives_the_same_graph_outputs(tmp_path, runtime, digits_x, digits_run_again):
+    again = VAERuntime(export_run(digits_run_again, tmp_path / "bundle"))
     assert again.version == runtime.version
     a, b = runtime.score(digits_x, 8, seed=5), again.score(digits_x, 8, seed=5)
     np.testing.assert_array_equal(a.score, b.score)
     np.testing.assert_array_equal(runtime.sample(10, seed=1)[0], again.sample(10, seed=1)[0])
 
 
-def test_no_sampling_bundle_scores_recon_plus_penalty(tmp_path, digits_x):
-    train(TrainConfig(**{**SMALL, "epochs": 3, "sampling": False}), tmp_path / "run",
-          progress=False)
-    ablation = VAERuntime(export_run(tmp_path / "run", tmp_path / "bundle"))
+def test_no_sampling_bundle_scores_recon_plus_penalty(tmp_path, digits_x, no_sampling_run):
+    ablation = VAERuntime(export_run(no_sampling_run, tmp_path / "bundle"))
     assert ablation.manifest.sampling is False
     scored = ablation.score(digits_x[:50], 4, seed=0)
     mu, logvar, z = ablation.graphs.encode(digits_x[:50], ablation.noise(0, 4, 0).rows(0, 50))
@@ -133,7 +129,7 @@ def run_cli_python(code: str, env: dict) -> str:
 
 
 def test_export_of_a_missing_run_is_one_clear_line(tmp_path):
-    result = run_cli("export", str(tmp_path), "--out", str(tmp_path / "b"))
+    result = run_cli_here("export", str(tmp_path), "--out", str(tmp_path / "b"))
     assert result.returncode == 1
     assert result.stderr.strip() == (f"vae export: error: {tmp_path} has no model.pt; train it "
                                      f"first with `vae train --out {tmp_path}` (or finish it "

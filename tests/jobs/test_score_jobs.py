@@ -14,7 +14,7 @@ import pytest
 from serving.jobs.local import ScoreJob, run_local
 from serving.core.rows import InputError
 from tests.conftest import ROOT, run_cli
-from tests.test_service import run
+from tests.http.test_service import run
 
 
 def rows(digits_x, n=2500):

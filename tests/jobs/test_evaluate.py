@@ -13,7 +13,7 @@ from sklearn.metrics import f1_score
 from serving.jobs.evaluate import at_threshold, best_f1_threshold, evaluate, ranking
 from serving.core.rows import InputError
 from serving.tables.labels import read_labelled
-from tests.conftest import SMALL, run_cli
+from tests.conftest import SMALL, run_cli, run_cli_here
 
 
 def wdbc_table(labels=None) -> pa.Table:
@@ -131,7 +131,9 @@ def test_evaluate_from_the_command_line(wdbc_bundle, wdbc_run, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "AUROC" in done.stdout and "best F1" in done.stdout
     result = json.loads((out / "evaluation.json").read_text())
-    assert result["n_samples"] == 2 and 0 <= result["score"]["auroc"] <= 1
+    expected = evaluate(wdbc_bundle, wdbc_run / "evaluation.parquet", "diagnosis", "benign",
+                        n_samples=2, seed=0).result
+    assert result["n_samples"] == 2 and result["score"] == expected["score"]
     for png in ("roc.png", "scores.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
 
@@ -142,7 +144,7 @@ def test_a_data_set_without_anomalies_is_refused(wdbc_bundle, tmp_path):
     with pytest.raises(InputError, match="every row of label column 'diagnosis' is normal; "
                                          "expected some anomalous rows"):
         evaluate(wdbc_bundle, path, "diagnosis")
-    done = run_cli("evaluate", "--model", str(wdbc_bundle), "--data", str(path),
+    done = run_cli_here("evaluate", "--model", str(wdbc_bundle), "--data", str(path),
                    "--label-column", "diagnosis", "--out", str(tmp_path / "e"))
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "every row" in done.stderr
@@ -159,7 +161,7 @@ def test_label_training_errors_are_one_line(wdbc_csv, tmp_path):
          "no row of label column 'diagnosis' equals 'B'"),
     ]
     for args, message in cases:
-        done = run_cli("train", *args, "--out", str(tmp_path / "run"))
+        done = run_cli_here("train", *args, "--out", str(tmp_path / "run"))
         assert done.returncode == 1, args
         assert done.stderr.startswith("vae train: error: ") and message in done.stderr, \
             done.stderr
