@@ -62,12 +62,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def served(model: Path, env: dict | None = None):
-    """`bentoml serve` on a free port with the given bundle; yields its URL."""
+def served(model: Path, env: dict | None = None, service: str = "serving.http.service:VAE",
+           process_out: list | None = None):
+    """`bentoml serve SERVICE` on a free port with the given bundle; yields its URL (and, into
+    process_out, the server's process)."""
     port = free_port()
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"vae-bench-{port}.log", "w")
     process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("bentoml")), "serve", "--port", str(port),
+        [str(Path(sys.executable).with_name("bentoml")), "serve", service, "--port", str(port),
          "--host", "127.0.0.1"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
         env={**os.environ, "VAE_MODEL": str(model), "BENTOML_DO_NOT_TRACK": "True",
              **(env or {})}, start_new_session=True)
@@ -77,6 +79,8 @@ def served(model: Path, env: dict | None = None):
             wait_ready(url, alive=lambda: process.poll() is None, what="bentoml serve")
         except RuntimeError as e:
             raise RuntimeError(f"{e}; see {log.name}") from None
+        if process_out is not None:
+            process_out.append(process)
         yield url
     finally:
         os.killpg(process.pid, signal.SIGTERM)
