@@ -5,12 +5,18 @@ BentoML upgrade means reading this one file. Imports nothing of ours.
 
 - A bento's container has no model store: `packaged_model` finds the models it carries.
 - GET on a field-less POST endpoint (/metadata): `read_by_get` rewrites the request.
+- Unknown request fields are ignored: `forbid_unknown_fields`.
+- Every client mistake is logged as an ERROR traceback: `OneLineClientErrors`.
+- Two servers on one BENTOML_HOME share (and wipe) one metrics directory:
+  `metrics_directory_per_server`.
+- A service served from source is described by BentoML's boilerplate: `describe`.
 - #5540 (the client to a dependency service closes its session every 100 requests) and #4971
   (its keep-alive outlives the server's) no longer touch us: the service has no dependency
   since the model runs in the API process (serving/http/service.py). Reintroduce a
   `bentoml.depends` and both come back.
 """
 
+import logging
 import os
 from pathlib import Path
 
@@ -43,3 +49,109 @@ def read_by_get(scope: dict, receive, paths: tuple[str, ...]):
         scope = {**scope, "method": "POST", "headers": [*scope.get("headers", []), *JSON_HEADERS]}
         return scope, _empty_object
     return scope, receive
+
+
+def forbid_unknown_fields(service) -> dict[str, list[str]]:
+    """BentoML builds each API's input model from its signature and ignores fields it does not
+    know, so `{"nsamples": 4}` silently meant the default. Each model is replaced by a subclass
+    that refuses extra fields; returns each route's fields for the error message."""
+    fields = {}
+    for api in service.apis.values():
+        spec = api.input_spec
+        if getattr(spec, "__root_input__", False):
+            continue
+        api.input_spec = type(spec.__name__, (spec,), {
+            "model_config": {**spec.model_config, "extra": "forbid"},
+            "__module__": spec.__module__})
+        fields[api.route] = list(spec.model_fields)
+    return fields
+
+
+def describe(service, text: str) -> None:
+    """Served from source, BentoML documents a service (the OpenAPI description at /) with a
+    badge-filled boilerplate of its own; only a built bento's README replaces it."""
+    cls = type(service)
+    service.__class__ = type(cls.__name__, (cls,), {"__slots__": (),
+                                                    "doc": property(lambda self: text)})
+
+
+class OneLineClientErrors(logging.Filter):
+    """BentoML logs every exception of an API, a client's 4xx included, as an ERROR with its
+    traceback (`log_exception`): fuzzing wrote 100 MB of log in minutes. A client mistake
+    becomes one INFO line, `POST /path -> 400: message`; server faults keep their traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        status = _client_status(error)
+        if status is None:
+            return True
+        path, method = (record.args + (None, None))[:2] if isinstance(record.args, tuple) \
+            else (None, None)
+        message = _first_error(error).replace("\n", " ")
+        record.msg, record.args = "%s %s -> %d: %s", (method, path, status, message)
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def _client_status(error: BaseException | None) -> int | None:
+    from bentoml.exceptions import BentoMLException
+    from pydantic import ValidationError
+    if isinstance(error, ValidationError):
+        return 400
+    if isinstance(error, BentoMLException) and 400 <= error.error_code.value < 500:
+        return error.error_code.value
+    return None
+
+
+def _first_error(error: BaseException) -> str:
+    from pydantic import ValidationError
+    if isinstance(error, ValidationError):
+        first = error.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        return f"{where}: {first['msg']}"
+    return str(error)
+
+
+def quiet_client_errors() -> None:
+    """Install OneLineClientErrors on BentoML's API-error logger (once)."""
+    logger = logging.getLogger("bentoml._internal.server.http_app")
+    if not any(isinstance(f, OneLineClientErrors) for f in logger.filters):
+        logger.addFilter(OneLineClientErrors())
+
+
+def metrics_directory_per_server() -> None:
+    """`bentoml serve` keeps its Prometheus multiprocess files in $BENTOML_HOME/
+    prometheus_multiproc_dir and empties that directory when it starts, so a second server on
+    the same home wiped the first's counters. Each server (by the pid of its main process) gets
+    a directory of its own below it; those of servers no longer running are removed."""
+    import shutil
+
+    import bentoml.serving
+
+    original = bentoml.serving.ensure_prometheus_dir
+    if getattr(original, "per_server", False):
+        return
+
+    def per_server(directory: str | None = None, **kwargs) -> str:
+        from bentoml._internal.configuration.containers import BentoMLContainer
+        root = Path(directory or BentoMLContainer.prometheus_multiproc_dir.get())
+        if root.is_dir():
+            for old in root.glob("server-*"):
+                if not _alive(int(old.name.removeprefix("server-") or 0)):
+                    shutil.rmtree(old, ignore_errors=True)
+            for stray in root.glob("*.db"):  # files of a server from before this layout
+                stray.unlink(missing_ok=True)
+        return original(str(root / f"server-{os.getpid()}"), **kwargs)
+    per_server.per_server = True
+    bentoml.serving.ensure_prometheus_dir = per_server
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    except PermissionError:
+        return True
+    return pid > 0

@@ -37,3 +37,24 @@ def test_bad_arguments_fail_in_one_line(tmp_path):
     (tmp_path / "bad.csv").write_text("a,b\n1,x\n")
     result = run_cli_here("train", "--data", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "r"))
     assert result.returncode == 1 and "column 'b' is string, not numeric" in result.stderr
+
+
+def test_a_refused_training_leaves_no_run_directory(tmp_path):
+    (tmp_path / "bad.csv").write_text("a,b\n1,x\n")
+    result = run_cli_here("train", "--data", str(tmp_path / "bad.csv"), "--out",
+                          str(tmp_path / "runs" / "new"))
+    assert result.returncode == 1 and not (tmp_path / "runs" / "new").exists()
+
+
+def test_a_score_job_stopped_by_a_bad_row_leaves_no_parts(tmp_path, bundle_dir, digits_x):
+    import numpy as np
+
+    x = np.resize(digits_x, (5000, 64)).copy()
+    x[4500, 3] = np.nan  # found only once the first chunks are scored
+    np.save(tmp_path / "rows.npy", x)
+    result = run_cli("score", str(tmp_path / "rows.npy"), "--model", str(bundle_dir), "--out",
+                     str(tmp_path / "out.parquet"), "--chunk-rows", "1000")
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("vae score: error: ") and "row 4500, column 3 is NaN" in last
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.npy"]  # no parts, no output

@@ -30,6 +30,32 @@ def test_kustomization_lists_every_manifest():
     assert sorted(listed) == sorted(n for n in documents() if n != "kustomization.yaml")
 
 
+def test_kustomize_builds_every_manifest():
+    """`kubectl kustomize` (Debian's kubectl package) renders the whole directory offline."""
+    import shutil
+    import subprocess
+
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed (apt-get install kubectl)")
+    built = subprocess.run(["kubectl", "kustomize", str(DEPLOY)], capture_output=True,
+                           text=True, timeout=60)
+    assert built.returncode == 0, built.stderr
+    kinds = sorted(d["kind"] for d in yaml.safe_load_all(built.stdout))
+    assert kinds == sorted(documents()[n]["kind"] for n in documents()
+                           if n != "kustomization.yaml")
+
+
+def test_rayjob_runs_the_ray_the_project_installs():
+    import ray
+
+    cluster = documents()["rayjob.yaml"]["spec"]["rayClusterSpec"]
+    assert cluster["rayVersion"] == ray.__version__
+    pods = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in
+                                                     cluster["workerGroupSpecs"]]
+    for pod in pods:
+        assert pod["spec"]["containers"][0]["image"].startswith(f"rayproject/ray:{ray.__version__}")
+
+
 def test_rayjob_structure():
     job = documents()["rayjob.yaml"]
     assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob"

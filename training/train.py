@@ -6,6 +6,7 @@ resumed from its checkpoint ends with exactly the weights of an uninterrupted ru
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from serving.core.rows import InputError
 from serving.tables.files import atomic_write
 from training.config import TrainConfig
 from training.data import Dataset, Split, fit_normalization, load_dataset, split_dataset
@@ -52,8 +54,14 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
     if (run_dir / CHECKPOINT).is_file() or (run_dir / MODEL).is_file():
         raise RunError(f"{run_dir} already holds a run; pass --resume to continue it, "
                        f"or choose another --out")
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    return _fit(config, run_dir, None, progress)
+    try:
+        return _fit(config, run_dir, None, progress)
+    except InputError:  # refused data: nothing was trained, so no empty run is left behind
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def resume(run_dir: str | os.PathLike, epochs: int | None = None, progress: bool = True) -> dict:

@@ -16,8 +16,10 @@ def first_nonfinite(x: np.ndarray) -> tuple[int, int, str] | None:
     return int(r), int(c), "NaN" if np.isnan(x[r, c]) else "infinite"
 
 
-def check_rows(x, n_features: int, field: str = "x", max_rows: int | None = None) -> np.ndarray:
-    """Rows as a C-contiguous float32 (B, n_features) array, or an InputError saying what is wrong."""
+def check_rows(x, n_features: int, field: str = "x", max_rows: int | None = None,
+               width_name: str = "feature_names") -> np.ndarray:
+    """Rows as a C-contiguous float32 (B, n_features) array, or an InputError saying what is
+    wrong; `width_name` is the /metadata field that gives the expected width."""
     if isinstance(x, np.ndarray) and x.dtype.kind in "fiu":
         rows = x
     else:
@@ -25,7 +27,7 @@ def check_rows(x, n_features: int, field: str = "x", max_rows: int | None = None
             with np.errstate(over="ignore"):  # values beyond float32 become inf, refused below
                 rows = np.asarray(x, dtype=np.float32)
         except (ValueError, TypeError):
-            _raise_not_numeric(x, n_features, field)
+            _raise_not_numeric(x, n_features, field, width_name)
     if rows.ndim != 2:
         if rows.ndim == 1 and rows.size == 0:
             raise InputError(f"{field} is empty; expected at least one row of {n_features} numbers")
@@ -35,7 +37,7 @@ def check_rows(x, n_features: int, field: str = "x", max_rows: int | None = None
         raise InputError(f"{field} is empty; expected at least one row of {n_features} numbers")
     if rows.shape[1] != n_features:
         raise InputError(f"{field} has {rows.shape[1]} columns; this model expects {n_features} "
-                         f"(feature_names in /metadata)")
+                         f"({width_name} in /metadata)")
     if max_rows is not None and rows.shape[0] > max_rows:
         raise InputError(f"{field} has {rows.shape[0]} rows; at most {max_rows} are accepted "
                          f"per request (split it, or use the file endpoint)")
@@ -48,7 +50,7 @@ def check_rows(x, n_features: int, field: str = "x", max_rows: int | None = None
     return rows
 
 
-def _raise_not_numeric(x, n_features: int, field: str):
+def _raise_not_numeric(x, n_features: int, field: str, width_name: str):
     if not isinstance(x, (list, tuple)):
         raise InputError(f"{field} is a {type(x).__name__}; expected a list of rows, "
                          f"each a list of {n_features} numbers")
@@ -58,7 +60,7 @@ def _raise_not_numeric(x, n_features: int, field: str):
                              f"{n_features} numbers")
         if len(row) != n_features:
             raise InputError(f"{field}[{r}] has {len(row)} values; this model expects "
-                             f"{n_features} (feature_names in /metadata)")
+                             f"{n_features} ({width_name} in /metadata)")
         for c, value in enumerate(row):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise InputError(f"{field}[{r}][{c}] is {value!r}; expected a number")

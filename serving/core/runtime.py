@@ -35,6 +35,11 @@ def session_options(threads: int) -> ort.SessionOptions:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Batches of every size come through (merged requests, chunks): a memory pattern cached
+    # per input shape and an arena that keeps its high-water mark made a serving worker's
+    # memory grow with each new size. Plain allocations are freed after every call.
+    options.enable_mem_pattern = False
+    options.enable_cpu_mem_arena = False
     return options
 
 

@@ -13,9 +13,13 @@ from serving.http.settings import Settings
 
 Number = Annotated[float, Strict()]
 Seed = Annotated[Annotated[int, Strict(), Field(ge=0, le=MAX_SEED)] | None, Field(
-    description="seed of the noise; null picks a fresh one, which the answer returns")]
+    description="seed of the noise; null picks a fresh one, which the answer returns",
+    examples=[1])]
 Temperature = Annotated[float, Strict(), Field(ge=0.0, le=100.0, allow_inf_nan=False,
-                                               description="scale of z ~ N(0, I)")]
+                                               description="scale of z ~ N(0, I)",
+                                               examples=[1.0])]
+Explain = Annotated[bool, Field(description="add feature_nll: each feature's share of "
+                                            "recon_nll", examples=[False])]
 
 
 class RequestTypes:
@@ -29,11 +33,14 @@ class RequestTypes:
             examples=[[[0.0, 0.0, 5.0, 13.0, 9.0, 1.0, 0.0, 0.0] * 8]])]
         self.Latents = Annotated[list[list[Number]], Field(
             description="latent codes, each of latent_dim numbers", examples=[[[0.0] * 16]])]
-        self.SampleCount = Annotated[int, Strict(), Field(ge=1, le=settings.max_sample_n)]
+        self.SampleCount = Annotated[int, Strict(), Field(
+            ge=1, le=settings.max_sample_n, description="how many rows to sample",
+            examples=[4])]
 
     def samples(self, least: int) -> type:
         return Annotated[int, Strict(), Field(ge=least, le=self.settings.max_samples,
-                                              description="n_samples K of z per row")]
+                                              description="n_samples K of z per row",
+                                              examples=[16])]
 
 
 class Answer(BaseModel):

@@ -20,17 +20,21 @@ def _location(loc: list) -> str:
     return text or "request body"
 
 
-def one_line_error(body: bytes, status: int) -> str:
-    """The message of a 4xx answer, whatever shape BentoML or Starlette gave it."""
+DOCS = "the API page at / (its OpenAPI schema at /docs.json)"
+
+
+def one_line_error(body: bytes, status: int, fields: list[str] | None = None) -> str:
+    """The message of a 4xx answer, whatever shape BentoML or Starlette gave it; `fields` are
+    the endpoint's request fields, named when an unknown one is refused."""
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         text = body.decode("utf-8", "replace").strip() or f"HTTP {status}"
         if status == 404:
-            return f"{text}: no such endpoint; see /docs for the API"
+            return f"{text}: no such endpoint; see {DOCS}"
         if status == 405:
             return f"{text}: use POST for the API endpoints (GET for /metadata, /livez, " \
-                   f"/readyz and /metrics)"
+                   f"/readyz, /metrics and /v2)"
         return text
     if isinstance(data, list) and len(data) == 1:
         data = data[0]
@@ -42,7 +46,11 @@ def one_line_error(body: bytes, status: int) -> str:
         for error in details[:3]:
             if error.get("type") == "json_invalid":
                 messages.append(f"the body is not valid JSON ({error.get('msg')}); expected a "
-                                f"JSON object of the endpoint's fields (see /docs)")
+                                f"JSON object of the endpoint's fields (see {DOCS})")
+            elif error.get("type") == "extra_forbidden":
+                known = f"; expected only {', '.join(fields)}" if fields else ""
+                messages.append(f"{_location(error.get('loc', []))} is not a field of this "
+                                f"endpoint{known}")
             elif error.get("type") == "missing":
                 messages.append(f"{_location(error.get('loc', []))} is required")
             else:
@@ -75,8 +83,8 @@ class ErrorReshaper:
     """A send() that holds back each 4xx answer and sends it as `{"error": "..."}` instead;
     after an oversized body it sends nothing (the middleware answers 413)."""
 
-    def __init__(self, send, body: BodyTooLarge):
-        self.send, self.body = send, body
+    def __init__(self, send, body: BodyTooLarge, fields: list[str] | None):
+        self.send, self.body, self.fields = send, body, fields
         self.started = False
         self.held: dict = {}
 
@@ -95,7 +103,8 @@ class ErrorReshaper:
                 kept = [(k, v) for k, v in start.get("headers", [])
                         if k.lower() not in (b"content-type", b"content-length")]
                 await send_error(self.send, start["status"],
-                                 one_line_error(self.held["body"], start["status"]), kept)
+                                 one_line_error(self.held["body"], start["status"], self.fields),
+                                 kept)
             return
         await self.send(message)
 
@@ -105,23 +114,45 @@ def too_large(size: int | str, limit: int) -> str:
             f"raise the service's limit)")
 
 
+def content_type_error(path: str, content_type: str) -> str | None:
+    """Why a POST body of this content type cannot be read at path, or None."""
+    kind = content_type.split(";")[0].strip().lower()
+    if path.endswith("_file"):
+        if kind != "multipart/form-data" or "boundary=" not in content_type.lower():
+            return (f"the body is {content_type or 'of no content type'}; expected "
+                    f"multipart/form-data with a boundary (curl -F file=@rows.parquet)")
+        return None
+    if kind != "application/json":
+        return (f"the body is {content_type or 'of no content type'}; expected JSON with "
+                f"the header Content-Type: application/json (curl -H 'content-type: "
+                f"application/json' -d '{{...}}')")
+    return None
+
+
 class JSONErrorMiddleware:
     def __init__(self, app, max_json_bytes: int, max_file_bytes: int,
-                 readable: tuple[str, ...] = ()):
+                 readable: tuple[str, ...] = (), fields: dict[str, list[str]] | None = None):
         self.app = app
         self.max_json_bytes, self.max_file_bytes = max_json_bytes, max_file_bytes
         self.readable = readable  # field-less POST endpoints that GET may read too
+        self.fields = fields or {}  # the request fields of each API route
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         scope, receive = read_by_get(scope, receive, self.readable)
-        limit = self.max_file_bytes if scope["path"].endswith("_file") else self.max_json_bytes
-        length = dict(scope.get("headers", [])).get(b"content-length")
+        path = scope["path"]
+        limit = self.max_file_bytes if path.endswith("_file") else self.max_json_bytes
+        headers = dict(scope.get("headers", []))
+        length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             return await send_error(send, 413, too_large(int(length), limit))
+        if scope["method"] == "POST" and path in self.fields and path not in self.readable:
+            content_type = headers.get(b"content-type", b"").decode("latin-1")
+            if (problem := content_type_error(path, content_type)) is not None:
+                return await send_error(send, 415, problem)
         body = BodyTooLarge(receive, limit)
-        answer = ErrorReshaper(send, body)
+        answer = ErrorReshaper(send, body, self.fields.get(path))
         await self.app(scope, body, answer)
         if body.exceeded and not answer.started:
             await send_error(send, 413, too_large(f"over {limit}", limit))

@@ -7,12 +7,11 @@ onnxruntime's answer for a row does not depend on its batch-mates: merging never
 """
 
 import asyncio
-import threading
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import anyio
 import numpy as np
 import prometheus_client
 
@@ -57,12 +56,11 @@ def run_merged(jobs: list[Job], run: Run) -> list[dict[str, np.ndarray]]:
 
 
 class Merger:
-    """Queues jobs of one kind (score, encode) and runs them merged, one graph call at a time
-    per process: `lock` is shared by every graph call of the process, so onnxruntime's threads
-    are never oversubscribed."""
+    """Queues jobs of one kind (score, encode) and runs them merged on `graph_thread`, the one
+    thread of the process that runs graphs: onnxruntime's threads are never oversubscribed."""
 
-    def __init__(self, run: Run, lock: threading.Lock, max_rows: int):
-        self.run, self.lock, self.max_rows = run, lock, max_rows
+    def __init__(self, run: Run, graph_thread: ThreadPoolExecutor, max_rows: int):
+        self.run, self.graph_thread, self.max_rows = run, graph_thread, max_rows
         self.pending: list[tuple[Job, asyncio.Future]] = []
         self.draining: asyncio.Task | None = None
 
@@ -91,7 +89,8 @@ class Merger:
             while taken := self._take():
                 jobs = [job for job, _ in taken]
                 try:
-                    results = await anyio.to_thread.run_sync(self._locked, jobs)
+                    results = await asyncio.get_running_loop().run_in_executor(
+                        self.graph_thread, run_merged, jobs, self.run)
                 except Exception as e:  # handed to every request of the call
                     for _, future in taken:
                         if not future.done():
@@ -103,7 +102,3 @@ class Merger:
                         future.set_result(result)
         finally:
             self.draining = None
-
-    def _locked(self, jobs: list[Job]) -> list[dict[str, np.ndarray]]:
-        with self.lock:
-            return run_merged(jobs, self.run)

@@ -6,9 +6,10 @@ runs the rows of concurrent requests in shared graph calls; no request crosses a
 Settings are read here, once, when `bentoml serve` imports the service.
 """
 
+import asyncio
 import os
 import tempfile
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import anyio
@@ -20,9 +21,10 @@ from starlette.responses import FileResponse
 
 from serving.core.noise import draw_eps, seed_or_new
 from serving.core.rows import InputError, check_rows
-from serving.http.api_models import (DecodeAnswer, EncodeAnswer, ReconstructAnswer,
+from serving.http.api_models import (DecodeAnswer, EncodeAnswer, Explain, ReconstructAnswer,
                                      RequestTypes, SampleAnswer, ScoreAnswer, Seed,
                                      Temperature)
+from serving.http import oip
 from serving.http.errors import JSONErrorMiddleware
 from serving.http.merger import Job, Merger
 from serving.http.settings import Settings
@@ -30,8 +32,16 @@ from serving.jobs.chunk import score_chunk
 from serving.store import is_model_tag, load_runtime
 from serving.tables.sources import chunks, open_source
 from serving.tables.write import write_table
+from serving.workarounds import (describe, forbid_unknown_fields, metrics_directory_per_server,
+                                 quiet_client_errors)
 
 SETTINGS = Settings.from_env()
+DESCRIPTION = """A variational autoencoder served on onnxruntime: anomaly scores (an
+importance-weighted −log p(x) with its reconstruction and KL terms, a percentile among
+validation rows and an anomaly flag), latent codes, reconstructions and samples. Every random
+draw comes from the request's `seed` (returned when not given), so any answer can be replayed
+bit for bit. Errors are HTTP 4xx with `{"error": "..."}`. The Open Inference Protocol (KServe
+V2) is served under /v2."""
 T = RequestTypes(SETTINGS)
 MEDIA_TYPES = {".csv": "text/csv", ".parquet": "application/vnd.apache.parquet",
                ".npy": "application/octet-stream"}
@@ -61,20 +71,23 @@ class VAE:
         bento_model = bentoml.models.BentoModel(SETTINGS.model)  # `bentoml build` packages it
 
     def __init__(self) -> None:
+        quiet_client_errors()  # in the worker, after BentoML has set up its logging
+        self.settings = SETTINGS
         self.runtime = load_runtime(SETTINGS.model, SETTINGS.ort_threads)
         self.runtime.warm_up()
         self.manifest = self.runtime.manifest
         self.version = self.runtime.version
         self.threshold = float(self.runtime.threshold)
-        # One graph call at a time per process: onnxruntime's threads are never oversubscribed.
-        self.graph_lock = threading.Lock()
-        self.scorer = Merger(self._score_rows, self.graph_lock, SETTINGS.merge_max_rows)
-        self.encoder = Merger(self._encode_rows, self.graph_lock, SETTINGS.merge_max_rows)
+        # Every graph call of the process runs on this one thread: onnxruntime's threads are
+        # never oversubscribed, and the arrays come and go in one allocator arena.
+        self.graph_thread = ThreadPoolExecutor(1, thread_name_prefix="graphs")
+        self.scorer = Merger(self._score_rows, self.graph_thread, SETTINGS.merge_max_rows)
+        self.encoder = Merger(self._encode_rows, self.graph_thread, SETTINGS.merge_max_rows)
 
     def __is_ready__(self) -> bool:
         return True  # __init__ has loaded, verified and warmed up both graphs
 
-    # -- graph calls, run in a worker thread under graph_lock ----------------------------------
+    # -- graph calls, run on graph_thread ------------------------------------------------------
 
     def _score_rows(self, x: np.ndarray, eps: np.ndarray, explain: bool) -> dict:
         scored = self.runtime.score_with_eps(x, eps, explain)
@@ -83,23 +96,31 @@ class VAE:
     def _encode_rows(self, x: np.ndarray, eps: np.ndarray, _: bool) -> dict:
         return dict(zip(("mu", "logvar", "z"), self.runtime.encode(x, eps)))
 
-    async def _locked(self, func, *args):
-        def call():
-            with self.graph_lock:
-                return func(*args)
-        return await anyio.to_thread.run_sync(call)
+    async def _on_graph_thread(self, func, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.graph_thread, func, *args)
 
     # -- checks shared by the endpoints ---------------------------------------------------
 
-    def _rows(self, x, field: str = "x", width: int | None = None) -> np.ndarray:
+    def _rows(self, x, field: str = "x") -> np.ndarray:
+        width, name = (self.manifest.latent_dim, "latent_dim") if field == "z" \
+            else (self.manifest.n_features, "feature_names")
         try:
-            return check_rows(x, width or self.manifest.n_features, field, SETTINGS.max_rows)
+            return check_rows(x, width, field, SETTINGS.max_rows, name)
         except InputError as e:
             raise invalid(e) from None
 
     def _noise(self, seed: int | None, rows: int, n_samples: int) -> tuple[int, np.ndarray]:
         seed = seed_or_new(seed)
         return seed, draw_eps(seed, 0, rows, n_samples, self.manifest.latent_dim)
+
+    async def score_request(self, x, n_samples: int, seed: int | None, endpoint: str,
+                            explain: bool = False) -> tuple[int, dict[str, np.ndarray]]:
+        """The seed and the scores of one request's rows: checked, noised, merged."""
+        rows = self._rows(x)
+        seed, eps = self._noise(seed, len(rows), n_samples)
+        scored = await self.scorer.submit(Job(rows, eps, explain))
+        self._count(endpoint, len(rows), scored["is_anomaly"], scored["score"])
+        return seed, scored
 
     def _count(self, endpoint: str, rows: int, is_anomaly: np.ndarray | None = None,
                score: np.ndarray | None = None) -> None:
@@ -127,8 +148,8 @@ class VAE:
     @bentoml.api
     async def decode(self, z: T.Latents) -> DecodeAnswer:
         """Mean and log-variance of p(x|z) for each code, in raw feature units."""
-        codes = self._rows(z, "z", self.manifest.latent_dim)
-        x_mean, x_logvar = await self._locked(self.runtime.graphs.decode, codes)
+        codes = self._rows(z, "z")
+        x_mean, x_logvar = await self._on_graph_thread(self.runtime.graphs.decode, codes)
         self._count("decode", len(codes))
         return DecodeAnswer.model_construct(x_mean=x_mean.tolist(), x_logvar=x_logvar.tolist(),
                                             model_version=self.version)
@@ -138,7 +159,7 @@ class VAE:
                      temperature: Temperature = 1.0) -> SampleAnswer:
         """n new rows: decoder means of z = temperature * N(0, I)."""
         seed = seed_or_new(seed)
-        x, z = await self._locked(self.runtime.sample, n, seed, temperature)
+        x, z = await self._on_graph_thread(self.runtime.sample, n, seed, temperature)
         self._count("sample", n)
         return SampleAnswer.model_construct(x=x.tolist(), z=z.tolist(), seed=seed,
                                             model_version=self.version)
@@ -149,20 +170,17 @@ class VAE:
         """Decoder means averaged over n_samples codes z; n_samples 0 decodes mu."""
         rows = self._rows(x)
         seed = seed_or_new(seed)
-        x_mean = await self._locked(self.runtime.reconstruct, rows, n_samples, seed)
+        x_mean = await self._on_graph_thread(self.runtime.reconstruct, rows, n_samples, seed)
         self._count("reconstruct", len(rows))
         return ReconstructAnswer.model_construct(x_mean=x_mean.tolist(), seed=seed,
                                                  model_version=self.version)
 
     @bentoml.api
     async def anomaly_score(self, x: T.Rows, n_samples: T.samples(1) = 16, seed: Seed = None,
-                            explain: bool = False) -> ScoreAnswer:
+                            explain: Explain = False) -> ScoreAnswer:
         """-log p(x) per row (importance-weighted, K = n_samples), its terms, percentile
         among validation rows and the anomaly flag; with explain, each feature's share."""
-        rows = self._rows(x)
-        seed, eps = self._noise(seed, len(rows), n_samples)
-        scored = await self.scorer.submit(Job(rows, eps, explain))
-        self._count("anomaly_score", len(rows), scored["is_anomaly"], scored["score"])
+        seed, scored = await self.score_request(x, n_samples, seed, "anomaly_score", explain)
         return ScoreAnswer.model_construct(
             score=scored["score"].tolist(), recon_nll=scored["recon_nll"].tolist(),
             kl=scored["kl"].tolist(), percentile=scored["percentile"].tolist(),
@@ -179,7 +197,7 @@ class VAE:
         seed = seed_or_new(seed)
         try:
             source = open_source(file, self.manifest.feature_names)
-            tables = await anyio.to_thread.run_sync(self._score_file, source, n_samples, seed)
+            tables = await self._on_graph_thread(self._score_file, source, n_samples, seed)
         except InputError as e:
             raise invalid(e, str(file)) from None
         fd, out = tempfile.mkstemp(suffix=source.kind)
@@ -191,11 +209,10 @@ class VAE:
                             background=BackgroundTask(os.unlink, out))
 
     def _score_file(self, source, n_samples: int, seed: int) -> list:
-        """Every chunk of an upload through the job step, one graph call at a time."""
+        """Every chunk of an upload through the job step (on graph_thread)."""
         tables = []
         for first, rows, _ in chunks(source, SETTINGS.file_chunk_rows):
-            with self.graph_lock:
-                table = score_chunk(self.runtime, first, rows, None, n_samples, seed)
+            table = score_chunk(self.runtime, first, rows, None, n_samples, seed)
             self._count("anomaly_score_file", table.num_rows,
                         table["is_anomaly"].to_numpy(zero_copy_only=False),
                         table["score"].to_numpy())
@@ -210,5 +227,10 @@ class VAE:
         return self.manifest.public()
 
 
+VAE.mount_asgi_app(oip.app, path="/v2", name="open-inference-protocol")
 VAE.add_asgi_middleware(JSONErrorMiddleware, max_json_bytes=SETTINGS.max_json_bytes,
-                        max_file_bytes=SETTINGS.max_file_bytes, readable=("/metadata",))
+                        max_file_bytes=SETTINGS.max_file_bytes, readable=("/metadata",),
+                        fields=forbid_unknown_fields(VAE))
+describe(VAE, DESCRIPTION)
+metrics_directory_per_server()  # in `bentoml serve`'s main process, before it starts workers
+quiet_client_errors()

@@ -133,12 +133,17 @@ def run_local(job: ScoreJob, threads: int | None = None, progress: bool = True) 
     resumed = sum(feather.read_table(p, columns=["row"]).num_rows for p in done)
     bar = tqdm(total=source.rows, initial=resumed, unit="row", unit_scale=True, desc="score",
                disable=not progress, dynamic_ncols=True, mininterval=0.5)
-    for index, (first, x, passthrough) in enumerate(
-            chunks(source, job.chunk_rows, resumed), start=len(done)):
-        parts.save(index, score_chunk(runtime, first, x, passthrough, job.n_samples,
-                                      state["seed"], job.with_latent))
-        bar.update(len(x))
-    bar.close()
+    try:
+        for index, (first, x, passthrough) in enumerate(
+                chunks(source, job.chunk_rows, resumed), start=len(done)):
+            parts.save(index, score_chunk(runtime, first, x, passthrough, job.n_samples,
+                                          state["seed"], job.with_latent))
+            bar.update(len(x))
+    except InputError:  # a bad row: the input must change, and with it the job, so the
+        parts.remove()  # parts can never be resumed
+        raise
+    finally:
+        bar.close()  # an error is then printed on a line of its own, not on the bar's
     return finish(parts, Path(job.out), state["seed"], resumed, started)
 
 

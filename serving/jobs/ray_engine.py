@@ -20,6 +20,7 @@ from serving.core.rows import InputError
 from serving.jobs.chunk import ScoreJob, score_chunk
 from serving.jobs.local import Summary, count_anomalies, open_job
 from serving.store import load_runtime
+from serving.tables.sources import csv_convert_options
 from serving.tables.write import write_table
 
 
@@ -57,10 +58,7 @@ def _read(source, ray):
     if source.kind == ".npy":
         return ray.data.read_numpy(str(source.path))
     if source.kind == ".csv":
-        from pyarrow import csv
-        options = csv.ConvertOptions(
-            include_columns=source.feature_names + source.passthrough,
-            column_types={n: pa.float32() for n in source.feature_names})
+        options = csv_convert_options(source.feature_names, source.passthrough)
         return ray.data.read_csv(str(source.path), convert_options=options)
     return ray.data.read_parquet([str(f) for f in source.files],
                                  columns=source.feature_names + source.passthrough)

@@ -124,12 +124,20 @@ def _csv_reader(path: Path, feature_names: list[str], passthrough: list[str]):
         header = csv.open_csv(path)
         _check_columns(header.schema, str(path), feature_names, passthrough)
         header.close()
-        options = csv.ConvertOptions(include_columns=feature_names + passthrough,
-                                     column_types={name: pa.float32() for name in feature_names})
+        options = csv_convert_options(feature_names, passthrough)
         return csv.open_csv(path, convert_options=options,
                             read_options=csv.ReadOptions(block_size=1 << 22))
     except (pa.ArrowInvalid, OSError) as e:
         raise arrow_error(path, ".csv", e) from None
+
+
+def csv_convert_options(feature_names: list[str], passthrough: list[str]):
+    """Features as float32; pass-through columns as the text they hold, never re-typed (a
+    timestamp 2024-01-01T00:00:00 stays that text, not pyarrow's 2024-01-01 00:00:00)."""
+    from pyarrow import csv
+    return csv.ConvertOptions(include_columns=feature_names + passthrough,
+                              column_types={**{name: pa.float32() for name in feature_names},
+                                            **{name: pa.string() for name in passthrough}})
 
 
 def _csv_batches(reader, path: Path) -> Iterator[pa.RecordBatch]:

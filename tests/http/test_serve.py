@@ -23,26 +23,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(bundle_dir, tmp_path_factory):
+def start_server(bundle: Path, home: Path, log_path: Path) -> dict:
+    """`bentoml serve` of the bundle on a free port, ready."""
     port = free_port()
-    home = tmp_path_factory.mktemp("bentoml-home")
-    env = {**os.environ, "VAE_MODEL": str(bundle_dir), "BENTOML_HOME": str(home),
+    env = {**os.environ, "VAE_MODEL": str(bundle), "BENTOML_HOME": str(home),
            "BENTOML_DO_NOT_TRACK": "True", "VAE_MAX_ROWS": "10000"}
-    log = open(home / "serve.log", "w")
     process = subprocess.Popen([str(Path(sys.executable).with_name("bentoml")), "serve",
                                 "--port", str(port), "--host", "127.0.0.1"],
-                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+                               cwd=ROOT, env=env, stdout=open(log_path, "w"),
+                               stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, alive=lambda: process.poll() is None, what="bentoml serve")
     except RuntimeError as e:
-        pytest.fail(f"{e}: {(home / 'serve.log').read_text()[-3000:]}")
-    yield {"url": url, "process": process, "log": home / "serve.log"}
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+        pytest.fail(f"{e}: {log_path.read_text()[-3000:]}")
+    return {"url": url, "process": process, "log": log_path, "bundle": bundle, "home": home}
+
+
+@pytest.fixture(scope="module")
+def server(bundle_dir, tmp_path_factory):
+    home = tmp_path_factory.mktemp("bentoml-home")
+    served = start_server(bundle_dir, home, home / "serve.log")
+    yield served
+    if served["process"].poll() is None:
+        os.killpg(served["process"].pid, signal.SIGTERM)
+        served["process"].wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +140,70 @@ def test_client_errors_over_the_wire(server):
     assert response.status_code == 400
     assert response.json() == {"error": "x has 2 columns; this model expects 64 "
                                         "(feature_names in /metadata)"}
+
+
+def test_a_client_mistake_is_one_log_line(server):
+    """Not BentoML's ERROR with a 14-line traceback: one INFO line, endpoint, status, why."""
+    for body in ({"x": [[1.0] * 5]}, {"x": [[1.0] * 64], "nsamples": 2}, {"x": [[1.0] * 64],
+                                                                          "n_samples": 0}):
+        assert httpx.post(f"{server['url']}/anomaly_score", json=body).status_code == 400
+    log = server["log"].read_text()
+    assert "Traceback" not in log and "ERROR" not in log, log[-3000:]
+    lines = [line for line in log.splitlines() if "POST /anomaly_score -> 400" in line]
+    assert len(lines) >= 3, log[-3000:]
+    assert any("x has 5 columns; this model expects 64" in line for line in lines)
+    assert any("nsamples: Extra inputs are not permitted" in line for line in lines)
+
+
+def test_open_inference_protocol_with_tritonclient(server, runtime, digits_x):
+    """A real third-party client of KServe V2 / Triton's HTTP protocol, unchanged."""
+    import tritonclient.http as triton
+    from tritonclient.utils import InferenceServerException
+
+    client = triton.InferenceServerClient(server["url"].removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("vae")
+    metadata = client.get_model_metadata("vae")
+    assert metadata["versions"] == [runtime.version]
+    assert metadata["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 64]}]
+    x = digits_x[:30]
+    tensor = triton.InferInput("x", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x, binary_data=False)
+    outputs = [triton.InferRequestedOutput(name, binary_data=False)
+               for name in ("score", "recon_nll", "kl", "percentile", "is_anomaly")]
+    result = client.infer("vae", [tensor], outputs=outputs,
+                          parameters={"n_samples": 16, "seed": 3})
+    expected = runtime.score(x, 16, seed=3)
+    for name in ("score", "recon_nll", "kl", "percentile", "is_anomaly"):
+        np.testing.assert_array_equal(result.as_numpy(name), getattr(expected, name), name)
+    answer = result.get_response()
+    assert answer["parameters"] == {"seed": 3, "model_version": runtime.version}
+    served = httpx.post(f"{server['url']}/anomaly_score",
+                        json={"x": x.tolist(), "seed": 3}).json()
+    assert result.as_numpy("score").tolist() == served["score"]  # bit for bit
+    with pytest.raises(InferenceServerException, match="model 'other' is not served here"):
+        client.infer("other", [tensor])
+    narrow = triton.InferInput("x", [1, 3], "FP32")
+    narrow.set_data_from_numpy(np.zeros((1, 3), np.float32), binary_data=False)
+    with pytest.raises(InferenceServerException, match="x has 3 columns; this model expects"):
+        client.infer("vae", [narrow])
+
+
+def test_a_second_server_on_the_same_home_keeps_the_first_ones_metrics(server, client,
+                                                                         digits_x, tmp_path):
+    client.anomaly_score(x=digits_x[:3].tolist(), seed=0)
+    name = 'vae_rows_total{endpoint="anomaly_score"}'
+    before = metric_value(server, name)
+    assert before >= 3
+    second = start_server(server["bundle"], server["home"], tmp_path / "second.log")
+    try:
+        assert metric_value(server, name) == before
+        client.anomaly_score(x=digits_x[:2].tolist(), seed=0)
+        assert metric_value(server, name) == before + 2
+        assert metric_value({"url": second["url"]}, name) == 0
+    finally:
+        os.killpg(second["process"].pid, signal.SIGTERM)
+        second["process"].wait(timeout=30)
 
 
 def test_serving_processes_never_load_torch(server):

@@ -97,11 +97,17 @@ BAD_REQUESTS = [
     ("/anomaly_score", '{"x": [[1, 2', 400, "the body is not valid JSON"),
     ("/encode", {"x": [ROW], "n_samples": 2000}, 400, "n_samples: Input should be less than"),
     ("/reconstruct", {"x": [[0.5]]}, 400, "x has 1 columns; this model expects 64"),
-    ("/decode", {"z": [[0.0] * 3]}, 400, "z has 3 columns; this model expects 4"),
+    ("/decode", {"z": [[0.0] * 3]}, 400,
+     "z has 3 columns; this model expects 4 (latent_dim in /metadata)"),
+    ("/anomaly_score", {"x": [ROW], "nsamples": 4}, 400,
+     "nsamples is not a field of this endpoint; expected only x, n_samples, seed, explain"),
+    ("/sample", {"n": 2, "temp": 0.5}, 400,
+     "temp is not a field of this endpoint; expected only n, seed, temperature"),
     ("/sample", {"n": 301}, 400, "n: Input should be less than or equal to 300"),
     ("/sample", {"n": 0}, 400, "n: Input should be greater than or equal to 1"),
     ("/sample", {"n": 2, "temperature": -1}, 400, "temperature: Input should be greater than"),
-    ("/nowhere", {}, 404, "Not Found: no such endpoint; see /docs for the API"),
+    ("/nowhere", {}, 404, "Not Found: no such endpoint; see the API page at / (its OpenAPI "
+                          "schema at /docs.json)"),
 ]
 
 
@@ -116,6 +122,35 @@ def test_client_mistakes_get_4xx_with_a_one_line_error(http, path, body, status,
     assert "\n" not in error["error"]
     good = http.post("/anomaly_score", json=GOOD)  # and the next request is unharmed
     assert good.status_code == 200 and len(good.json()["score"]) == 1
+
+
+@pytest.mark.parametrize("path,content_type,message", [
+    ("/anomaly_score", "application/x-www-form-urlencoded",
+     "the body is application/x-www-form-urlencoded; expected JSON with the header "
+     "Content-Type: application/json"),
+    ("/encode", "", "the body is of no content type; expected JSON"),
+    ("/sample", "text/plain", "the body is text/plain; expected JSON"),
+    ("/anomaly_score", "multipart/form-data", "expected JSON"),
+    ("/anomaly_score_file", "multipart/form-data",
+     "the body is multipart/form-data; expected multipart/form-data with a boundary"),
+    ("/anomaly_score_file", "application/json", "expected multipart/form-data with a boundary"),
+])
+def test_a_body_of_the_wrong_kind_is_named(http, path, content_type, message):
+    """curl's -d sends a form unless told otherwise: the answer says the body must be JSON."""
+    headers = {"content-type": content_type} if content_type else {}
+    response = http.post(path, content=b"x=1", headers=headers)
+    assert response.status_code == 415 and message in response.json()["error"], response.text
+    assert http.post("/anomaly_score", json=GOOD).status_code == 200
+
+
+def test_the_docs_the_errors_point_to_exist(http, service_module):
+    assert http.get("/").status_code == 200  # the OpenAPI page
+    spec = http.get("/docs.json").json()
+    assert spec["info"]["description"] == service_module.DESCRIPTION
+    for path in ("/anomaly_score", "/encode", "/decode", "/sample", "/reconstruct"):
+        schema = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        properties = schema["schema"]["properties"]
+        assert all("examples" in field for field in properties.values()), (path, properties)
 
 
 def test_oversized_bodies_get_413(http):

@@ -1,5 +1,6 @@
 """`vae score`: formats, column matching, bad inputs, chunking, resume, and the Ray engine."""
 
+import importlib.util
 import signal
 import subprocess
 import sys
@@ -213,3 +214,25 @@ def test_ray_engine_matches_the_local_engine(tmp_path, runtime, digits_x, bundle
     scored = pq.read_table(tmp_path / "ray.parquet")
     np.testing.assert_array_equal(scored["id"].to_numpy(), scored["row"].to_numpy() * 7)
     assert scored.equals(pq.read_table(tmp_path / "local.parquet"))
+
+
+def test_csv_pass_through_columns_keep_their_text_in_both_engines(tmp_path, runtime,
+                                                                  digits_x, bundle_dir):
+    x = rows(digits_x, 300)
+    stamps = [f"2024-01-{1 + i % 28:02d}T00:00:{i % 60:02d}" for i in range(300)]
+    codes = [f"{i:05d}" for i in range(300)]  # leading zeros: a number would lose them
+    source = write(tmp_path / "in.csv", x, runtime.manifest.feature_names,
+                   {"ts": pa.array(stamps), "code": pa.array(codes)})
+    common = ["--model", str(bundle_dir), "--seed", "2", "--columns", "ts,code", "--quiet"]
+    engines = [[]] + ([["--engine", "ray"]] if importlib.util.find_spec("ray") else [])
+    outputs = []
+    for i, engine in enumerate(engines):
+        done = run_cli("score", str(source), "--out", str(tmp_path / f"out{i}.csv"), *common,
+                       *engine, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        from pyarrow import csv
+        table = csv.read_csv(tmp_path / f"out{i}.csv", convert_options=csv.ConvertOptions(
+            column_types={"ts": pa.string(), "code": pa.string()}))
+        assert table["ts"].to_pylist() == stamps and table["code"].to_pylist() == codes
+        outputs.append((tmp_path / f"out{i}.csv").read_bytes())
+    assert all(out == outputs[0] for out in outputs)  # the Ray output equals the local one
