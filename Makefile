@@ -6,7 +6,7 @@ RUN      := runs/digits
 BUNDLE   := bundles/digits
 export BENTOML_DO_NOT_TRACK := True
 
-.PHONY: install serve model test bench image smoke clean
+.PHONY: install serve model test bench fuzz image smoke clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -48,6 +48,10 @@ $(VENV)/.bench-installed: $(STAMP)
 
 bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.report
+
+# schemathesis over the OpenAPI schema against a real server; passes with no 5xx answer.
+fuzz: model
+	$(BIN)/python -m bench.fuzz
 
 clean:
 	rm -rf runs bundles

@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     from serving.core.bundle import BundleError
     from serving.core.rows import InputError
 
-    expected: tuple[type[Exception], ...] = (InputError, BundleError, FileNotFoundError)
+    # OSError: an unreadable file, a read-only directory, a full disk; said in one line
+    expected: tuple[type[Exception], ...] = (InputError, BundleError, OSError)
     try:
         if args.command in ("train", "export"):
             from export.verify import ExportError

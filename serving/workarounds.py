@@ -124,7 +124,8 @@ def metrics_directory_per_server() -> None:
     """`bentoml serve` keeps its Prometheus multiprocess files in $BENTOML_HOME/
     prometheus_multiproc_dir and empties that directory when it starts, so a second server on
     the same home wiped the first's counters. Each server (by the pid of its main process) gets
-    a directory of its own below it; those of servers no longer running are removed."""
+    a directory of its own beside it, `prometheus_multiproc_dir-PID`, which no other server
+    empties; those of servers no longer running are removed."""
     import shutil
 
     import bentoml.serving
@@ -135,14 +136,12 @@ def metrics_directory_per_server() -> None:
 
     def per_server(directory: str | None = None, **kwargs) -> str:
         from bentoml._internal.configuration.containers import BentoMLContainer
-        root = Path(directory or BentoMLContainer.prometheus_multiproc_dir.get())
-        if root.is_dir():
-            for old in root.glob("server-*"):
-                if not _alive(int(old.name.removeprefix("server-") or 0)):
-                    shutil.rmtree(old, ignore_errors=True)
-            for stray in root.glob("*.db"):  # files of a server from before this layout
-                stray.unlink(missing_ok=True)
-        return original(str(root / f"server-{os.getpid()}"), **kwargs)
+        shared = Path(directory or BentoMLContainer.prometheus_multiproc_dir.get())
+        for old in shared.parent.glob(f"{shared.name}-*"):
+            pid = old.name.rsplit("-", 1)[1]
+            if not (pid.isdigit() and _alive(int(pid))):
+                shutil.rmtree(old, ignore_errors=True)
+        return original(str(shared.parent / f"{shared.name}-{os.getpid()}"), **kwargs)
     per_server.per_server = True
     bentoml.serving.ensure_prometheus_dir = per_server
 

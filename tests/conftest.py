@@ -91,7 +91,8 @@ def digits_x() -> np.ndarray:
 
 
 SERVICE_ENV = {"VAE_MAX_ROWS": "500", "VAE_MAX_SAMPLE_N": "300",  # small limits: cheap to exceed
-               "VAE_MAX_JSON_BYTES": "2000000"}
+               "VAE_MAX_JSON_BYTES": "2000000", "VAE_MAX_ROW_SAMPLES": "8192",
+               "VAE_MAX_FILE_ROWS": "1000"}
 
 
 @pytest.fixture(scope="session")

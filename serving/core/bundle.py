@@ -7,6 +7,7 @@ with a one-line `BundleError` naming what is wrong.
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -21,6 +22,7 @@ ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
 MANIFEST_FILE = "manifest.json"
 GRAPH_FILES = (ENCODER_FILE, DECODER_FILE)
+IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"  # names and versions go into headers and tags
 
 
 class BundleError(ValueError):
@@ -61,6 +63,20 @@ class Calibration(BaseModel):
     threshold: float
     target_fpr: float = Field(gt=0, lt=1)
 
+    @model_validator(mode="after")
+    def _usable(self) -> "Calibration":
+        """A threshold of NaN, or beyond every validation score, would never flag a row."""
+        if not all(math.isfinite(q) for q in self.quantiles):
+            raise ValueError("quantiles holds a value that is not finite")
+        if any(a > b for a, b in zip(self.quantiles, self.quantiles[1:])):
+            raise ValueError("quantiles are not in ascending order")
+        if not math.isfinite(self.threshold) or \
+                not self.quantiles[0] <= self.threshold <= self.quantiles[-1]:
+            raise ValueError(f"threshold {self.threshold} is not a finite number between the "
+                             f"lowest and highest validation scores ({self.quantiles[0]:.6g}, "
+                             f"{self.quantiles[-1]:.6g})")
+        return self
+
 
 class Verification(BaseModel):
     """Export parity: the worst gap between onnxruntime and PyTorch over these shapes."""
@@ -75,8 +91,8 @@ class Manifest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     format_version: int
-    name: str
-    version: str
+    name: str = Field(pattern=IDENTIFIER)
+    version: str = Field(pattern=IDENTIFIER)
     created_at: str
     n_features: int = Field(ge=1)
     latent_dim: int = Field(ge=1)

@@ -17,6 +17,16 @@ from serving.core.rows import check_rows
 from serving.core.scores import Scores, percentile, score_terms
 
 SAMPLE_ROWS = 1 << 14  # K·B rows per onnxruntime call at most: bounds memory for any request
+LARGEST = np.finfo(np.float32).max
+
+
+def saturate(values: np.ndarray) -> np.ndarray:
+    """Scores whose float32 maths overflowed (a huge but finite input cell) as the largest
+    float32: such a row is the most anomalous there is, and NaN, which compares false with
+    any threshold, would have called it normal."""
+    if np.isfinite(values).all():
+        return values
+    return np.nan_to_num(values, nan=LARGEST, posinf=LARGEST, neginf=-LARGEST)
 
 
 @dataclass(kw_only=True)
@@ -131,12 +141,24 @@ class VAERuntime:
         self.n_features, self.latent_dim = manifest.n_features, manifest.latent_dim
         self.graphs = VAEGraphs(bundle.encoder_path, bundle.decoder_path, manifest.n_features,
                                 manifest.latent_dim, threads)
+        self._check_identity()
         self.quantiles = np.asarray(manifest.calibration.quantiles, dtype=np.float64)
         self.threshold = np.float32(manifest.calibration.threshold)
 
     @property
     def version(self) -> str:
         return self.manifest.version
+
+    def _check_identity(self) -> None:
+        """The graphs carry their model's name and version (ONNX metadata_props): a manifest
+        that names another model is refused."""
+        for name, session in (("encoder", self.graphs.encoder), ("decoder", self.graphs.decoder)):
+            props = session.get_modelmeta().custom_metadata_map
+            for key in ("name", "version"):
+                if key in props and props[key] != getattr(self.manifest, key):
+                    raise BundleError(f"the manifest's {key} is {getattr(self.manifest, key)!r} "
+                                      f"but {name}.onnx says {props[key]!r}: the manifest does "
+                                      f"not belong to these graphs")
 
     def check(self, x, field: str = "x", max_rows: int | None = None) -> np.ndarray:
         return check_rows(x, self.n_features, field, max_rows)
@@ -159,11 +181,13 @@ class VAERuntime:
     def score_noised(self, x: np.ndarray, noise: Noise, explain: bool = False,
                      with_latent: bool = False) -> ScoredRows:
         """Scores of checked rows x (B, F) under the given noise, with the calibration."""
-        terms, mu = self.graphs.score_rows(x, noise, self.manifest.sampling, explain)
-        return ScoredRows(score=terms.score, recon_nll=terms.recon_nll, kl=terms.kl,
-                          feature_nll=terms.feature_nll,
-                          percentile=percentile(terms.score, self.quantiles),
-                          is_anomaly=terms.score > self.threshold,
+        with np.errstate(over="ignore", invalid="ignore"):  # saturated below
+            terms, mu = self.graphs.score_rows(x, noise, self.manifest.sampling, explain)
+        score = saturate(terms.score)
+        return ScoredRows(score=score, recon_nll=saturate(terms.recon_nll),
+                          kl=saturate(terms.kl), feature_nll=terms.feature_nll,
+                          percentile=percentile(score, self.quantiles),
+                          is_anomaly=score > self.threshold,
                           mu=mu if with_latent else None)
 
     def encode(self, x: np.ndarray, eps: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -29,13 +29,19 @@ from serving.http.errors import JSONErrorMiddleware
 from serving.http.merger import Job, Merger
 from serving.http.settings import Settings
 from serving.jobs.chunk import score_chunk
-from serving.store import is_model_tag, load_runtime
+from serving.core.bundle import BundleError, load_bundle
+from serving.store import is_model_tag, load_runtime, locate_bundle
 from serving.tables.sources import chunks, open_source
 from serving.tables.write import write_table
 from serving.workarounds import (describe, forbid_unknown_fields, metrics_directory_per_server,
                                  quiet_client_errors)
 
 SETTINGS = Settings.from_env()
+try:  # `bentoml serve` imports this before it starts workers: a damaged bundle stops it here,
+    # in one line and with a non-zero exit, instead of workers crashing over and over
+    load_bundle(locate_bundle(SETTINGS.model))
+except BundleError as e:
+    raise SystemExit(f"vae-service: cannot serve {SETTINGS.model}: {e}") from None
 DESCRIPTION = """A variational autoencoder served on onnxruntime: anomaly scores (an
 importance-weighted −log p(x) with its reconstruction and KL terms, a percentile among
 validation rows and an anomaly flag), latent codes, reconstructions and samples. Every random
@@ -110,8 +116,19 @@ class VAE:
             raise invalid(e) from None
 
     def _noise(self, seed: int | None, rows: int, n_samples: int) -> tuple[int, np.ndarray]:
+        self._bound(rows, n_samples)
         seed = seed_or_new(seed)
         return seed, draw_eps(seed, 0, rows, n_samples, self.manifest.latent_dim)
+
+    @staticmethod
+    def _bound(rows: int, n_samples: int) -> None:
+        """rows × n_samples within VAE_MAX_ROW_SAMPLES: the noise, the graph work and the answer
+        of a request grow with it."""
+        if rows * max(1, n_samples) > SETTINGS.max_row_samples:
+            raise invalid(InputError(
+                f"{rows} rows × n_samples {n_samples} is {rows * n_samples} row-samples; at "
+                f"most {SETTINGS.max_row_samples} are accepted per request (send fewer rows or "
+                f"samples, or use the file endpoint or `vae score`)"))
 
     async def score_request(self, x, n_samples: int, seed: int | None, endpoint: str,
                             explain: bool = False) -> tuple[int, dict[str, np.ndarray]]:
@@ -169,6 +186,7 @@ class VAE:
                           seed: Seed = None) -> ReconstructAnswer:
         """Decoder means averaged over n_samples codes z; n_samples 0 decodes mu."""
         rows = self._rows(x)
+        self._bound(len(rows), n_samples)
         seed = seed_or_new(seed)
         x_mean = await self._on_graph_thread(self.runtime.reconstruct, rows, n_samples, seed)
         self._count("reconstruct", len(rows))
@@ -209,9 +227,15 @@ class VAE:
                             background=BackgroundTask(os.unlink, out))
 
     def _score_file(self, source, n_samples: int, seed: int) -> list:
-        """Every chunk of an upload through the job step (on graph_thread)."""
+        """Every chunk of an upload through the job step (on graph_thread), each at most
+        VAE_MAX_ROW_SAMPLES row-samples, the whole at most VAE_MAX_FILE_ROWS rows."""
         tables = []
-        for first, rows, _ in chunks(source, SETTINGS.file_chunk_rows):
+        chunk = max(1, min(SETTINGS.file_chunk_rows, SETTINGS.max_row_samples // n_samples))
+        for first, rows, _ in chunks(source, chunk):
+            if first + len(rows) > SETTINGS.max_file_rows:
+                raise InputError(f"{source.path} has more than {SETTINGS.max_file_rows} rows; "
+                                 f"at most that many are accepted per upload (score larger "
+                                 f"files with `vae score`)")
             table = score_chunk(self.runtime, first, rows, None, n_samples, seed)
             self._count("anomaly_score_file", table.num_rows,
                         table["is_anomaly"].to_numpy(zero_copy_only=False),

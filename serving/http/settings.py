@@ -14,6 +14,10 @@ class Settings:
     max_rows: int = 10_000  # VAE_MAX_ROWS: rows per JSON request
     max_samples: int = 1024  # VAE_MAX_SAMPLES: n_samples per request
     max_sample_n: int = 10_000  # VAE_MAX_SAMPLE_N: n of /sample
+    max_row_samples: int = 1 << 18  # VAE_MAX_ROW_SAMPLES: rows × n_samples per request (and
+    # per graph call of an upload): what bounds a request's noise, graph work and answer
+    max_file_rows: int = 1_000_000  # VAE_MAX_FILE_ROWS: rows per uploaded file (larger files
+    # belong to `vae score`)
     max_json_bytes: int = 64 << 20  # VAE_MAX_JSON_BYTES: body of a JSON request
     max_file_bytes: int = 1 << 30  # VAE_MAX_FILE_BYTES: body of a file upload
     merge_max_rows: int = 4096  # VAE_MERGE_MAX_ROWS: rows of concurrent requests merged

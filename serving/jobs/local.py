@@ -7,10 +7,14 @@ run again with the same arguments skips the parts it has, and the output appears
 name only once complete (assembled at a temporary name, then renamed).
 """
 
+import fcntl
 import hashlib
 import json
+import os
 import shutil
+import sys
 import time
+from contextlib import contextmanager
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,17 +60,23 @@ class Parts:
         self.dir = out.with_name(f".{out.name}.parts")
         self.job = job
 
-    def resume(self) -> dict | None:
-        """The saved job if it matches this one (its parts are then kept), else a fresh start."""
+    def resume(self) -> tuple[dict | None, str | None]:
+        """The saved job if it matches this one (its parts are then kept), else a fresh start;
+        and, when saved parts are dropped, why."""
         state = self.dir / "job.json"
-        if state.is_file():
-            saved = json.loads(state.read_text())
-            wanted_seed = self.job["seed"]
-            if {**saved, "seed": None} == {**self.job, "seed": None} and \
-                    wanted_seed in (None, saved["seed"]):
-                return saved
+        if not state.is_file():
+            shutil.rmtree(self.dir, ignore_errors=True)
+            return None, None
+        saved = json.loads(state.read_text())
+        wanted_seed = self.job["seed"]
+        differ = [key for key in sorted(set(saved) | set(self.job)) if key != "seed"
+                  and saved.get(key) != self.job.get(key)]
+        if wanted_seed not in (None, saved.get("seed")):
+            differ.append("seed")
+        if not differ:
+            return saved, None
         shutil.rmtree(self.dir, ignore_errors=True)
-        return None
+        return None, f"the saved parts were of another job ({', '.join(differ)} changed)"
 
     def start(self, job: dict) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -91,30 +101,71 @@ class Parts:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def content_hash(path: Path) -> str:
+    """sha256 of a file's bytes (of each .parquet file of a directory, with their names): a
+    job's input is known by what it holds, not by its size and time, which a rewrite in place
+    can keep."""
+    digest = hashlib.sha256()
+    for f in sorted(path.glob("*.parquet")) if path.is_dir() else [path]:
+        digest.update(f.name.encode() + b"\0")
+        with open(f, "rb") as stream:
+            while block := stream.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def fingerprint(job: ScoreJob, runtime: VAERuntime) -> dict:
     """What must match for a restarted job to continue: input, model, arguments."""
     path = Path(job.input).resolve()
-    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
-    stamp = hashlib.sha256("".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}"
-                                   for f in files).encode()).hexdigest()[:16]
-    return {"input": str(path), "input_stamp": stamp, "model_version": runtime.version,
+    return {"input": str(path), "input_sha256": content_hash(path),
+            "model_version": runtime.version,
             "n_samples": job.n_samples, "seed": job.seed, "chunk_rows": job.chunk_rows,
             "columns": list(job.columns), "with_latent": job.with_latent,
             "out": str(Path(job.out).resolve())}
 
 
+@contextmanager
+def output_lock(out: Path):
+    """Hold `.OUT.lock` beside the output for the job's life: a second job on the same --out
+    is refused at once instead of racing the first over its parts and its output."""
+    path = out.with_name(f".{out.name}.lock")
+    with open(path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"another vae score is writing {out} (it holds {path}); wait for "
+                             f"it to finish, or choose another --out") from None
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def open_job(job: ScoreJob, runtime: VAERuntime) -> Source:
-    """Every check that can run before scoring: the arguments, the input against the model."""
+    """Every check that can run before scoring: the arguments, the input against the model,
+    the output's place."""
     check_job(job)
+    out = Path(job.out)
+    if out.is_dir():
+        raise InputError(f"--out {out} is a directory; expected a file name such as "
+                         f"{out / 'scores.parquet'}")
+    if not out.parent.is_dir():
+        raise InputError(f"--out {out}: the directory {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK):
+        raise InputError(f"--out {out}: the directory {out.parent} is not writable")
     source = open_source(job.input, runtime.manifest.feature_names, job.columns)
     check_passthrough(source)
     return source
 
 
 def resume_or_start(job: ScoreJob, runtime: VAERuntime) -> tuple[Parts, dict]:
-    """The job's parts directory and state: resumed when it matches, else started anew."""
+    """The job's parts directory and state: resumed when it matches, else started anew (and
+    a line on stderr says why the saved parts were dropped)."""
     parts = Parts(Path(job.out), fingerprint(job, runtime))
-    state = parts.resume()
+    state, dropped = parts.resume()
+    if dropped is not None:
+        print(f"vae score: starting over: {dropped}", file=sys.stderr)
     if state is None:
         state = {**parts.job, "seed": seed_or_new(job.seed)}
         parts.start(state)
@@ -123,11 +174,17 @@ def resume_or_start(job: ScoreJob, runtime: VAERuntime) -> tuple[Parts, dict]:
 
 def run_local(job: ScoreJob, threads: int | None = None, progress: bool = True) -> Summary:
     """Score job.input into job.out on this machine, resuming from finished parts."""
-    from tqdm import tqdm
-
     started = time.perf_counter()
     runtime = load_runtime(job.model, threads)
     source = open_job(job, runtime)
+    with output_lock(Path(job.out)):
+        return _score_parts(job, runtime, source, started, progress)
+
+
+def _score_parts(job: ScoreJob, runtime: VAERuntime, source: Source, started: float,
+                 progress: bool) -> Summary:
+    from tqdm import tqdm
+
     parts, state = resume_or_start(job, runtime)
     done = parts.done()
     resumed = sum(feather.read_table(p, columns=["row"]).num_rows for p in done)

@@ -7,6 +7,7 @@ answer as with the local engine or the service. Ray is the optional extra `pip i
 The bundle directory must be readable by the workers (on a cluster: shared storage).
 """
 
+import importlib.util
 import os
 import shutil
 import time
@@ -18,7 +19,7 @@ import pyarrow as pa
 from serving.core.noise import seed_or_new
 from serving.core.rows import InputError
 from serving.jobs.chunk import ScoreJob, score_chunk
-from serving.jobs.local import Summary, count_anomalies, open_job
+from serving.jobs.local import Summary, count_anomalies, open_job, output_lock
 from serving.store import load_runtime
 from serving.tables.sources import csv_convert_options
 from serving.tables.write import write_table
@@ -64,6 +65,27 @@ def _read(source, ray):
                                  columns=source.feature_names + source.passthrough)
 
 
+def join_ray(ray, address: str | None) -> None:
+    """A local Ray of this machine's CPUs, or the cluster at `address` (its GCS address
+    HOST:PORT, as `ray start --head` prints it), whose workers get this package's code."""
+    if address is None:
+        ray.init(include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
+                 num_cpus=os.cpu_count())
+        return
+    if address.startswith("ray://") and importlib.util.find_spec("grpc") is None:
+        raise InputError(f"--ray-address {address} is a Ray Client address, which needs "
+                         f"pip install 'ray[client]'; or give the cluster's GCS address "
+                         f"HOST:PORT (6379 by default), which joins without it")
+    serving = Path(__file__).resolve().parent.parent
+    try:
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False,
+                 runtime_env={"py_modules": [str(serving)]})
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"could not join the Ray cluster at {address} ({first}); expected "
+                         f"the address `ray start --head` printed, such as HOST:6379") from None
+
+
 def run_ray(job: ScoreJob, address: str | None = None, threads: int | None = None,
             progress: bool = True) -> Summary:
     try:
@@ -73,9 +95,14 @@ def run_ray(job: ScoreJob, address: str | None = None, threads: int | None = Non
     started = time.perf_counter()
     runtime = load_runtime(job.model, threads)
     source = open_job(job, runtime)
+    with output_lock(Path(job.out)):
+        return _run(ray, job, runtime, source, address, threads, progress, started)
+
+
+def _run(ray, job: ScoreJob, runtime, source, address: str | None, threads: int | None,
+         progress: bool, started: float) -> Summary:
     seed = seed_or_new(job.seed)  # Ray Data has no resumable writes: a Ray job starts over
-    ray.init(address=address, include_dashboard=False, ignore_reinit_error=True,
-             log_to_driver=False, **({} if address else {"num_cpus": os.cpu_count()}))
+    join_ray(ray, address)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # rows keep their file order for zip
     context.enable_progress_bars = progress

@@ -9,6 +9,10 @@ from serving.core.rows import InputError, first_nonfinite
 def match_columns(columns: list[str], feature_names: list[str], where: str) -> list[str]:
     """The model's feature columns, by name; a one-line error names those the file lacks."""
     present = set(columns)
+    twice = sorted({name for name in feature_names if columns.count(name) > 1})
+    if twice:
+        raise InputError(f"{where} has {len(twice)} feature columns more than once "
+                         f"({', '.join(repr(n) for n in twice[:3])}); expected each column once")
     missing = [name for name in feature_names if name not in present]
     if missing:
         shown = ", ".join(repr(m) for m in missing[:3]) + (", ..." if len(missing) > 3 else "")

@@ -46,7 +46,7 @@ def open_npy(path: Path) -> np.ndarray:
     """A .npy file as a read-only memory map, refused unless 2-D and numeric."""
     try:
         x = np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as e:
+    except (ValueError, EOFError, OSError) as e:  # EOFError: an empty file
         raise InputError(f"{path} is not a readable .npy array ({e}); expected a 2-D numeric "
                          f"array saved with numpy.save") from None
     if x.dtype.kind not in "fiu":

@@ -54,6 +54,14 @@ def test_a_tampered_graph_is_refused(copy):
      r"feature_names has 63 names; n_features is 64"),
     (lambda b: edit_manifest(b, lambda m: m["calibration"].update(target_fpr=2)),
      r"calibration.target_fpr: Input should be less than 1"),
+    (lambda b: edit_manifest(b, lambda m: m["calibration"].update(threshold=float("nan"))),
+     r"threshold nan is not a finite number between the lowest and highest validation"),
+    (lambda b: edit_manifest(b, lambda m: m["calibration"].update(threshold=1e9)),
+     r"threshold 1000000000.0 is not a finite number between"),
+    (lambda b: edit_manifest(b, lambda m: m["calibration"]["quantiles"].reverse()),
+     r"quantiles are not in ascending order"),
+    (lambda b: edit_manifest(b, lambda m: m.update(version="1\r\nX-Injected: 1")),
+     r"version: String should match pattern"),
 ])
 def test_each_kind_of_damage_has_its_message(copy, damage, message):
     damage(copy)
@@ -110,3 +118,11 @@ def test_models_packaged_in_a_bento_are_found_without_a_store(bundle_dir, tmp_pa
     assert locate_bundle("vae:latest") == models / "v1"
     assert locate_bundle("vae") == models / "v1"
     assert locate_bundle("vae:v1") == models / "v1"
+
+
+def test_a_manifest_of_other_graphs_is_refused(copy):
+    """The graphs' metadata names their model; a manifest naming another is not theirs."""
+    edit_manifest(copy, lambda m: m.update(version="0123456789ab"))
+    with pytest.raises(BundleError, match=r"the manifest's version is '0123456789ab' but "
+                                          r"encoder.onnx says '[0-9a-f]{12}'"):
+        load_runtime(copy)

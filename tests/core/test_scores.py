@@ -1,6 +1,7 @@
 """The serving score maths against a direct float64 recomputation from the two graphs."""
 
 import numpy as np
+import pytest
 from scipy.special import logsumexp
 from scipy.stats import norm
 
@@ -87,3 +88,18 @@ def test_large_requests_are_chunked_without_changing_answers(runtime, digits_x):
         part = runtime.score(digits_x[start:stop], k, seed=4, start=start, explain=True)
         np.testing.assert_array_equal(part.score, whole.score[start:stop])
         np.testing.assert_array_equal(part.feature_nll, whole.feature_nll[start:stop])
+
+
+@pytest.mark.parametrize("value", [1e19, float(2**64), 3e38])
+def test_a_huge_finite_cell_is_flagged_with_a_number(runtime, digits_x, value):
+    """float32 maths overflows on such a row; NaN would compare false with the threshold and
+    call it normal. The score saturates at float32's largest value instead."""
+    x = digits_x[:3].copy()
+    x[1, 10] = value
+    scored = runtime.score(x, 16, seed=0)
+    assert np.isfinite(scored.score).all() and np.isfinite(scored.recon_nll).all()
+    assert scored.score[1] > runtime.threshold and scored.is_anomaly[1]
+    assert scored.percentile[1] == 100.0
+    if value > 1e30:  # its square overflows float32: the score saturates
+        assert scored.score[1] == np.finfo(np.float32).max
+    assert scored.score[0] == runtime.score(x[:1], 16, seed=0).score[0]  # others untouched

@@ -224,3 +224,22 @@ def test_sigterm_stops_cleanly(server):
     process = server["process"]
     os.killpg(process.pid, signal.SIGTERM)
     assert process.wait(timeout=30) == 0
+
+
+def test_a_damaged_bundle_stops_the_server_at_start_in_one_line(bundle_dir, tmp_path):
+    """Not workers crashing in a loop behind an open port: the process exits, so Kubernetes
+    shows CrashLoopBackOff and a rollout stops."""
+    import shutil
+
+    damaged = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, damaged)
+    (damaged / "decoder.onnx").unlink()
+    env = {**os.environ, "VAE_MODEL": str(damaged), "BENTOML_HOME": str(tmp_path / "home"),
+           "BENTOML_DO_NOT_TRACK": "True"}
+    done = subprocess.run([str(Path(sys.executable).with_name("bentoml")), "serve", "--port",
+                           str(free_port()), "--host", "127.0.0.1"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert f"vae-service: cannot serve {damaged}: bundle {damaged} has no decoder.onnx" in output
+    assert "Traceback" not in output, output[-3000:]

@@ -106,6 +106,10 @@ BAD_REQUESTS = [
     ("/sample", {"n": 301}, 400, "n: Input should be less than or equal to 300"),
     ("/sample", {"n": 0}, 400, "n: Input should be greater than or equal to 1"),
     ("/sample", {"n": 2, "temperature": -1}, 400, "temperature: Input should be greater than"),
+    ("/anomaly_score", {"x": [ROW] * 500, "n_samples": 17}, 400,
+     "500 rows × n_samples 17 is 8500 row-samples; at most 8192 are accepted per request"),
+    ("/encode", {"x": [ROW] * 10, "n_samples": 1000}, 400, "10000 row-samples; at most 8192"),
+    ("/reconstruct", {"x": [ROW] * 10, "n_samples": 1000}, 400, "10000 row-samples; at most"),
     ("/nowhere", {}, 404, "Not Found: no such endpoint; see the API page at / (its OpenAPI "
                           "schema at /docs.json)"),
 ]
@@ -239,6 +243,21 @@ def test_bad_uploads_get_400(http, name, content, message):
     response = http.post("/anomaly_score_file", files={"file": (name, content)})
     assert response.status_code == 400 and message in response.json()["error"]
     assert http.post("/anomaly_score", json=GOOD).status_code == 200
+
+
+def test_an_upload_over_the_row_limit_is_refused(http, runtime, tmp_path):
+    path = tmp_path / "big.npy"
+    np.save(path, np.zeros((1001, 64), np.float32))
+    response = http.post("/anomaly_score_file", files={"file": (path.name, path.read_bytes())},
+                         data={"n_samples": "1"})
+    assert response.status_code == 400
+    assert "the uploaded file has more than 1000 rows" in response.json()["error"]
+    np.save(path, np.zeros((1000, 64), np.float32))  # at the limit, in chunks of 8192 // 64
+    response = http.post("/anomaly_score_file", files={"file": (path.name, path.read_bytes())},
+                         data={"n_samples": "64", "seed": "2"})
+    assert response.status_code == 200
+    np.testing.assert_array_equal(np.load(io.BytesIO(response.content))["score"],
+                                  runtime.score(np.zeros((1000, 64), np.float32), 64, 2).score)
 
 
 def test_bad_upload_width(http, tmp_path):

@@ -236,3 +236,52 @@ def test_csv_pass_through_columns_keep_their_text_in_both_engines(tmp_path, runt
         assert table["ts"].to_pylist() == stamps and table["code"].to_pylist() == codes
         outputs.append((tmp_path / f"out{i}.csv").read_bytes())
     assert all(out == outputs[0] for out in outputs)  # the Ray output equals the local one
+
+
+def test_a_second_job_on_the_same_output_is_refused(tmp_path, bundle_dir, digits_x):
+    import fcntl
+
+    source = write(tmp_path / "in.npy", rows(digits_x, 100), [])
+    out = tmp_path / "out.parquet"
+    with open(tmp_path / ".out.parquet.lock", "a") as held:  # as a running job holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(InputError, match=r"another vae score is writing .*out.parquet"):
+            run_local(ScoreJob(input=source, model=str(bundle_dir), out=out), progress=False)
+    assert not out.exists()
+    run_local(ScoreJob(input=source, model=str(bundle_dir), out=out), progress=False)
+    assert out.exists() and not (tmp_path / ".out.parquet.lock").exists()
+
+
+def test_an_input_rewritten_in_place_restarts_the_job_and_says_why(tmp_path, runtime,
+                                                                   digits_x, bundle_dir,
+                                                                   capsys):
+    """Same size, same mtime, other rows: the parts of the old rows must not be reused."""
+    import os
+
+    x = rows(digits_x, 3000)
+    source = write(tmp_path / "in.npy", x, [])
+    out = tmp_path / "out.npy"
+    from serving.jobs.chunk import score_chunk
+    from serving.jobs.local import resume_or_start
+    job = ScoreJob(input=source, model=str(bundle_dir), out=out, seed=3, chunk_rows=1000)
+    parts, state = resume_or_start(job, runtime)
+    parts.save(0, score_chunk(runtime, 0, x[:1000], None, 16, 3))  # as a killed job left it
+    stat = source.stat()
+    np.save(source, x[::-1].copy())  # other rows, the same size
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    run_local(job, progress=False)
+    assert "starting over: the saved parts were of another job (input_sha256 changed)" in \
+        capsys.readouterr().err
+    np.testing.assert_array_equal(read(out)["score"], runtime.score(x[::-1], 16, 3).score)
+
+
+@pytest.mark.parametrize("make_out,message", [
+    (lambda d: (d / "dir.parquet").mkdir() or d / "dir.parquet", "is a directory; expected a file"),
+    (lambda d: d / "missing" / "o.parquet", "does not exist"),
+])
+def test_a_bad_output_place_is_refused_before_scoring(tmp_path, bundle_dir, digits_x, make_out,
+                                                      message):
+    source = write(tmp_path / "in.npy", rows(digits_x, 10), [])
+    with pytest.raises(InputError, match=message):
+        run_local(ScoreJob(input=source, model=str(bundle_dir), out=make_out(tmp_path)),
+                  progress=False)

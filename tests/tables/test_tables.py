@@ -91,3 +91,18 @@ def test_split_and_normalization_use_training_rows_only():
     np.testing.assert_allclose(mean, [0.0, 2.0])
     np.testing.assert_allclose(std, [1.0, 1.0])  # a constant feature keeps std 1
 
+
+
+def test_an_empty_npy_and_a_doubled_column_are_one_line(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from serving.tables.sources import open_source
+
+    (tmp_path / "empty.npy").write_bytes(b"")
+    with pytest.raises(InputError, match=r"empty.npy is not a readable .npy array"):
+        open_source(tmp_path / "empty.npy", ["a", "b"])
+    pq.write_table(pa.Table.from_arrays([pa.array([1.0])] * 3, names=["a", "b", "a"]),
+                   tmp_path / "twice.parquet")
+    with pytest.raises(InputError, match=r"has 1 feature columns more than once \('a'\)"):
+        open_source(tmp_path / "twice.parquet", ["a", "b"])

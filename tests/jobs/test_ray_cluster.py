@@ -1,0 +1,73 @@
+"""`vae score --engine ray` on a real multi-node Ray cluster: a head and a second raylet
+started with `ray start` on this machine, joined by address."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+from tests.http.test_serve import free_port
+
+RAY_ENV = {"RAY_AUTH_MODE": "disabled"}  # `ray start` turns token auth on by default
+
+
+def ray(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).with_name("ray")), *args],
+                          env={**os.environ, **RAY_ENV}, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    pytest.importorskip("ray")
+    port = free_port()
+    temp = tmp_path_factory.mktemp("ray")
+    head = ray("start", "--head", "--num-cpus=1", f"--port={port}", "--include-dashboard=false",
+               f"--temp-dir={temp}", "--disable-usage-stats")
+    assert head.returncode == 0, head.stderr[-2000:]
+    try:
+        worker = ray("start", f"--address=127.0.0.1:{port}", "--num-cpus=1",
+                     "--disable-usage-stats")
+        assert worker.returncode == 0, worker.stderr[-2000:]
+        yield f"127.0.0.1:{port}"
+    finally:
+        ray("stop", "--force")
+
+
+def test_the_cluster_has_two_nodes(cluster):
+    code = ("import ray; ray.init(address=%r, log_to_driver=False); "
+            "print(sum(n['Alive'] for n in ray.nodes()))" % cluster)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, **RAY_ENV}, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "2"
+
+
+def test_ray_engine_on_the_cluster_matches_the_local_engine(cluster, tmp_path, bundle_dir,
+                                                            digits_x):
+    np.save(tmp_path / "rows.npy", np.resize(digits_x, (4000, 64)))
+    common = ["--model", str(bundle_dir), "--seed", "9", "--chunk-rows", "1000", "--quiet"]
+    on_cluster = run_cli("score", str(tmp_path / "rows.npy"), "--out",
+                         str(tmp_path / "cluster.parquet"), "--engine", "ray",
+                         "--ray-address", cluster, *common, env=RAY_ENV, timeout=600)
+    assert on_cluster.returncode == 0, on_cluster.stderr[-3000:]
+    local = run_cli("score", str(tmp_path / "rows.npy"), "--out",
+                    str(tmp_path / "local.parquet"), *common)
+    assert local.returncode == 0, local.stderr
+    assert (tmp_path / "cluster.parquet").read_bytes() == (tmp_path / "local.parquet").read_bytes()
+
+
+def test_a_ray_client_address_without_ray_client_is_one_line(tmp_path, bundle_dir, digits_x):
+    pytest.importorskip("ray")
+    if __import__("importlib").util.find_spec("grpc") is not None:
+        pytest.skip("ray[client] is installed here")
+    np.save(tmp_path / "rows.npy", digits_x[:10])
+    done = run_cli("score", str(tmp_path / "rows.npy"), "--model", str(bundle_dir), "--out",
+                   str(tmp_path / "o.parquet"), "--engine", "ray", "--ray-address",
+                   "ray://127.0.0.1:10001", "--quiet")
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "needs pip install 'ray[client]'" in done.stderr
