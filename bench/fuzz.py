@@ -1,6 +1,6 @@
 """`make fuzz`: schemathesis over the service's OpenAPI schema against a real `bentoml serve`.
 
-    .venv/bin/python -m bench.fuzz [--model bundles/digits] [--examples 100]
+    .venv/bin/python -m bench.fuzz [--model bundles/digits] [--examples 200]
 
 Every operation of /docs.json gets generated requests, valid and not; the pass condition is
 no answer of 500 or above. Prints schemathesis's summary and the count of cases.
@@ -18,7 +18,7 @@ from bench.common import DEFAULT_MODEL, served
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    parser.add_argument("--examples", type=int, default=100, help="per operation")
+    parser.add_argument("--examples", type=int, default=200, help="per operation")
     args = parser.parse_args()
     with served(args.model, {"VAE_ORT_THREADS": "1"}) as url:
         done = subprocess.run(

@@ -10,6 +10,7 @@ BentoML upgrade means reading this one file. Imports nothing of ours.
 - Two servers on one BENTOML_HOME share (and wipe) one metrics directory:
   `metrics_directory_per_server`.
 - A service served from source is described by BentoML's boilerplate: `describe`.
+- An unparseable (multipart) body is answered 500: `unreadable_bodies_are_client_errors`.
 - #5540 (the client to a dependency service closes its session every 100 requests) and #4971
   (its keep-alive outlives the server's) no longer touch us: the service has no dependency
   since the model runs in the API process (serving/http/service.py). Reintroduce a
@@ -154,3 +155,30 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return pid > 0
+
+
+def unreadable_bodies_are_client_errors() -> None:
+    """BentoML answers 500 when the body cannot be parsed: Starlette's own 400 for a multipart
+    body without a boundary, python-multipart's MultipartParseError for a malformed one. Both
+    are the client's: they become BentoML's BadInput, a 400 saying what was wrong."""
+    from _bentoml_impl.server.app import ServiceAppFactory
+    from bentoml.exceptions import BadInput
+    from python_multipart.exceptions import MultipartParseError
+    from starlette.exceptions import HTTPException
+
+    original = ServiceAppFactory.api_endpoint
+    if getattr(original, "client_errors", False):
+        return
+
+    async def api_endpoint(self, name, request):
+        try:
+            return await original(self, name, request)
+        except HTTPException as e:
+            if 400 <= e.status_code < 500:
+                raise BadInput(f"the body could not be read ({e.detail})") from None
+            raise
+        except MultipartParseError as e:
+            raise BadInput(f"the multipart body could not be read ({e}); expected "
+                           f"multipart/form-data as curl -F file=@rows.parquet sends it") from None
+    api_endpoint.client_errors = True
+    ServiceAppFactory.api_endpoint = api_endpoint

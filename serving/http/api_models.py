@@ -22,17 +22,35 @@ Explain = Annotated[bool, Field(description="add feature_nll: each feature's sha
                                             "recon_nll", examples=[False])]
 
 
-class RequestTypes:
-    """The request field types under one service's limits (they show in the OpenAPI page)."""
+def rows_of(width: int | None) -> type:
+    """A row of `width` numbers: the width is stated in the OpenAPI schema (so generated
+    requests are meaningful) but checked by check_rows, whose message names the model field."""
+    if width is None:
+        return list[Number]
+    return Annotated[list[Number], Field(json_schema_extra={"minItems": width,
+                                                            "maxItems": width})]
 
-    def __init__(self, settings: Settings):
+
+def example_row(width: int) -> list[float]:
+    """A digit's pixels for the 64-feature digits model; zeros for any other width."""
+    digit = [0.0, 0.0, 5.0, 13.0, 9.0, 1.0, 0.0, 0.0] * 8
+    return digit if width == 64 else [0.0] * width
+
+
+class RequestTypes:
+    """The request field types under one service's limits and one model's widths (they show
+    in the OpenAPI page)."""
+
+    def __init__(self, settings: Settings, n_features: int | None = None,
+                 latent_dim: int | None = None):
         self.settings = settings
-        self.Rows = Annotated[list[list[Number]], Field(
+        self.Rows = Annotated[list[rows_of(n_features)], Field(
             description=f"rows of n_features numbers in raw feature units (at most "
                         f"{settings.max_rows})",
-            examples=[[[0.0, 0.0, 5.0, 13.0, 9.0, 1.0, 0.0, 0.0] * 8]])]
-        self.Latents = Annotated[list[list[Number]], Field(
-            description="latent codes, each of latent_dim numbers", examples=[[[0.0] * 16]])]
+            examples=[[example_row(n_features or 64)]])]
+        self.Latents = Annotated[list[rows_of(latent_dim)], Field(
+            description="latent codes, each of latent_dim numbers",
+            examples=[[[0.0] * (latent_dim or 16)]])]
         self.SampleCount = Annotated[int, Strict(), Field(
             ge=1, le=settings.max_sample_n, description="how many rows to sample",
             examples=[4])]

@@ -147,8 +147,10 @@ class JSONErrorMiddleware:
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             return await send_error(send, 413, too_large(int(length), limit))
-        if scope["method"] == "POST" and path in self.fields and path not in self.readable:
-            content_type = headers.get(b"content-type", b"").decode("latin-1")
+        content_type = headers.get(b"content-type", b"").decode("latin-1")
+        # a field-less endpoint (/metadata) may be POSTed with no body and no content type
+        if scope["method"] == "POST" and path in self.fields and \
+                (path not in self.readable or content_type):
             if (problem := content_type_error(path, content_type)) is not None:
                 return await send_error(send, 415, problem)
         body = BodyTooLarge(receive, limit)

@@ -34,12 +34,12 @@ from serving.store import is_model_tag, load_runtime, locate_bundle
 from serving.tables.sources import chunks, open_source
 from serving.tables.write import write_table
 from serving.workarounds import (describe, forbid_unknown_fields, metrics_directory_per_server,
-                                 quiet_client_errors)
+                                 quiet_client_errors, unreadable_bodies_are_client_errors)
 
 SETTINGS = Settings.from_env()
 try:  # `bentoml serve` imports this before it starts workers: a damaged bundle stops it here,
     # in one line and with a non-zero exit, instead of workers crashing over and over
-    load_bundle(locate_bundle(SETTINGS.model))
+    MANIFEST = load_bundle(locate_bundle(SETTINGS.model)).manifest
 except BundleError as e:
     raise SystemExit(f"vae-service: cannot serve {SETTINGS.model}: {e}") from None
 DESCRIPTION = """A variational autoencoder served on onnxruntime: anomaly scores (an
@@ -48,7 +48,7 @@ validation rows and an anomaly flag), latent codes, reconstructions and samples.
 draw comes from the request's `seed` (returned when not given), so any answer can be replayed
 bit for bit. Errors are HTTP 4xx with `{"error": "..."}`. The Open Inference Protocol (KServe
 V2) is served under /v2."""
-T = RequestTypes(SETTINGS)
+T = RequestTypes(SETTINGS, MANIFEST.n_features, MANIFEST.latent_dim)
 MEDIA_TYPES = {".csv": "text/csv", ".parquet": "application/vnd.apache.parquet",
                ".npy": "application/octet-stream"}
 
@@ -258,3 +258,4 @@ VAE.add_asgi_middleware(JSONErrorMiddleware, max_json_bytes=SETTINGS.max_json_by
 describe(VAE, DESCRIPTION)
 metrics_directory_per_server()  # in `bentoml serve`'s main process, before it starts workers
 quiet_client_errors()
+unreadable_bodies_are_client_errors()
