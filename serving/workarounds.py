@@ -88,7 +88,8 @@ class OneLineClientErrors(logging.Filter):
             return True
         path, method = (record.args + (None, None))[:2] if isinstance(record.args, tuple) \
             else (None, None)
-        message = _first_error(error).replace("\n", " ")
+        message = "".join(c if c.isprintable() else "?" for c in
+                          _first_error(error).replace("\n", " "))[:400]
         record.msg, record.args = "%s %s -> %d: %s", (method, path, status, message)
         record.exc_info = record.exc_text = None
         record.levelno, record.levelname = logging.INFO, "INFO"

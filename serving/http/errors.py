@@ -160,9 +160,19 @@ class JSONErrorMiddleware:
             await send_error(send, 413, too_large(f"over {limit}", limit))
 
 
+MAX_MESSAGE = 400  # characters of an error message
+
+
+def printable(message: str) -> str:
+    """The message on one line of printable text, at most MAX_MESSAGE characters: an input's
+    raw bytes (a .npy named .csv) are never echoed into the answer or the log."""
+    text = "".join(c if c.isprintable() else "?" for c in message.replace("\n", " "))
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 1] + "…"
+
+
 async def send_error(send, status: int, message: str, headers: list = ()) -> None:
-    """An answer `{"error": message}` with the given status."""
-    body = json.dumps({"error": message}).encode()
+    """An answer `{"error": message}` with the given status, the message made printable."""
+    body = json.dumps({"error": printable(message)}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [*headers, *JSON_HEADERS, (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

@@ -266,3 +266,30 @@ def test_bad_upload_width(http, tmp_path):
     response = http.post("/anomaly_score_file", files={"file": (path.name, path.read_bytes())})
     assert response.status_code == 400
     assert "the uploaded file has 10 columns; this model expects 64" in response.json()["error"]
+
+
+def test_a_huge_finite_cell_is_an_anomaly_with_a_number(http):
+    """1e19 overflows the float32 maths; the answer is still a number, flagged."""
+    row = [1.0] * 64
+    row[5] = 1e19
+    answer = http.post("/anomaly_score", json={"x": [row, [1.0] * 64], "seed": 1}).json()
+    assert all(isinstance(v, float) for v in answer["score"] + answer["percentile"])
+    assert answer["is_anomaly"][0] is True and answer["percentile"][0] == 100.0
+
+
+def test_a_malformed_multipart_body_is_a_400(http):
+    response = http.post("/anomaly_score_file", content=b"--b\r\n[]--b--\r\n",
+                         headers={"content-type": "multipart/form-data; boundary=b"})
+    assert response.status_code == 400
+    assert "body could not be read" in response.json()["error"]
+    assert http.post("/anomaly_score", json=GOOD).status_code == 200
+
+
+def test_binary_input_is_not_echoed_in_the_error(http):
+    """A .npy file named .csv: the message quotes no raw bytes."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros((3, 64), np.float32))
+    response = http.post("/anomaly_score_file", files={"file": ("rows.csv", buffer.getvalue())})
+    assert response.status_code == 400
+    message = response.json()["error"]
+    assert message.isprintable() and len(message) <= 400 and "\x93NUMPY" not in message
