@@ -11,6 +11,7 @@ BentoML upgrade means reading this one file. Imports nothing of ours.
   `metrics_directory_per_server`.
 - A service served from source is described by BentoML's boilerplate: `describe`.
 - An unparseable (multipart) body is answered 500: `unreadable_bodies_are_client_errors`.
+- Every unknown path becomes series of its own in /metrics: `unknown_paths_as_one_metric_label`.
 - #5540 (the client to a dependency service closes its session every 100 requests) and #4971
   (its keep-alive outlives the server's) no longer touch us: the service has no dependency
   since the model runs in the API process (serving/http/service.py). Reintroduce a
@@ -183,3 +184,36 @@ def unreadable_bodies_are_client_errors() -> None:
                            f"multipart/form-data as curl -F file=@rows.parquet sends it") from None
     api_endpoint.client_errors = True
     ServiceAppFactory.api_endpoint = api_endpoint
+
+
+UNKNOWN_PATH = "/__unknown__"
+INFRA_PREFIXES = ("/static_content/", "/assets/", "/v2")  # BentoML's docs page, the protocol
+INFRA_PATHS = ("/", "/docs.json", "/schema.json", "/livez", "/readyz", "/healthz", "/metrics")
+
+
+def unknown_paths_as_one_metric_label(api_routes: list[str]) -> None:
+    """BentoML's HTTP metrics carry the request's raw path as a label: every unknown path a
+    scanner tries adds about 20 series (3,300 of them made /metrics 12 MB). A path that is
+    not one of the service's is passed on as one path, /__unknown__, which is a 404 all the
+    same."""
+    from bentoml._internal.server.http import instruments
+
+    for middleware in (instruments.HTTPTrafficMetricsMiddleware,
+                       instruments.RunnerTrafficMetricsMiddleware):
+        original = middleware.__call__
+        known = getattr(original, "known_paths", None)
+        if known is not None:
+            known.update(api_routes)
+            continue
+        middleware.__call__ = _one_label_for_unknown_paths(original,
+                                                           set(INFRA_PATHS) | set(api_routes))
+
+
+def _one_label_for_unknown_paths(original, known: set[str]):
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] not in known and \
+                not scope["path"].startswith(INFRA_PREFIXES):
+            scope = {**scope, "path": UNKNOWN_PATH, "raw_path": UNKNOWN_PATH.encode()}
+        return await original(self, scope, receive, send)
+    __call__.known_paths = known
+    return __call__

@@ -34,7 +34,8 @@ from serving.store import is_model_tag, load_runtime, locate_bundle
 from serving.tables.sources import chunks, open_source
 from serving.tables.write import write_table
 from serving.workarounds import (describe, forbid_unknown_fields, metrics_directory_per_server,
-                                 quiet_client_errors, unreadable_bodies_are_client_errors)
+                                 quiet_client_errors, unknown_paths_as_one_metric_label,
+                                 unreadable_bodies_are_client_errors)
 
 SETTINGS = Settings.from_env()
 try:  # `bentoml serve` imports this before it starts workers: a damaged bundle stops it here,
@@ -252,10 +253,12 @@ class VAE:
 
 
 VAE.mount_asgi_app(oip.app, path="/v2", name="open-inference-protocol")
+FIELDS = forbid_unknown_fields(VAE)  # each API route and its request fields
 VAE.add_asgi_middleware(JSONErrorMiddleware, max_json_bytes=SETTINGS.max_json_bytes,
                         max_file_bytes=SETTINGS.max_file_bytes, readable=("/metadata",),
-                        fields=forbid_unknown_fields(VAE))
+                        fields=FIELDS)
 describe(VAE, DESCRIPTION)
 metrics_directory_per_server()  # in `bentoml serve`'s main process, before it starts workers
 quiet_client_errors()
 unreadable_bodies_are_client_errors()
+unknown_paths_as_one_metric_label(list(FIELDS))

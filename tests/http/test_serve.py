@@ -142,6 +142,20 @@ def test_client_errors_over_the_wire(server):
                                         "(feature_names in /metadata)"}
 
 
+def test_unknown_paths_add_no_metric_series(server):
+    """A scanner's random paths: one label value for all of them, and 404s all the same."""
+    def series() -> int:
+        return len(httpx.get(f"{server['url']}/metrics").text.splitlines())
+    httpx.get(f"{server['url']}/nowhere-0")
+    before = series()
+    for i in range(1, 40):
+        response = httpx.get(f"{server['url']}/nowhere-{i}/x?y={i}")
+        assert response.status_code == 404 and "no such endpoint" in response.json()["error"]
+    assert series() == before
+    assert httpx.get(f"{server['url']}/").status_code == 200  # the docs page and its assets
+    assert httpx.get(f"{server['url']}/static_content/swagger-ui.css").status_code == 200
+
+
 def test_a_client_mistake_is_one_log_line(server):
     """Not BentoML's ERROR with a 14-line traceback: one INFO line, endpoint, status, why."""
     for body in ({"x": [[1.0] * 5]}, {"x": [[1.0] * 64], "nsamples": 2}, {"x": [[1.0] * 64],
