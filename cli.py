@@ -1,4 +1,4 @@
-"""`vae`: the command line of SPEC.md. Each subcommand imports only what it needs, so
+"""`vae`: the command line of docs/contract.md. Each subcommand imports only what it needs, so
 `vae score` never loads torch."""
 
 import argparse

@@ -33,7 +33,7 @@ def model_version(vae: VAE) -> str:
 
 
 def validation_scores(graphs: VAEGraphs, x: np.ndarray, sampling: bool) -> np.ndarray:
-    """Scores of the validation rows with SPEC.md's noise, as the service would give them."""
+    """Scores of the validation rows with the contract's noise, as the service would give them."""
     noise = SeededNoise(CALIBRATION_SEED, CALIBRATION_SAMPLES, graphs.latent_dim)
     return graphs.score_rows(x, noise, sampling)[0].score
 

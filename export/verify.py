@@ -53,7 +53,7 @@ def parity(vae: VAE, graphs: VAEGraphs, x: np.ndarray, seed: int = 0) -> dict[st
     """Max |onnxruntime - torch| of every output and score term over PARITY_BATCHES × SAMPLES,
     with the largest |torch| value of each (the scale its float32 resolution depends on).
 
-    The rows are x repeated to each batch size; the noise is SPEC.md's draw for those rows.
+    The rows are x repeated to each batch size; the noise is the contract's draw for those rows.
     """
     worst: dict[str, dict] = {}
     for batch in PARITY_BATCHES:

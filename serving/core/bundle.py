@@ -1,4 +1,5 @@
-"""The bundle format of SPEC.md: encoder.onnx, decoder.onnx and manifest.json in one directory.
+"""The bundle format (docs/contract.md): encoder.onnx, decoder.onnx and manifest.json in one
+directory.
 
 This module is the one definition of the format: `export` writes bundles with `write_bundle`,
 and everything that runs a model reads them with `load_bundle`, which refuses a damaged bundle

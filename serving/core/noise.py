@@ -1,4 +1,4 @@
-"""The random-draw rule of SPEC.md: all noise comes from numpy, outside the graphs.
+"""The random-draw rule of docs/contract.md: all noise comes from numpy, outside the graphs.
 
 Rows are numbered from 0 within a request (within a file, by their position in the file) and
 grouped in blocks of 1024; block b draws from `numpy.random.default_rng([seed, b])`. A row's
@@ -59,7 +59,7 @@ class Noise(Protocol):
 
 @dataclass(frozen=True)
 class SeededNoise:
-    """SPEC.md's noise for rows numbered start, start+1, ... (their positions fix it)."""
+    """The contract's noise for rows numbered start, start+1, ... (their positions fix it)."""
 
     seed: int
     n_samples: int

@@ -59,7 +59,7 @@ def default_threads() -> int:
 
 
 class VAEGraphs:
-    """The encoder and decoder sessions, checked against the graph contract of SPEC.md."""
+    """The encoder and decoder sessions, checked against the graph contract of docs/contract.md."""
 
     def __init__(self, encoder: str | os.PathLike | bytes, decoder: str | os.PathLike | bytes,
                  n_features: int, latent_dim: int, threads: int | None = None):
@@ -133,7 +133,7 @@ class VAEGraphs:
 
 
 class VAERuntime:
-    """A verified bundle on onnxruntime, scoring rows by SPEC.md's draw rule and maths."""
+    """A verified bundle on onnxruntime, scoring rows by the contract's draw rule and maths."""
 
     def __init__(self, bundle: Bundle, threads: int | None = None):
         self.bundle = bundle
@@ -164,7 +164,7 @@ class VAERuntime:
         return check_rows(x, self.n_features, field, max_rows)
 
     def noise(self, seed: int, n_samples: int, start: int = 0) -> SeededNoise:
-        """SPEC.md's noise for rows numbered start, start+1, ... of this model."""
+        """The contract's noise for rows numbered start, start+1, ... of this model."""
         return SeededNoise(seed, n_samples, self.latent_dim, start)
 
     def score(self, x, n_samples: int, seed: int, start: int = 0, explain: bool = False,

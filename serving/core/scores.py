@@ -1,4 +1,4 @@
-"""The score maths of SPEC.md, vectorised over (K, B, ...) in float32.
+"""The score maths of docs/contract.md, vectorised over (K, B, ...) in float32.
 
 score      = -(logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log K)
              the importance-weighted bound of Burda et al. (2015), arXiv:1509.00519;

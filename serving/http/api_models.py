@@ -1,4 +1,4 @@
-"""Request field types and response models of the HTTP API (SPEC.md's table).
+"""Request field types and response models of the HTTP API (the contract's table).
 
 Numbers are strict: a string such as "1.5" is refused rather than converted. The limits come
 from the service's settings (serving.http.settings) and appear in its OpenAPI page.

@@ -2,7 +2,7 @@
 
 A request that arrives while a graph call runs waits for the next one, together with every
 other request that arrived meanwhile; when the service is idle a request runs at once, with no
-added wait. Each request brings its own noise, drawn by SPEC.md's rule before merging, and
+added wait. Each request brings its own noise, drawn by the contract's rule before merging, and
 onnxruntime's answer for a row does not depend on its batch-mates: merging never changes bits.
 """
 

@@ -1,7 +1,7 @@
-"""The HTTP service of SPEC.md: one BentoML service whose workers each hold the onnxruntime
+"""The HTTP service of docs/contract.md: one BentoML service whose workers each hold the onnxruntime
 sessions of the bundle.
 
-A request is checked, its noise drawn by SPEC.md's rule, and its rows handed to a Merger that
+A request is checked, its noise drawn by the contract's rule, and its rows handed to a Merger that
 runs the rows of concurrent requests in shared graph calls; no request crosses a process.
 Settings are read here, once, when `bentoml serve` imports the service.
 """

@@ -66,7 +66,7 @@ def score_table(first_row: int, scored: ScoredRows, passthrough: pa.Table | None
 def score_chunk(runtime: VAERuntime, first_row: int, x: np.ndarray,
                 passthrough: pa.Table | None, n_samples: int, seed: int,
                 with_latent: bool = False) -> pa.Table:
-    """Rows first_row, first_row+1, ... of a file, scored under SPEC.md's noise for their
+    """Rows first_row, first_row+1, ... of a file, scored under the contract's noise for their
     positions, as output rows."""
     scored = runtime.score_noised(x, runtime.noise(seed, n_samples, first_row),
                                   with_latent=with_latent)

@@ -62,7 +62,7 @@ class Evaluation:
 def evaluate(model: str | os.PathLike, data: str | os.PathLike, label_column: str,
              normal_value: str | None = None, n_samples: int = 16, seed: int = 0,
              threads: int | None = None) -> Evaluation:
-    """Score every row of a labelled file with the model (SPEC.md's noise, this seed) and
+    """Score every row of a labelled file with the model (the contract's noise, this seed) and
     measure how the scores separate its normal rows from its anomalous ones."""
     normal_value = DEFAULT_NORMAL_VALUE if normal_value is None else normal_value
     runtime = load_runtime(model, threads)

@@ -1,6 +1,6 @@
 """`vae score`: a file scored in chunks by the service's own runtime, resumable, written whole.
 
-Row i of the input gets the noise of SPEC.md's rule at position i, so the output is the same
+Row i of the input gets the contract's noise for position i, so the output is the same
 whatever --chunk-rows is, and the same as /anomaly_score for those rows, positions and seed.
 Each finished chunk is saved as a part in `.OUT.parts/` beside the output; an interrupted job
 run again with the same arguments skips the parts it has, and the output appears under its

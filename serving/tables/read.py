@@ -1,4 +1,5 @@
-"""Whole-file reads of numeric tables: .csv (header row), .parquet and .npy, with one-line errors."""
+"""Whole-file reads of numeric tables: .csv (header row), .parquet and .npy, with one-line
+errors."""
 
 import os
 from dataclasses import dataclass

@@ -66,7 +66,7 @@ def test_percentile_and_anomaly_flags(runtime, digits_x):
 
 
 def test_a_row_scores_the_same_alone_and_in_a_batch(runtime, digits_x):
-    """Bit for bit (SPEC.md): no term of a row may depend on how many rows came with it."""
+    """Bit for bit (docs/contract.md): no term of a row may depend on how many rows came with it."""
     whole = runtime.score(digits_x, 16, seed=9, explain=True)
     spans = [(i, i + 1) for i in range(300)] + [(1020, 1030), (1500, 1797)]
     for start, stop in spans:
