@@ -7,8 +7,11 @@ refuses bodies over the configured size with 413 before they are read.
 """
 
 import json
+import logging
 
 from serving.workarounds import JSON_HEADERS, read_by_get
+
+LOG = logging.getLogger("bentoml.vae")  # under BentoML's logger, so its handlers write it
 
 
 def _location(loc: list) -> str:
@@ -146,18 +149,18 @@ class JSONErrorMiddleware:
         headers = dict(scope.get("headers", []))
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            return await send_error(send, 413, too_large(int(length), limit))
+            return await refuse(scope, send, 413, too_large(int(length), limit))
         content_type = headers.get(b"content-type", b"").decode("latin-1")
         # a field-less endpoint (/metadata) may be POSTed with no body and no content type
         if scope["method"] == "POST" and path in self.fields and \
                 (path not in self.readable or content_type):
             if (problem := content_type_error(path, content_type)) is not None:
-                return await send_error(send, 415, problem)
+                return await refuse(scope, send, 415, problem)
         body = BodyTooLarge(receive, limit)
         answer = ErrorReshaper(send, body, self.fields.get(path))
         await self.app(scope, body, answer)
         if body.exceeded and not answer.started:
-            await send_error(send, 413, too_large(f"over {limit}", limit))
+            await refuse(scope, send, 413, too_large(f"over {limit}", limit))
 
 
 MAX_MESSAGE = 400  # characters of an error message
@@ -168,6 +171,12 @@ def printable(message: str) -> str:
     raw bytes (a .npy named .csv) are never echoed into the answer or the log."""
     text = "".join(c if c.isprintable() else "?" for c in message.replace("\n", " "))
     return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 1] + "…"
+
+
+async def refuse(scope, send, status: int, message: str) -> None:
+    """Answer a request the middleware itself refuses, and log it as one INFO line."""
+    LOG.info("%s %s -> %d: %s", scope["method"], scope["path"], status, printable(message))
+    await send_error(send, status, message)
 
 
 async def send_error(send, status: int, message: str, headers: list = ()) -> None:

@@ -167,6 +167,11 @@ def test_a_client_mistake_is_one_log_line(server):
     assert len(lines) >= 3, log[-3000:]
     assert any("x has 5 columns; this model expects 64" in line for line in lines)
     assert any("nsamples: Extra inputs are not permitted" in line for line in lines)
+    form = httpx.post(f"{server['url']}/encode", content=b"x=1",
+                      headers={"content-type": "application/x-www-form-urlencoded"})
+    assert form.status_code == 415
+    assert "POST /encode -> 415: the body is application/x-www-form-urlencoded" in \
+        server["log"].read_text()
 
 
 def test_open_inference_protocol_with_tritonclient(server, runtime, digits_x):
