@@ -209,14 +209,14 @@ class VAE:
 
     @bentoml.api
     async def anomaly_score_file(self, file: Path, n_samples: T.samples(1) = 16,
-                                 seed: Seed = None) -> Path:
+                                 seed: Seed = None, ctx: bentoml.Context = None) -> Path:
         """A .npy, .csv or .parquet file in; the same format out, one row of scores per row
         (row, score, recon_nll, kl, percentile, is_anomaly). Named columns are matched to
         the model's feature_names; a .npy file is taken by position."""
         seed = seed_or_new(seed)
         try:
             source = open_source(file, self.manifest.feature_names)
-            tables = await self._on_graph_thread(self._score_file, source, n_samples, seed)
+            tables = await self._score_file(source, n_samples, seed, ctx.request)
         except InputError as e:
             raise invalid(e, str(file)) from None
         fd, out = tempfile.mkstemp(suffix=source.kind)
@@ -227,21 +227,28 @@ class VAE:
                             headers={"X-VAE-Seed": str(seed), "X-VAE-Model-Version": self.version},
                             background=BackgroundTask(os.unlink, out))
 
-    def _score_file(self, source, n_samples: int, seed: int) -> list:
-        """Every chunk of an upload through the job step (on graph_thread), each at most
-        VAE_MAX_ROW_SAMPLES row-samples, the whole at most VAE_MAX_FILE_ROWS rows."""
+    async def _score_file(self, source, n_samples: int, seed: int, request) -> list:
+        """Every chunk of an upload through the job step, read and scored on graph_thread
+        (other requests run between chunks), each at most VAE_MAX_ROW_SAMPLES row-samples,
+        the whole at most VAE_MAX_FILE_ROWS rows. A client that went away stops the work."""
         tables = []
         chunk = max(1, min(SETTINGS.file_chunk_rows, SETTINGS.max_row_samples // n_samples))
-        for first, rows, _ in chunks(source, chunk):
+        rows_of = chunks(source, chunk)
+        while (item := await self._on_graph_thread(next, rows_of, None)) is not None:
+            first, rows, _ = item
             if first + len(rows) > SETTINGS.max_file_rows:
                 raise InputError(f"{source.path} has more than {SETTINGS.max_file_rows} rows; "
                                  f"at most that many are accepted per upload (score larger "
                                  f"files with `vae score`)")
-            table = score_chunk(self.runtime, first, rows, None, n_samples, seed)
+            table = await self._on_graph_thread(score_chunk, self.runtime, first, rows, None,
+                                                n_samples, seed)
             self._count("anomaly_score_file", table.num_rows,
                         table["is_anomaly"].to_numpy(zero_copy_only=False),
                         table["score"].to_numpy())
             tables.append(table)
+            if await request.is_disconnected():
+                raise bentoml.exceptions.BadInput("the client went away; the upload's scoring "
+                                                  "stopped")
         if not tables:
             raise InputError(f"{source.path} has no rows; expected at least one row to score")
         return tables

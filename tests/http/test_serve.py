@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -262,3 +263,21 @@ def test_a_damaged_bundle_stops_the_server_at_start_in_one_line(bundle_dir, tmp_
     output = done.stdout + done.stderr
     assert f"vae-service: cannot serve {damaged}: bundle {damaged} has no decoder.onnx" in output
     assert "Traceback" not in output, output[-3000:]
+
+
+def test_an_upload_whose_client_went_away_stops_being_scored(server, tmp_path):
+    """Scoring an upload stops between chunks once its client has disconnected."""
+    path = tmp_path / "big.npy"
+    np.save(path, np.resize(np.arange(64, dtype=np.float32), (400_000, 64)))
+    name = 'vae_rows_total{endpoint="anomaly_score_file"}'
+    before = metric_value(server, name)
+    with pytest.raises(httpx.TimeoutException):  # the client gives up after 2 s
+        httpx.post(f"{server['url']}/anomaly_score_file", timeout=httpx.Timeout(60, read=2),
+                   files={"file": ("big.npy", path.read_bytes())}, data={"n_samples": "64"})
+    time.sleep(3)
+    stopped_at = metric_value(server, name)
+    time.sleep(3)
+    assert metric_value(server, name) == stopped_at  # no chunk scored any more
+    assert stopped_at < before + 400_000  # it did not run to the end
+    assert httpx.post(f"{server['url']}/anomaly_score",
+                      json={"x": [[1.0] * 64]}).status_code == 200
