@@ -240,12 +240,6 @@ def test_serving_processes_never_load_torch(server):
         assert "libtorch" not in maps and "/torch/" not in maps, pid
 
 
-def test_sigterm_stops_cleanly(server):
-    process = server["process"]
-    os.killpg(process.pid, signal.SIGTERM)
-    assert process.wait(timeout=30) == 0
-
-
 def test_a_damaged_bundle_stops_the_server_at_start_in_one_line(bundle_dir, tmp_path):
     """Not workers crashing in a loop behind an open port: the process exits, so Kubernetes
     shows CrashLoopBackOff and a rollout stops."""
@@ -281,3 +275,9 @@ def test_an_upload_whose_client_went_away_stops_being_scored(server, tmp_path):
     assert stopped_at < before + 400_000  # it did not run to the end
     assert httpx.post(f"{server['url']}/anomaly_score",
                       json={"x": [[1.0] * 64]}).status_code == 200
+
+
+def test_sigterm_stops_cleanly(server):
+    process = server["process"]
+    os.killpg(process.pid, signal.SIGTERM)
+    assert process.wait(timeout=30) == 0  # last: it stops the module's server
