@@ -1,7 +1,7 @@
 """Where BentoML 1.4 does not do what this service needs, and what we do instead.
 
 Every place the code works around BentoML is here, with the upstream reference, so that a
-BentoML upgrade means reading this one file. Imports nothing of ours.
+BentoML upgrade means reading this one file. Of ours, it imports only serving.core.
 
 - A bento's container has no model store: `packaged_model` finds the models it carries.
 - GET on a field-less POST endpoint (/metadata): `read_by_get` rewrites the request.
@@ -21,6 +21,8 @@ BentoML upgrade means reading this one file. Imports nothing of ours.
 import logging
 import os
 from pathlib import Path
+
+from serving.core.rows import printable
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
@@ -89,8 +91,7 @@ class OneLineClientErrors(logging.Filter):
             return True
         path, method = (record.args + (None, None))[:2] if isinstance(record.args, tuple) \
             else (None, None)
-        message = "".join(c if c.isprintable() else "?" for c in
-                          _first_error(error).replace("\n", " "))[:400]
+        message = printable(_first_error(error))
         record.msg, record.args = "%s %s -> %d: %s", (method, path, status, message)
         record.exc_info = record.exc_text = None
         record.levelno, record.levelname = logging.INFO, "INFO"

@@ -7,6 +7,13 @@ class InputError(ValueError):
     """Input rows that are not what the model expects; the message names field, fault and need."""
 
 
+def printable(message: str, limit: int = 400) -> str:
+    """A message as one line of printable text, at most `limit` characters: an input's raw
+    bytes (a .npy named .csv) are never echoed into an answer or a log."""
+    text = "".join(c if c.isprintable() else "?" for c in message.replace("\n", " "))
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def first_nonfinite(x: np.ndarray) -> tuple[int, int, str] | None:
     """(row, column, "NaN" or "infinite") of the first non-finite value of x (B, F), or None."""
     finite = np.isfinite(x)

@@ -9,6 +9,7 @@ refuses bodies over the configured size with 413 before they are read.
 import json
 import logging
 
+from serving.core.rows import printable
 from serving.workarounds import JSON_HEADERS, read_by_get
 
 LOG = logging.getLogger("bentoml.vae")  # under BentoML's logger, so its handlers write it
@@ -161,16 +162,6 @@ class JSONErrorMiddleware:
         await self.app(scope, body, answer)
         if body.exceeded and not answer.started:
             await refuse(scope, send, 413, too_large(f"over {limit}", limit))
-
-
-MAX_MESSAGE = 400  # characters of an error message
-
-
-def printable(message: str) -> str:
-    """The message on one line of printable text, at most MAX_MESSAGE characters: an input's
-    raw bytes (a .npy named .csv) are never echoed into the answer or the log."""
-    text = "".join(c if c.isprintable() else "?" for c in message.replace("\n", " "))
-    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 1] + "…"
 
 
 async def refuse(scope, send, status: int, message: str) -> None:

@@ -30,7 +30,8 @@ from serving.http.merger import Job, Merger
 from serving.http.settings import Settings
 from serving.jobs.chunk import score_chunk
 from serving.core.bundle import BundleError, load_bundle
-from serving.store import is_model_tag, load_runtime, locate_bundle
+from serving.core.runtime import VAERuntime
+from serving.store import is_model_tag, locate_bundle
 from serving.tables.sources import chunks, open_source
 from serving.tables.write import write_table
 from serving.workarounds import (describe, forbid_unknown_fields, metrics_directory_per_server,
@@ -40,7 +41,7 @@ from serving.workarounds import (describe, forbid_unknown_fields, metrics_direct
 SETTINGS = Settings.from_env()
 try:  # `bentoml serve` imports this before it starts workers: a damaged bundle stops it here,
     # in one line and with a non-zero exit, instead of workers crashing over and over
-    MANIFEST = load_bundle(locate_bundle(SETTINGS.model)).manifest
+    BUNDLE = load_bundle(locate_bundle(SETTINGS.model))
 except BundleError as e:
     raise SystemExit(f"vae-service: cannot serve {SETTINGS.model}: {e}") from None
 DESCRIPTION = """A variational autoencoder served on onnxruntime: anomaly scores (an
@@ -49,7 +50,7 @@ validation rows and an anomaly flag), latent codes, reconstructions and samples.
 draw comes from the request's `seed` (returned when not given), so any answer can be replayed
 bit for bit. Errors are HTTP 4xx with `{"error": "..."}`. The Open Inference Protocol (KServe
 V2) is served under /v2."""
-T = RequestTypes(SETTINGS, MANIFEST.n_features, MANIFEST.latent_dim)
+T = RequestTypes(SETTINGS, BUNDLE.manifest.n_features, BUNDLE.manifest.latent_dim)
 MEDIA_TYPES = {".csv": "text/csv", ".parquet": "application/vnd.apache.parquet",
                ".npy": "application/octet-stream"}
 
@@ -80,7 +81,7 @@ class VAE:
     def __init__(self) -> None:
         quiet_client_errors()  # in the worker, after BentoML has set up its logging
         self.settings = SETTINGS
-        self.runtime = load_runtime(SETTINGS.model, SETTINGS.ort_threads)
+        self.runtime = VAERuntime(BUNDLE, SETTINGS.ort_threads)  # verified at import
         self.runtime.warm_up()
         self.manifest = self.runtime.manifest
         self.version = self.runtime.version
