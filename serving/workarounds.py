@@ -12,6 +12,8 @@ BentoML upgrade means reading this one file. Of ours, it imports only serving.co
 - A service served from source is described by BentoML's boilerplate: `describe`.
 - An unparseable (multipart) body is answered 500: `unreadable_bodies_are_client_errors`.
 - Every unknown path becomes series of its own in /metrics: `unknown_paths_as_one_metric_label`.
+- uvicorn (under BentoML's workers) closes idle connections only after a response: one that
+  never completes its headers stays open for ever: `header_timeout`.
 - #5540 (the client to a dependency service closes its session every 100 requests) and #4971
   (its keep-alive outlives the server's) no longer touch us: the service has no dependency
   since the model runs in the API process (serving/http/service.py). Reintroduce a
@@ -163,11 +165,16 @@ def _alive(pid: int) -> bool:
 def unreadable_bodies_are_client_errors() -> None:
     """BentoML answers 500 when the body cannot be parsed: Starlette's own 400 for a multipart
     body without a boundary, python-multipart's MultipartParseError for a malformed one. Both
-    are the client's: they become BentoML's BadInput, a 400 saying what was wrong."""
+    are the client's: they become BentoML's BadInput, a 400 saying what was wrong. A body
+    whose client went away (or that serving.http.errors cut off as too large or too slow) is
+    logged by BentoML as an ERROR traceback; it is answered 400 instead, which the middleware
+    replaces with its 413 or 408, or which nobody hears."""
     from _bentoml_impl.server.app import ServiceAppFactory
     from bentoml.exceptions import BadInput
     from python_multipart.exceptions import MultipartParseError
     from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect
+    from starlette.responses import JSONResponse
 
     original = ServiceAppFactory.api_endpoint
     if getattr(original, "client_errors", False):
@@ -183,6 +190,8 @@ def unreadable_bodies_are_client_errors() -> None:
         except MultipartParseError as e:
             raise BadInput(f"the multipart body could not be read ({e}); expected "
                            f"multipart/form-data as curl -F file=@rows.parquet sends it") from None
+        except ClientDisconnect:
+            return JSONResponse({"error": "the body was cut off"}, status_code=400)
     api_endpoint.client_errors = True
     ServiceAppFactory.api_endpoint = api_endpoint
 
@@ -218,3 +227,43 @@ def _one_label_for_unknown_paths(original, known: set[str]):
         return await original(self, scope, receive, send)
     __call__.known_paths = known
     return __call__
+
+
+def header_timeout(seconds: float) -> None:
+    """uvicorn times out a keep-alive connection that sits idle after a response, but not one
+    that sends nothing or trickles its headers (a slowloris holds a connection for ever; 500
+    such connections stayed open for 90–156 s and more). Each connection gets a watch: if a
+    new request's headers have not arrived `seconds` after the connection opened or after the
+    last response, it is closed. BentoML builds uvicorn's Config itself, so the protocols are
+    patched (in the worker process, before it accepts connections)."""
+    import importlib
+
+    for module, name in (("h11_impl", "H11Protocol"), ("httptools_impl", "HttpToolsProtocol")):
+        try:  # uvicorn uses httptools when it is installed, else h11
+            protocol = getattr(importlib.import_module(f"uvicorn.protocols.http.{module}"), name)
+        except ImportError:
+            continue
+        original = protocol.connection_made
+        if getattr(original, "header_timeout", None) is not None:
+            original.header_timeout[0] = seconds
+            continue
+        protocol.connection_made = _watched(original, [seconds])
+
+
+def _watched(connection_made, timeout: list[float]):
+    def watch(protocol, last_cycle) -> None:
+        transport = protocol.transport
+        if transport is None or transport.is_closing():
+            return
+        cycle = protocol.cycle
+        waiting = cycle is None or cycle.response_complete  # no request under way
+        if waiting and cycle is last_cycle:  # and none began since the last look
+            transport.close()
+            return
+        protocol.loop.call_later(timeout[0], watch, protocol, cycle)
+
+    def patched(self, transport) -> None:
+        connection_made(self, transport)
+        self.loop.call_later(timeout[0], watch, self, self.cycle)
+    patched.header_timeout = timeout
+    return patched

@@ -2,11 +2,14 @@
 
 BentoML answers a pydantic validation failure with a generic title and a `detail` list, and a
 4xx BentoMLException with a one-element list; Starlette answers unknown routes in plain text.
-`JSONErrorMiddleware` rewrites each into `{"error": ...}` naming the field and the fault, and
-refuses bodies over the configured size with 413 before they are read.
+`JSONErrorMiddleware` rewrites each into `{"error": ...}` naming the field and the fault,
+refuses bodies over the configured size with 413 before they are read, and a body that has
+not arrived in time with 408.
 """
 
+import asyncio
 import json
+import time
 import logging
 
 from serving.core.rows import printable
@@ -66,34 +69,49 @@ def one_line_error(body: bytes, status: int, fields: list[str] | None = None) ->
     return str(data.get("error", data))
 
 
-class BodyTooLarge:
-    """A receive() that stops passing the body on once it exceeds `limit` bytes."""
+class BoundedBody:
+    """A receive() that stops passing the body on once it exceeds `limit` bytes, or once it
+    has taken more than `seconds` to arrive (a trickled body holds a worker's memory and a
+    connection; the client is answered 408). Either way the app sees the client go away."""
 
-    def __init__(self, receive, limit: int):
+    def __init__(self, receive, limit: int, seconds: float):
         self.receive, self.limit = receive, limit
-        self.received, self.exceeded = 0, False
+        self.deadline = time.monotonic() + seconds
+        self.received, self.exceeded, self.timed_out, self.complete = 0, False, False, False
+
+    @property
+    def refused(self) -> bool:
+        return self.exceeded or self.timed_out
 
     async def __call__(self):
-        message = await self.receive()
+        if self.complete:  # after the body, receive() only waits for a disconnect
+            return await self.receive()
+        try:
+            message = await asyncio.wait_for(self.receive(),
+                                             max(0.0, self.deadline - time.monotonic()))
+        except TimeoutError:
+            self.timed_out = True
+            return {"type": "http.disconnect"}
         if message["type"] == "http.request":
             self.received += len(message.get("body", b""))
             if self.received > self.limit:
                 self.exceeded = True
                 return {"type": "http.disconnect"}
+            self.complete = not message.get("more_body", False)
         return message
 
 
 class ErrorReshaper:
     """A send() that holds back each 4xx answer and sends it as `{"error": "..."}` instead;
-    after an oversized body it sends nothing (the middleware answers 413)."""
+    after a refused body it sends nothing (the middleware answers 413 or 408)."""
 
-    def __init__(self, send, body: BodyTooLarge, fields: list[str] | None):
+    def __init__(self, send, body: BoundedBody, fields: list[str] | None):
         self.send, self.body, self.fields = send, body, fields
         self.started = False
         self.held: dict = {}
 
     async def __call__(self, message):
-        if self.body.exceeded:
+        if self.body.refused:
             return
         if message["type"] == "http.response.start":
             if 400 <= message["status"] < 500:
@@ -111,6 +129,11 @@ class ErrorReshaper:
                                  kept)
             return
         await self.send(message)
+
+
+def too_slow(seconds: float) -> str:
+    return (f"the body did not arrive within {seconds:g} s; send it whole and at once, or "
+            f"raise the service's VAE_BODY_TIMEOUT")
 
 
 def too_large(size: int | str, limit: int) -> str:
@@ -134,10 +157,11 @@ def content_type_error(path: str, content_type: str) -> str | None:
 
 
 class JSONErrorMiddleware:
-    def __init__(self, app, max_json_bytes: int, max_file_bytes: int,
+    def __init__(self, app, max_json_bytes: int, max_file_bytes: int, body_timeout: float,
                  readable: tuple[str, ...] = (), fields: dict[str, list[str]] | None = None):
         self.app = app
         self.max_json_bytes, self.max_file_bytes = max_json_bytes, max_file_bytes
+        self.body_timeout = body_timeout
         self.readable = readable  # field-less POST endpoints that GET may read too
         self.fields = fields or {}  # the request fields of each API route
 
@@ -157,11 +181,13 @@ class JSONErrorMiddleware:
                 (path not in self.readable or content_type):
             if (problem := content_type_error(path, content_type)) is not None:
                 return await refuse(scope, send, 415, problem)
-        body = BodyTooLarge(receive, limit)
+        body = BoundedBody(receive, limit, self.body_timeout)
         answer = ErrorReshaper(send, body, self.fields.get(path))
         await self.app(scope, body, answer)
         if body.exceeded and not answer.started:
             await refuse(scope, send, 413, too_large(f"over {limit}", limit))
+        elif body.timed_out and not answer.started:
+            await refuse(scope, send, 408, too_slow(self.body_timeout))
 
 
 async def refuse(scope, send, status: int, message: str) -> None:

@@ -34,8 +34,9 @@ from serving.core.runtime import VAERuntime
 from serving.store import is_model_tag, locate_bundle
 from serving.tables.sources import chunks, open_source
 from serving.tables.write import write_table
-from serving.workarounds import (describe, forbid_unknown_fields, metrics_directory_per_server,
-                                 quiet_client_errors, unknown_paths_as_one_metric_label,
+from serving.workarounds import (describe, forbid_unknown_fields, header_timeout,
+                                 metrics_directory_per_server, quiet_client_errors,
+                                 unknown_paths_as_one_metric_label,
                                  unreadable_bodies_are_client_errors)
 
 SETTINGS = Settings.from_env()
@@ -263,10 +264,12 @@ class VAE:
 VAE.mount_asgi_app(oip.app, path="/v2", name="open-inference-protocol")
 FIELDS = forbid_unknown_fields(VAE)  # each API route and its request fields
 VAE.add_asgi_middleware(JSONErrorMiddleware, max_json_bytes=SETTINGS.max_json_bytes,
-                        max_file_bytes=SETTINGS.max_file_bytes, readable=("/metadata",),
+                        max_file_bytes=SETTINGS.max_file_bytes,
+                        body_timeout=SETTINGS.body_timeout, readable=("/metadata",),
                         fields=FIELDS)
 describe(VAE, DESCRIPTION)
 metrics_directory_per_server()  # in `bentoml serve`'s main process, before it starts workers
 quiet_client_errors()
 unreadable_bodies_are_client_errors()
 unknown_paths_as_one_metric_label(list(FIELDS))
+header_timeout(SETTINGS.header_timeout)

@@ -24,6 +24,9 @@ class Settings:
     # into one graph call (a larger request runs alone)
     file_chunk_rows: int = 8192  # VAE_FILE_CHUNK_ROWS: rows per graph call for files
     timeout: int = 120  # VAE_TIMEOUT: seconds a request may take
+    header_timeout: int = 10  # VAE_HEADER_TIMEOUT: seconds for a request's headers to arrive
+    # (on a new connection, or after the last answer on a kept-alive one)
+    body_timeout: int = 60  # VAE_BODY_TIMEOUT: seconds for a request's body to arrive
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> "Settings":

@@ -1,5 +1,6 @@
 """A real `bentoml serve` process on a free port, driven by bentoml.SyncHTTPClient."""
 
+import json
 import os
 import signal
 import socket
@@ -28,7 +29,8 @@ def start_server(bundle: Path, home: Path, log_path: Path) -> dict:
     """`bentoml serve` of the bundle on a free port, ready."""
     port = free_port()
     env = {**os.environ, "VAE_MODEL": str(bundle), "BENTOML_HOME": str(home),
-           "BENTOML_DO_NOT_TRACK": "True", "VAE_MAX_ROWS": "10000"}
+           "BENTOML_DO_NOT_TRACK": "True", "VAE_MAX_ROWS": "10000",
+           "VAE_HEADER_TIMEOUT": "5", "VAE_BODY_TIMEOUT": "10"}
     process = subprocess.Popen([str(Path(sys.executable).with_name("bentoml")), "serve",
                                 "--port", str(port), "--host", "127.0.0.1"],
                                cwd=ROOT, env=env, stdout=open(log_path, "w"),
@@ -275,6 +277,59 @@ def test_an_upload_whose_client_went_away_stops_being_scored(server, tmp_path):
     assert stopped_at < before + 400_000  # it did not run to the end
     assert httpx.post(f"{server['url']}/anomaly_score",
                       json={"x": [[1.0] * 64]}).status_code == 200
+
+
+def raw_request(server, data: bytes) -> bytes:
+    """What the server sends back, until it closes the connection, for these bytes sent on a
+    fresh connection and then nothing more."""
+    port = int(server["url"].rsplit(":", 1)[1])
+    answer = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as connection:
+        connection.sendall(data)
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize("opening", [b"", b"POST /encode HTTP/1.1\r\nHost: x\r\n"],
+                         ids=["no bytes", "headers never finished"])
+def test_a_connection_without_a_request_is_closed(server, opening):
+    """A connection that never completes its headers is closed (VAE_HEADER_TIMEOUT), with no
+    answer, instead of being held open for ever."""
+    assert raw_request(server, opening) == b""
+
+
+def test_a_trickled_body_is_answered_408(server):
+    log_size = server["log"].stat().st_size
+    answer = raw_request(server, b"POST /anomaly_score HTTP/1.1\r\nHost: x\r\n"
+                                 b"Content-Type: application/json\r\nContent-Length: 1000"
+                                 b"\r\n\r\n{\"x\": [[")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), answer
+    assert json.loads(body) == {"error": "the body did not arrive within 10 s; send it whole "
+                                         "and at once, or raise the service's VAE_BODY_TIMEOUT"}
+    assert httpx.post(f"{server['url']}/anomaly_score",
+                      json={"x": [[1.0] * 64]}).status_code == 200
+    log = server["log"].read_text()[log_size:]
+    assert "POST /anomaly_score -> 408: the body did not arrive" in log
+    assert "Traceback" not in log and "ERROR" not in log, log
+
+
+def test_the_largest_legal_request_of_each_endpoint_stays_under_its_bound(server, runtime,
+                                                                        tmp_path):
+    """At the default limits, each endpoint's largest request (rows × n_samples at
+    VAE_MAX_ROW_SAMPLES, VAE_MAX_ROWS rows, a VAE_MAX_FILE_ROWS upload) keeps the worker's
+    peak resident memory under bench.memory.LIMIT_MB, half the Deployment's 2 GiB."""
+    from bench.memory import LIMIT_MB, measure, worker_pid
+    from serving.http.settings import Settings
+
+    figures = measure(server["url"], worker_pid(server["process"].pid), Settings.from_env({}),
+                      runtime.n_features, runtime.latent_dim, tmp_path)
+    assert set(figures) == {"encode", "decode", "sample", "reconstruct", "anomaly_score",
+                            "anomaly_score_file"}
+    for name, figure in figures.items():
+        assert figure["status"] == 200, (name, figure)
+        assert figure["peak_mb"] < LIMIT_MB, (name, figure)
 
 
 def test_sigterm_stops_cleanly(server):
