@@ -36,7 +36,7 @@ from serving.tables.sources import chunks, open_source
 from serving.tables.write import write_table
 from serving.workarounds import (describe, forbid_unknown_fields, header_timeout,
                                  metrics_directory_per_server, quiet_client_errors,
-                                 unknown_paths_as_one_metric_label,
+                                 request_timers_cancelled, unknown_paths_as_one_metric_label,
                                  unreadable_bodies_are_client_errors)
 
 SETTINGS = Settings.from_env()
@@ -273,3 +273,4 @@ quiet_client_errors()
 unreadable_bodies_are_client_errors()
 unknown_paths_as_one_metric_label(list(FIELDS))
 header_timeout(SETTINGS.header_timeout)
+request_timers_cancelled()
