@@ -5,7 +5,6 @@
 and draws the noise by the rule of `serving.core.noise`.
 """
 
-import ctypes
 import os
 from dataclasses import dataclass
 
@@ -37,24 +36,6 @@ class ScoredRows(Scores):
     percentile: np.ndarray  # (B,)
     is_anomaly: np.ndarray  # (B,)
     mu: np.ndarray | None = None  # (B, D) when asked for
-
-
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
-
-
-def large_arrays_from_mmap() -> None:
-    """Give each large array its own memory mapping, returned to the system when freed.
-
-    glibc raises its mmap threshold (up to 32 MB) whenever a mapped block is freed; from then
-    on a graph call's large arrays come from the heap, and a small object that outlives them
-    (a 32 KB column of a scored chunk, a request's answer) pins the heap above them, so it
-    never shrinks. A file endpoint grew by 22 MB per 8,192-row chunk that way, and a serving
-    worker by hundreds of MB under small requests. Setting the threshold (to glibc's own
-    initial 128 KiB) turns that adjustment off. Elsewhere than glibc there is nothing to do."""
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 128 * 1024)
-    except (OSError, AttributeError):
-        pass
 
 
 def session_options(threads: int) -> ort.SessionOptions:
@@ -155,7 +136,6 @@ class VAERuntime:
     """A verified bundle on onnxruntime, scoring rows by the contract's draw rule and maths."""
 
     def __init__(self, bundle: Bundle, threads: int | None = None):
-        large_arrays_from_mmap()
         self.bundle = bundle
         self.manifest = manifest = bundle.manifest
         self.n_features, self.latent_dim = manifest.n_features, manifest.latent_dim

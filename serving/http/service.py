@@ -7,12 +7,13 @@ Settings are read here, once, when `bentoml serve` imports the service.
 """
 
 import asyncio
+import contextlib
 import os
+import queue
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import anyio
 import bentoml
 import numpy as np
 import prometheus_client
@@ -63,6 +64,15 @@ ANOMALIES = prometheus_client.Counter("vae_anomalies", "rows flagged is_anomaly,
 SCORES = prometheus_client.Histogram(
     "vae_anomaly_score", "anomaly scores answered (nats)",
     buckets=(-100, -20, 0, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, float("inf")))
+
+
+def _until_done(scored: queue.Queue):
+    """The tables put on the queue, until None; an exception put there is raised (so that the
+    writer keeps nothing of a failed upload)."""
+    while (table := scored.get()) is not None:
+        if isinstance(table, BaseException):
+            raise table
+        yield table
 
 
 def invalid(error: InputError, file: str | None = None) -> bentoml.exceptions.InvalidArgument:
@@ -216,44 +226,60 @@ class VAE:
         (row, score, recon_nll, kl, percentile, is_anomaly). Named columns are matched to
         the model's feature_names; a .npy file is taken by position."""
         seed = seed_or_new(seed)
+        fd, out = tempfile.mkstemp(suffix=Path(file).suffix.lower())
+        os.close(fd)
         try:
             source = open_source(file, self.manifest.feature_names)
-            tables = await self._score_file(source, n_samples, seed, ctx.request)
-        except InputError as e:
-            raise invalid(e, str(file)) from None
-        fd, out = tempfile.mkstemp(suffix=source.kind)
-        os.close(fd)
-        await anyio.to_thread.run_sync(write_table, tables, Path(out))
+            await self._score_file(source, n_samples, seed, ctx.request, Path(out))
+        except BaseException as e:
+            os.unlink(out)
+            if isinstance(e, InputError):
+                raise invalid(e, str(file)) from None
+            raise
         return FileResponse(out, media_type=MEDIA_TYPES[source.kind],
                             filename=f"scores{source.kind}",
                             headers={"X-VAE-Seed": str(seed), "X-VAE-Model-Version": self.version},
                             background=BackgroundTask(os.unlink, out))
 
-    async def _score_file(self, source, n_samples: int, seed: int, request) -> list:
+    async def _score_file(self, source, n_samples: int, seed: int, request, out: Path) -> None:
         """Every chunk of an upload through the job step, read and scored on graph_thread
         (other requests run between chunks), each at most VAE_MAX_ROW_SAMPLES row-samples,
-        the whole at most VAE_MAX_FILE_ROWS rows. A client that went away stops the work."""
-        tables = []
+        the whole at most VAE_MAX_FILE_ROWS rows, and handed to a writer thread as it comes:
+        no more than a few chunks' scores are held at once. A client that went away stops
+        the work, and a failed upload leaves no output."""
         chunk = max(1, min(SETTINGS.file_chunk_rows, SETTINGS.max_row_samples // n_samples))
         rows_of = chunks(source, chunk)
-        while (item := await self._on_graph_thread(next, rows_of, None)) is not None:
-            first, rows, _ = item
-            if first + len(rows) > SETTINGS.max_file_rows:
-                raise InputError(f"{source.path} has more than {SETTINGS.max_file_rows} rows; "
-                                 f"at most that many are accepted per upload (score larger "
-                                 f"files with `vae score`)")
-            table = await self._on_graph_thread(score_chunk, self.runtime, first, rows, None,
-                                                n_samples, seed)
-            self._count("anomaly_score_file", table.num_rows,
-                        table["is_anomaly"].to_numpy(zero_copy_only=False),
-                        table["score"].to_numpy())
-            tables.append(table)
-            if await request.is_disconnected():
-                raise bentoml.exceptions.BadInput("the client went away; the upload's scoring "
-                                                  "stopped")
-        if not tables:
-            raise InputError(f"{source.path} has no rows; expected at least one row to score")
-        return tables
+        scored: queue.Queue = queue.Queue()
+        writer = asyncio.get_running_loop().run_in_executor(
+            None, write_table, _until_done(scored), out, source.rows)
+        first = -1
+        try:
+            while (item := await self._on_graph_thread(next, rows_of, None)) is not None:
+                first, rows, _ = item
+                if first + len(rows) > SETTINGS.max_file_rows:
+                    raise InputError(f"{source.path} has more than {SETTINGS.max_file_rows} "
+                                     f"rows; at most that many are accepted per upload (score "
+                                     f"larger files with `vae score`)")
+                table = await self._on_graph_thread(score_chunk, self.runtime, first, rows,
+                                                    None, n_samples, seed)
+                self._count("anomaly_score_file", table.num_rows,
+                            table["is_anomaly"].to_numpy(zero_copy_only=False),
+                            table["score"].to_numpy())
+                scored.put(table)
+                if await request.is_disconnected():
+                    raise bentoml.exceptions.BadInput("the client went away; the upload's "
+                                                      "scoring stopped")
+                del table, rows, item
+            if first < 0:
+                raise InputError(f"{source.path} has no rows; expected at least one row to "
+                                 f"score")
+        except BaseException as e:
+            scored.put(e)  # the writer drops its partial file
+            with contextlib.suppress(BaseException):
+                await writer
+            raise
+        scored.put(None)
+        await writer
 
     @bentoml.api
     def metadata(self) -> dict:
