@@ -29,25 +29,46 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _contamination(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        share = float(text)
+    except ValueError:
+        share = -1.0
+    if not 0.0 <= share < 0.5:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither auto nor a fraction in [0, 0.5) "
+                                         f"(the share of anomalies expected in the rows)")
+    return share
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="vae", description=__doc__.split("\n")[0])
     commands = top.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a VAE into RUN_DIR")
     train.add_argument("--data", default="digits",
-                       help="digits (default), breast-cancer, or a .csv/.parquet/.npy file")
+                       help="digits (default), breast-cancer, wine, iris, or a "
+                            ".csv/.parquet/.npy file")
     train.add_argument("--label-column", metavar="COL",
                        help="the file's label column: train on the normal rows only and keep "
                             "the others (and a share of the normal ones) for `vae evaluate`")
     train.add_argument("--normal-value", metavar="V",
                        help="the label of the normal rows (0); needs --label-column")
-    train.add_argument("--epochs", type=_positive, help="at most this many epochs (300)")
-    train.add_argument("--latent-dim", type=_positive, default=16)
-    train.add_argument("--hidden", type=_hidden, default=(256, 256), help="e.g. 256,256")
+    # unset sizes are chosen from the table's shape (training/sizing.py; README)
+    train.add_argument("--epochs", type=_positive, help="at most this many epochs")
+    train.add_argument("--latent-dim", type=_positive)
+    train.add_argument("--hidden", type=_hidden, help="layer widths, e.g. 256,256")
+    train.add_argument("--batch-size", type=_positive)
+    train.add_argument("--patience", type=_positive,
+                       help="stop after this many epochs without a better validation loss")
+    train.add_argument("--contamination", type=_contamination, default="auto",
+                       help="auto (default): leave the outlying rows of each batch out of the "
+                            "loss; a fraction such as 0.05: leave out that share; 0: none")
     train.add_argument("--beta", type=float, default=1.0, help="KL weight (1)")
     train.add_argument("--warmup-epochs", type=int, default=10, help="KL warm-up epochs (10)")
-    train.add_argument("--patience", type=_positive, default=30,
-                       help="stop after this many epochs without a better validation loss (30)")
+    train.add_argument("--threads", type=_positive, default=1,
+                       help="torch threads (1: fastest for small models on a busy machine)")
     train.add_argument("--seed", type=_natural, default=0)
     train.add_argument("--no-sampling", action="store_true",
                        help="the deterministic ablation: z = mu, penalty ½‖mu‖²")
@@ -100,19 +121,20 @@ def run_train(args: argparse.Namespace) -> None:
     from training.train import EVALUATION, resume, train
 
     if args.resume:  # the run's own settings; only --epochs may change
-        metrics = resume(args.out, args.epochs, progress=not args.quiet)
+        metrics = resume(args.out, args.epochs, progress=not args.quiet, threads=args.threads)
     else:
         if args.normal_value is not None and args.label_column is None:
             raise InputError("--normal-value needs --label-column, the column it is a value of")
         config = TrainConfig(data=args.data, label_column=args.label_column,
                              normal_value=args.normal_value,
-                             latent_dim=args.latent_dim, hidden=args.hidden,
+                             epochs=args.epochs, latent_dim=args.latent_dim,
+                             hidden=args.hidden, batch_size=args.batch_size,
+                             patience=args.patience, contamination=args.contamination,
                              beta=args.beta, warmup_epochs=args.warmup_epochs, seed=args.seed,
-                             patience=args.patience,
                              sampling=not args.no_sampling)
-        if args.epochs is not None:
-            config.epochs = args.epochs
-        metrics = train(config, args.out, progress=not args.quiet)
+        metrics = train(config, args.out, progress=not args.quiet, threads=args.threads)
+    if args.quiet:  # otherwise said before training began
+        print(metrics["chosen"])
     print(f"trained {metrics['dataset']}: {metrics['epochs']} epochs in {metrics['seconds']} s, "
           f"best validation loss {metrics['val_loss']:.3f} nats at epoch "
           f"{metrics['best_epoch']}; run in {args.out}")

@@ -62,87 +62,62 @@ class OurVAE:
         return self.runtime.score(x, n_samples, seed)
 
 
-class Standardized:
-    """A scikit-learn-style detector on features standardized by the training rows."""
+class Peer:
+    """A PyOD detector with its library defaults (only the seed and silence are set), on
+    features standardized by the rows it is fitted on, as it would be used in practice."""
 
-    def __init__(self, make):
-        self.make = make
+    def __init__(self, make, seed: int):
+        self.model = make(seed)
 
-    def fit(self, x: np.ndarray) -> "Standardized":
+    def fit(self, x: np.ndarray) -> "Peer":
         self.mean, self.std = fit_normalization(x)
-        self.model = self.make().fit((x - self.mean) / self.std)
+        self.model.fit(self._z(x))
         return self
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """Scores of new rows (the semi-supervised protocol); higher = more anomalous."""
+        return self.model.decision_function(self._z(x))
+
+    def fitted_scores(self) -> np.ndarray:
+        """Scores of the rows it was fitted on (the unsupervised protocol): for k-NN and LOF
+        each row's own point is left out of its neighbours."""
+        return self.model.decision_scores_
 
     def _z(self, x: np.ndarray) -> np.ndarray:
         return (x - self.mean) / self.std
 
 
-class IsolationForestDetector(Standardized):
-    def __init__(self, seed: int):
-        from sklearn.ensemble import IsolationForest
-        super().__init__(lambda: IsolationForest(random_state=seed))
-
-    def score(self, x: np.ndarray) -> np.ndarray:
-        return -self.model.score_samples(self._z(x))
-
-
-class LOFDetector(Standardized):
-    def __init__(self, seed: int):
-        from sklearn.neighbors import LocalOutlierFactor
-        super().__init__(lambda: LocalOutlierFactor(novelty=True))
-
-    def score(self, x: np.ndarray) -> np.ndarray:
-        return -self.model.score_samples(self._z(x))
+def _pyod(name: str, **options):
+    def make(seed: int):
+        import importlib
+        module, cls = {"IForest": ("iforest", "IForest"), "KNN": ("knn", "KNN"),
+                       "LOF": ("lof", "LOF"), "ECOD": ("ecod", "ECOD"),
+                       "COPOD": ("copod", "COPOD"), "VAE": ("vae", "VAE"),
+                       "AutoEncoder": ("auto_encoder", "AutoEncoder")}[name]
+        model = getattr(importlib.import_module(f"pyod.models.{module}"), cls)
+        seeded = {"random_state": seed} if name in ("IForest", "VAE", "AutoEncoder") else {}
+        quiet = {"verbose": 0} if name in ("VAE", "AutoEncoder") else {}
+        return model(**seeded, **quiet, **options)
+    return make
 
 
-class KNNDetector(Standardized):
-    """Distance to the k-th nearest training row (PyOD's KNN 'largest', k = 5)."""
-    k = 5
+class _MeanDistance:
+    """Euclidean distance to the fitted rows' mean (in standardized units: the origin)."""
 
-    def __init__(self, seed: int):
-        from sklearn.neighbors import NearestNeighbors
-        super().__init__(lambda: NearestNeighbors(n_neighbors=self.k))
-
-    def score(self, x: np.ndarray) -> np.ndarray:
-        return self.model.kneighbors(self._z(x))[0][:, -1]
-
-
-class MeanDistanceDetector(Standardized):
-    """Euclidean distance to the training mean: the floor any detector should clear."""
-
-    def __init__(self, seed: int):
-        super().__init__(lambda: _Fitted())
-
-    def score(self, x: np.ndarray) -> np.ndarray:
-        return np.linalg.norm(self._z(x), axis=1)
-
-
-class _Fitted:
-    def fit(self, x):
+    def fit(self, x: np.ndarray) -> "_MeanDistance":
+        self.decision_scores_ = self.decision_function(x)
         return self
 
-
-class PyODDetector:
-    """PyOD's deep detectors with their defaults (only the seed and silence are set)."""
-
-    def __init__(self, kind: str, seed: int):
-        from pyod.models.auto_encoder import AutoEncoder
-        from pyod.models.vae import VAE
-        self.model = {"vae": VAE, "autoencoder": AutoEncoder}[kind](random_state=seed, verbose=0)
-
-    def fit(self, x: np.ndarray) -> "PyODDetector":
-        self.model.fit(x)
-        return self
-
-    def score(self, x: np.ndarray) -> np.ndarray:
-        return self.model.decision_function(x)
+    def decision_function(self, x: np.ndarray) -> np.ndarray:
+        return np.linalg.norm(x, axis=1)
 
 
 PEERS = {
-    "PyOD VAE": lambda seed: PyODDetector("vae", seed),
-    "PyOD AutoEncoder": lambda seed: PyODDetector("autoencoder", seed),
-    "IsolationForest": IsolationForestDetector,
-    "LOF (novelty)": LOFDetector,
-    "k-NN distance (k = 5)": KNNDetector,
-    "distance to training mean": MeanDistanceDetector,
+    "PyOD VAE": _pyod("VAE"),
+    "IsolationForest": _pyod("IForest"),
+    "ECOD": _pyod("ECOD"),
+    "COPOD": _pyod("COPOD"),
+    "LOF": _pyod("LOF"),
+    "k-NN distance (k = 5)": _pyod("KNN"),  # PyOD's default: the distance to the 5th neighbour
+    "distance to training mean": lambda seed: _MeanDistance(),
 }

@@ -1,4 +1,5 @@
-"""Anomaly-detection quality: this VAE against its peers on two protocols, several seeds.
+"""Anomaly-detection quality of the exported VAE (`vae train` defaults → `vae export` →
+onnxruntime) against its peers, on the clean-training protocol, several seeds.
 
     .venv/bin/python -m bench.quality [--seeds 3] [--out bench/results]
 
@@ -17,7 +18,7 @@ from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from bench.common import seeded_main
-from bench.detectors import PEERS, OurVAE
+from bench.detectors import PEERS, OurVAE, Peer
 
 VAE_K = (1, 16, 256)
 VAE_METHODS = [*(f"VAE score, K = {k}" for k in VAE_K), "VAE recon_nll, K = 16",
@@ -26,7 +27,6 @@ METHODS = [*VAE_METHODS, *PEERS]
 # digits only: the default network at half and at twice its width (the speed section times them)
 WIDTHS = {f"VAE score, K = 16, hidden {w},{w}": (w, w) for w in (128, 512)}
 DIGITS_METHODS = [*VAE_METHODS, *WIDTHS, *PEERS]
-WDBC_VAE = {"latent_dim": 4, "hidden": (64, 64)}  # the README's WDBC settings (30 features)
 WDBC_DRAWS, WDBC_ANOMALY_SHARE = 5, 0.05
 
 
@@ -52,7 +52,7 @@ def score_pool(x_train: np.ndarray, pool: np.ndarray, seed: int, workdir: Path,
                        workdir=workdir / f"vae-{hidden[0]}").fit(x_train)
         scores[name] = tuple(other.scored(pool, 16, seed=0).score for _ in range(2))
     for name, make in PEERS.items():
-        detector = make(seed).fit(x_train)
+        detector = Peer(make, seed).fit(x_train)
         scores[name] = (detector.score(pool), detector.score(pool))
     return {"scores": scores, "other_seed": other_seed}
 
@@ -115,7 +115,7 @@ def wdbc(seeds: int, workdir: Path) -> dict:
         subsets = [np.concatenate([np.arange(len(test_normal)), len(test_normal)
                                    + rng.choice(len(malignant), n_anomalies, replace=False)])
                    for _ in range(WDBC_DRAWS)]
-        pool = score_pool(x[train], x[pool_rows], seed, workdir / f"wdbc-{seed}", WDBC_VAE)
+        pool = score_pool(x[train], x[pool_rows], seed, workdir / f"wdbc-{seed}", {})
         results[seed] = measure(pool, anomalous, subsets)
         results[seed]["_test"] = {"normal": len(test_normal), "anomalous": n_anomalies}
         print(f"wdbc seed {seed}: VAE K=16 AUROC {results[seed]['VAE score, K = 16']['auroc']:.3f}",

@@ -5,11 +5,11 @@ training time of the default digits model beside PyOD's VAE on the same rows.
     .venv/bin/python -m bench.speed [--rows 50000] [--seconds 3] [--out bench/results]
 
 Inference is single-threaded everywhere (onnxruntime 1 thread, torch.set_num_threads(1)), as
-one model worker of the service runs. Training uses torch's default threads for both.
+one model worker of the service runs. Training: this VAE on one thread (`vae train`'s default),
+PyOD's with torch's default threads.
 """
 
 import argparse
-import asyncio
 import json
 import tempfile
 import time
@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from bench.bench_batch import run_job, write_rows
-from bench.bench_service import file_rate, load
+from bench.bench_service import body, upload_rate
+from bench.load import wrk
 from bench.common import digits_rows, rate, served
 from bench.detectors import train_and_export
 from serving.core.runtime import SAMPLE_ROWS, VAERuntime
@@ -32,9 +33,8 @@ WIDTHS = ((128, 128), (512, 512))
 
 
 def train_default(workdir: Path) -> dict:
-    """`vae train` + `vae export` of the default digits model, and PyOD's VAE and AutoEncoder
-    fitted (with their defaults) on the same training rows."""
-    from pyod.models.auto_encoder import AutoEncoder
+    """`vae train` + `vae export` of the default digits model, and PyOD's VAE fitted (with
+    its defaults) on the same training rows."""
     from pyod.models.vae import VAE as PyODVAE
 
     from training.config import TrainConfig
@@ -48,11 +48,12 @@ def train_default(workdir: Path) -> dict:
     data = load_dataset(config.data)
     x_train = data.x[split_dataset(data, config.val_fraction, config.seed).train]
     fitted, seconds = {}, {}
-    for name, make in (("PyOD VAE", PyODVAE), ("PyOD AutoEncoder", AutoEncoder)):
+    for name, make in (("PyOD VAE", PyODVAE),):
         started = time.perf_counter()
         fitted[name] = make(random_state=0, verbose=0).fit(x_train)
         seconds[name] = time.perf_counter() - started
     return {"bundle": workdir / "bundle", "run": workdir / "run", "pyod": fitted,
+            "x_train": x_train,
             "training": {"this VAE": {"seconds": ours, "epochs": metrics["epochs"],
                                       "rows": len(x_train)},
                          **{name: {"seconds": s, "epochs": fitted[name].epoch_num,
@@ -80,6 +81,40 @@ def eager_scorer(run_dir: Path, runtime: VAERuntime):
     return score
 
 
+def gemm_roofline(sizes: dict, n_features: int, k: int, seconds: float) -> float:
+    """Rows per second that the network's own matrix products alone allow: the fp32 GEMMs of
+    every linear layer (encoder on B rows, decoder on K·B), at the runtime's batch, timed with
+    numpy's BLAS on one thread. Activations, the score maths and the noise come on top."""
+    from threadpoolctl import threadpool_limits
+
+    hidden, latent = list(sizes["hidden"]), sizes["latent_dim"]
+    batch = max(1, SAMPLE_ROWS // k)
+    rng = np.random.default_rng(0)
+    encoder = [n_features, *hidden, 2 * latent]
+    decoder = [latent, *hidden[::-1], 2 * n_features]
+    products = [(rng.standard_normal((rows, a), dtype=np.float32),
+                 rng.standard_normal((a, b), dtype=np.float32))
+                for rows, sizes_ in ((batch, encoder), (batch * k, decoder))
+                for a, b in zip(sizes_[:-1], sizes_[1:])]
+    with threadpool_limits(1):
+        return rate(lambda: [x @ w for x, w in products], batch, seconds)
+
+
+def peer_rates(x_train: np.ndarray, x: np.ndarray, seconds: float) -> dict:
+    """Scoring rows per second of each peer of the report, fitted on the digits training rows
+    (one thread, as everything here)."""
+    from threadpoolctl import threadpool_limits
+
+    from bench.detectors import PEERS, Peer
+
+    rates = {}
+    with threadpool_limits(1):
+        for name, make in PEERS.items():
+            peer = Peer(make, 0).fit(x_train)
+            rates[name] = rate(lambda peer=peer: peer.score(x), len(x), seconds)
+    return rates
+
+
 def run(rows: int = 50_000, seconds: float = 3.0, workdir: Path | None = None) -> dict:
     workdir = Path(workdir or tempfile.mkdtemp(prefix="vae-speed-"))
     trained = train_default(workdir)
@@ -105,19 +140,23 @@ def run(rows: int = 50_000, seconds: float = 3.0, workdir: Path | None = None) -
         for k in K_VALUES:
             scoring[f"this runtime in-process, K = {k}, hidden {hidden[0]},{hidden[1]}"] = rate(
                 lambda k=k, other=other: other.score(x, k, seed=0), rows, seconds)
-    with served(trained["bundle"]) as url:
-        http = asyncio.run(load(url, x, HTTP_ROWS, HTTP_CONCURRENCY, seconds * 2))
+    with served(trained["bundle"], {"VAE_WORKERS": "1", "VAE_ORT_THREADS": "1"}) as url:
+        http = wrk(f"{url}/anomaly_score", body(x, HTTP_ROWS), HTTP_CONCURRENCY, seconds * 2)
         scoring[f"HTTP JSON /anomaly_score, K = 16 ({HTTP_ROWS} rows/request, "
-                f"{HTTP_CONCURRENCY} concurrent)"] = http["rows_per_s"]
-        scoring["HTTP file /anomaly_score_file, K = 16 (.parquet upload)"] = file_rate(
-            url, x, ".parquet")
+                f"{HTTP_CONCURRENCY} concurrent, wrk)"] = http["requests_per_s"] * HTTP_ROWS
+        scoring["HTTP file /anomaly_score_file, K = 16 (.npy upload)"] = upload_rate(url, x)
     source = workdir / "rows.parquet"
     write_rows(source, JOB_ROWS, runtime.manifest.feature_names)
     job = run_job(source, workdir / "scores.parquet", trained["bundle"], 1 << 16)
     scoring[f"batch job `vae score`, K = 16 ({JOB_ROWS} rows, whole process)"] = \
         JOB_ROWS / job["seconds"]
+    from training.train import load_run
+    sizes = load_run(trained["run"])[1]["config"]
+    roofline = {k: gemm_roofline(sizes, runtime.n_features, k, seconds) for k in K_VALUES}
     return {"rows": rows, "model": runtime.version, "scoring": scoring,
-            "training": trained["training"]}
+            "training": trained["training"], "gemm_roofline": roofline,
+            "sizes": {"hidden": list(sizes["hidden"]), "latent_dim": sizes["latent_dim"]},
+            "peers": peer_rates(trained["x_train"], x, seconds)}
 
 
 def main() -> None:

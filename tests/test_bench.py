@@ -3,8 +3,11 @@
 import numpy as np
 import pytest
 
+from bench import tasks
 from bench.ablation import frechet
+from bench.protocols import iwae_score
 from bench.quality import spread
+from bench.report import pareto_front
 
 
 def test_frechet_distance_of_gaussians():
@@ -21,3 +24,40 @@ def test_spread_is_relative_to_the_scores_spread():
     first = np.array([0.0, 1.0, 2.0, 3.0])
     assert spread(first, first.copy()) == 0.0
     assert spread(first, first + [0, 0, 0, first.std()]) == pytest.approx(1.0)
+
+
+def test_the_protocols_pytorch_score_is_the_runtimes(digits_run, runtime, digits_x):
+    """bench/protocols.py scores its models in PyTorch: the same numbers as the exported
+    runtime under the same noise."""
+    from training.train import load_run
+
+    model, _ = load_run(digits_run)
+    x = digits_x[:200]
+    eps = runtime.noise(3, 16).rows(0, len(x))
+    expected = runtime.score_with_eps(x, eps).score
+    np.testing.assert_allclose(iwae_score(model, x, eps=eps), expected, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("dataset", tasks.DATASETS)
+def test_each_task_holds_the_anomalies_it_says(dataset):
+    for share in tasks.SHARES:
+        task = tasks.unsupervised(dataset, share, seed=0)
+        assert task.fit is task.score  # fitted and scored on the same rows
+        assert abs(task.anomalous.mean() - share) < 0.02 or task.anomalous.sum() == 2
+    semi = tasks.semi_supervised(dataset, seed=0)
+    assert semi.anomalous.any() and not semi.anomalous.all()
+    normal, _ = tasks.pools(dataset, seed=0)  # every normal row either fitted or scored
+    assert len(semi.fit) + (~semi.anomalous).sum() == len(normal)
+    assert semi.fit.shape[1] == semi.score.shape[1]
+
+
+def test_synthetic_draws_depend_on_the_seed_only():
+    a, b = tasks.synthetic("local", 1), tasks.synthetic("local", 1)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert not np.array_equal(a[0], tasks.synthetic("local", 2)[0])
+
+
+def test_pareto_front():
+    points = {"fast, poor": (10.0, 0.6), "slow, good": (1.0, 0.9), "dominated": (0.5, 0.8),
+              "middle": (5.0, 0.85)}
+    assert pareto_front(points) == ["fast, poor", "slow, good", "middle"]

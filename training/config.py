@@ -1,24 +1,37 @@
-"""The one configuration of a training run; it is saved in every checkpoint and in model.pt."""
+"""The one configuration of a training run; it is saved in every checkpoint and in model.pt.
+
+The sizes left as None are chosen from the table's shape when training starts
+(training.sizing), and the run saves the values it chose, so a resumed run uses the same.
+"""
 
 from dataclasses import asdict, dataclass
+
+AUTO = "auto"
 
 
 @dataclass
 class TrainConfig:
-    data: str = "digits"  # digits | breast-cancer | a .csv, .parquet or .npy path
+    data: str = "digits"  # digits | breast-cancer | wine | iris | a .csv, .parquet or .npy path
     label_column: str | None = None  # a file's label column: train on its normal rows only
     normal_value: str | None = None  # the label of the normal rows (serving.tables.labels' default: 0)
-    epochs: int = 300  # at most; early stopping usually ends sooner
-    latent_dim: int = 16
-    hidden: tuple[int, ...] = (256, 256)
+    epochs: int | None = None  # at most; early stopping usually ends sooner
+    latent_dim: int | None = None
+    hidden: tuple[int, ...] | None = None
+    batch_size: int | None = None
+    patience: int | None = None  # epochs without a better validation loss before stopping
     beta: float = 1.0  # weight of the KL term (Higgins et al. 2017)
     warmup_epochs: int = 10  # KL weight rises linearly from 0 to beta over these epochs
     sampling: bool = True  # False: the ablation z = mu with penalty ½‖mu‖² in place of the KL
+    # The share of each batch, by loss, left out of the gradient (a trimmed ELBO), so that the
+    # few anomalies of an unlabelled table are not learned as normal: a fraction in [0, 0.5),
+    # or "auto": the batch's outlying losses (training.train.trimmed_mean; bench/develop.py).
+    contamination: float | str = AUTO
+    outlying: float = 5.0  # auto's cut: robust standard deviations above the batch's median loss
+    decoder_variance: str = "row"  # "row": predicted per row; "feature": one per feature
+    weight_decay: float = 0.0
     seed: int = 0
-    batch_size: int = 128
     learning_rate: float = 1e-3
     val_fraction: float = 0.2
-    patience: int = 30  # epochs without a better validation loss before stopping
     # Floor of the decoder's log-variance, in normalized units: a feature's predicted sigma is
     # at least e^-1 of its training std. Lower floors let near-constant pixels dominate the
     # likelihood (digits hold-one-out AUROC 0.84 at -5, 0.89 at -2: bench/REPORT.md).
@@ -30,5 +43,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
         data = dict(data)
-        data["hidden"] = tuple(data["hidden"])
+        data.setdefault("contamination", 0.0)  # runs saved before the option trained untrimmed
+        if data.get("hidden") is not None:
+            data["hidden"] = tuple(data["hidden"])
         return cls(**data)

@@ -9,7 +9,7 @@ from serving.core.rows import InputError
 from serving.tables.labels import read_labelled
 from serving.tables.read import read_table
 
-EMBEDDED = ("digits", "breast-cancer")
+EMBEDDED = ("digits", "breast-cancer", "wine", "iris")
 
 
 @dataclass
@@ -26,7 +26,7 @@ class Dataset:
 
 def load_dataset(source: str, label_column: str | None = None,
                  normal_value: str | None = None) -> Dataset:
-    """`digits`, `breast-cancer`, or a path to a .csv, .parquet or .npy file (which may have a
+    """`digits`, `breast-cancer`, `wine`, `iris`, or a path to a .csv, .parquet or .npy file (which may have a
     label column saying which rows are normal)."""
     if label_column is not None:
         if source in EMBEDDED or not Path(source).suffix:
@@ -41,10 +41,10 @@ def load_dataset(source: str, label_column: str | None = None,
         bunch = load_digits()
         return Dataset("digits", bunch.data.astype(np.float32), list(bunch.feature_names),
                        bunch.target, image_shape=(8, 8))
-    if source == "breast-cancer":
-        from sklearn.datasets import load_breast_cancer
-        bunch = load_breast_cancer()
-        return Dataset("breast-cancer", bunch.data.astype(np.float32),
+    if source in EMBEDDED:  # scikit-learn's other embedded tables
+        from sklearn import datasets
+        bunch = getattr(datasets, f"load_{source.replace('-', '_')}")()
+        return Dataset(source, bunch.data.astype(np.float32),
                        [str(n) for n in bunch.feature_names], bunch.target)
     if not Path(source).suffix:
         raise InputError(f"--data {source!r} is neither an embedded data set nor a file; "

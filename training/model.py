@@ -26,9 +26,10 @@ def mlp(sizes: list[int]) -> nn.Sequential:
 
 @dataclass
 class LossTerms:
-    loss: torch.Tensor  # what is minimised: recon_nll + beta * kl, mean over rows
-    recon_nll: torch.Tensor  # mean over rows of -log p(x|z)
-    kl: torch.Tensor  # mean over rows of KL(q(z|x) || N(0, I)), or ½‖mu‖² without sampling
+    """Per row, each (B,): what is minimised is the mean of `loss` over the rows kept."""
+    loss: torch.Tensor  # recon_nll + beta * kl
+    recon_nll: torch.Tensor  # -log p(x|z), mean over the K samples
+    kl: torch.Tensor  # KL(q(z|x) || N(0, I)), or ½‖mu‖² without sampling
 
 
 class VAE(nn.Module):
@@ -41,7 +42,13 @@ class VAE(nn.Module):
         self.register_buffer("x_scale", torch.ones(n_features) if std is None else std)
         hidden = list(config.hidden)
         self.encoder = mlp([n_features, *hidden, 2 * config.latent_dim])
-        self.decoder = mlp([config.latent_dim, *hidden[::-1], 2 * n_features])
+        # "row": the decoder predicts each row's variance; "feature": one learned variance per
+        # feature, shared by all rows, which cannot shrink around a row to explain it away
+        self.shared_variance = config.decoder_variance == "feature"
+        out = n_features if self.shared_variance else 2 * n_features
+        self.decoder = mlp([config.latent_dim, *hidden[::-1], out])
+        if self.shared_variance:
+            self.x_logvar = nn.Parameter(torch.zeros(n_features))
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw rows (B, F) -> mu, logvar of q(z|x), each (B, D)."""
@@ -59,7 +66,11 @@ class VAE(nn.Module):
 
     def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """z (..., D) -> mean and log-variance of p(x|z) in raw units, each (..., F)."""
-        mean, logvar = self.decoder(z).chunk(2, dim=-1)
+        if self.shared_variance:
+            mean = self.decoder(z)
+            logvar = self.x_logvar.expand_as(mean)
+        else:
+            mean, logvar = self.decoder(z).chunk(2, dim=-1)
         # A floor on the variance: a feature that is constant in training would otherwise
         # drive its log-variance to -inf and the likelihood to +inf.
         logvar = torch.clamp(logvar, min=self.min_x_logvar)
@@ -73,4 +84,4 @@ class VAE(nn.Module):
         log_px = -0.5 * (LOG_2PI + x_logvar + (x - x_mean) ** 2 * torch.exp(-x_logvar)).sum(-1)
         recon_nll = -log_px.mean(dim=0)  # (B,)
         kl = 0.5 * (mu**2 + logvar.exp() - 1.0 - logvar).sum(-1)  # (B,)
-        return LossTerms((recon_nll + beta * kl).mean(), recon_nll.mean(), kl.mean())
+        return LossTerms(recon_nll + beta * kl, recon_nll, kl)

@@ -1,4 +1,5 @@
-"""The training loop: Adam, KL warm-up, early stopping, an atomic checkpoint every epoch.
+"""The training loop: Adam, KL warm-up, a trimmed ELBO, early stopping, an atomic checkpoint
+every epoch.
 
 Every epoch draws its shuffling and its noise from a generator seeded by (seed, epoch), so a run
 resumed from its checkpoint ends with exactly the weights of an uninterrupted run.
@@ -7,6 +8,7 @@ resumed from its checkpoint ends with exactly the weights of an uninterrupted ru
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from serving.tables.files import atomic_write
 from training.config import TrainConfig
 from training.data import Dataset, Split, fit_normalization, load_dataset, split_dataset
 from training.model import VAE
+from training.sizing import choose_sizes, trim_share
 
 CHECKPOINT = "checkpoint.pt"  # the state to resume from, rewritten every epoch
 MODEL = "model.pt"  # the finished run: best weights, config, data summary, validation rows
@@ -48,7 +51,24 @@ def kl_weight(config: TrainConfig, epoch: int) -> float:
     return config.beta * min(1.0, (epoch + 1) / config.warmup_epochs)
 
 
-def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True) -> dict:
+def trimmed_mean(loss: torch.Tensor, share: float | None, outlying: float = 5.0) -> torch.Tensor:
+    """The mean of the rows' losses after leaving out the worst `share` of them; with share
+    None (--contamination auto), the rows more than `outlying` robust standard deviations
+    (1.4826 MAD) above the median of these losses, at most half of them."""
+    if share is None:
+        loss_ = loss.detach()
+        median = loss_.median()
+        cut = median + outlying * 1.4826 * (loss_ - median).abs().median()
+        kept = loss[loss_ <= cut]
+        return kept.mean() if len(kept) * 2 >= len(loss) else trimmed_mean(loss, 0.5)
+    if share <= 0:
+        return loss.mean()
+    kept = max(1, int(np.ceil(len(loss) * (1.0 - share))))
+    return loss.topk(kept, largest=False).values.mean()
+
+
+def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True,
+          threads: int = 1) -> dict:
     """Train a new run in run_dir (which must not hold one) and return its metrics."""
     run_dir = Path(run_dir)
     if (run_dir / CHECKPOINT).is_file() or (run_dir / MODEL).is_file():
@@ -57,14 +77,15 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return _fit(config, run_dir, None, progress)
+        return _fit(config, run_dir, None, progress, threads)
     except InputError:  # refused data: nothing was trained, so no empty run is left behind
         if created:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
 
-def resume(run_dir: str | os.PathLike, epochs: int | None = None, progress: bool = True) -> dict:
+def resume(run_dir: str | os.PathLike, epochs: int | None = None, progress: bool = True,
+           threads: int = 1) -> dict:
     """Continue an interrupted run with its own settings (and, if given, a new epoch limit)."""
     run_dir = Path(run_dir)
     if not (run_dir / CHECKPOINT).is_file():
@@ -73,18 +94,26 @@ def resume(run_dir: str | os.PathLike, epochs: int | None = None, progress: bool
     config = TrainConfig.from_dict(checkpoint["config"])
     if epochs is not None:
         config.epochs = epochs
-    return _fit(config, run_dir, checkpoint, progress)
+    return _fit(config, run_dir, checkpoint, progress, threads)
 
 
-def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: bool) -> dict:
+def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: bool,
+         threads: int) -> dict:
+    # Set, not left to torch: its default (every core) is many times slower for small models
+    # on a busy machine, and the weights do not depend on it.
+    torch.set_num_threads(threads)
     data = load_dataset(config.data, config.label_column, config.normal_value)
     split = split_dataset(data, config.val_fraction, config.seed)
+    config, chosen = choose_sizes(config, len(split.train), data.x.shape[1])  # resumed: as saved
+    if progress:
+        print(chosen, file=sys.stderr, flush=True)
     x_train, x_val = torch.from_numpy(data.x[split.train]), torch.from_numpy(data.x[split.val])
     mean, std = fit_normalization(data.x[split.train])
 
     torch.manual_seed(config.seed)
     model = VAE(data.x.shape[1], config, torch.from_numpy(mean), torch.from_numpy(std))
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
+                                  weight_decay=config.weight_decay)
     val_eps = torch.randn(1, len(x_val), config.latent_dim,
                           generator=epoch_generator(config.seed, VALIDATION_STREAM))
     state = {"epoch": 0, "history": [], "best_val": float("inf"), "best_epoch": -1,
@@ -103,8 +132,9 @@ def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: 
         train_loss = _train_epoch(model, optimizer, x_train, config, epoch)
         with torch.no_grad():
             val = model.loss(x_val, val_eps)  # beta = 1: the negative ELBO
-        record = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val.loss.item(),
-                  "val_recon_nll": val.recon_nll.item(), "val_kl": val.kl.item()}
+        record = {"epoch": epoch + 1, "train_loss": train_loss,
+                  "val_loss": trimmed_mean(val.loss, trim_share(config), config.outlying).item(),
+                  "val_recon_nll": val.recon_nll.mean().item(), "val_kl": val.kl.mean().item()}
         state["history"].append(record)
         state["epoch"] = epoch + 1
         if record["val_loss"] < state["best_val"]:
@@ -116,8 +146,9 @@ def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: 
         bar.set_postfix(train=f"{train_loss:.2f}", val=f"{record['val_loss']:.2f}",
                         best=f"{state['best_val']:.2f}")
     bar.close()
-    return _finish(model, config, data, state, x_val, split, run_dir,
-                   time.perf_counter() - started)
+    metrics = _finish(model, config, data, state, x_val, split, run_dir,
+                      time.perf_counter() - started)
+    return {**metrics, "chosen": chosen}
 
 
 def _train_epoch(model: VAE, optimizer: torch.optim.Optimizer, x_train: torch.Tensor,
@@ -125,14 +156,15 @@ def _train_epoch(model: VAE, optimizer: torch.optim.Optimizer, x_train: torch.Te
     generator = epoch_generator(config.seed, epoch)
     order = torch.randperm(len(x_train), generator=generator)
     beta, total = kl_weight(config, epoch), 0.0
+    share = trim_share(config)
     for start in range(0, len(x_train), config.batch_size):
         x = x_train[order[start:start + config.batch_size]]
         eps = torch.randn(1, len(x), config.latent_dim, generator=generator)  # (K=1, B, D)
-        terms = model.loss(x, eps, beta)
+        loss = trimmed_mean(model.loss(x, eps, beta).loss, share, config.outlying)
         optimizer.zero_grad(set_to_none=True)
-        terms.loss.backward()
+        loss.backward()
         optimizer.step()
-        total += terms.loss.item() * len(x)
+        total += loss.item() * len(x)
     return total / len(x_train)
 
 

@@ -4,9 +4,10 @@ from training.config import TrainConfig
 from training.model import VAE
 
 
-def make(sampling=True, n_features=6, latent_dim=3):
+def make(sampling=True, n_features=6, latent_dim=3, decoder_variance="row"):
     torch.manual_seed(0)
-    config = TrainConfig(latent_dim=latent_dim, hidden=(8, 8), sampling=sampling)
+    config = TrainConfig(latent_dim=latent_dim, hidden=(8, 8), sampling=sampling,
+                         decoder_variance=decoder_variance)
     return VAE(n_features, config, torch.full((n_features,), 2.0), torch.full((n_features,), 3.0))
 
 
@@ -22,7 +23,7 @@ def test_shapes():
     x_mean, x_logvar = vae.decode(z)
     assert x_mean.shape == x_logvar.shape == (4, 5, 6)
     terms = vae.loss(x, eps)
-    assert terms.loss.shape == terms.recon_nll.shape == terms.kl.shape == ()
+    assert terms.loss.shape == terms.recon_nll.shape == terms.kl.shape == (5,)  # per row
 
 
 def test_loss_is_negative_elbo_in_raw_units():
@@ -31,10 +32,10 @@ def test_loss_is_negative_elbo_in_raw_units():
     mu, logvar = vae.encode(x)
     x_mean, x_logvar = vae.decode(vae.reparameterize(mu, logvar, eps))
     normal = torch.distributions.Normal(x_mean, torch.exp(0.5 * x_logvar))
-    recon = -normal.log_prob(x).sum(-1).mean()
+    recon = -normal.log_prob(x).sum(-1)[0]
     kl = torch.distributions.kl_divergence(
         torch.distributions.Normal(mu, torch.exp(0.5 * logvar)),
-        torch.distributions.Normal(0.0, 1.0)).sum(-1).mean()
+        torch.distributions.Normal(0.0, 1.0)).sum(-1)
     terms = vae.loss(x, eps, beta=0.5)
     torch.testing.assert_close(terms.recon_nll, recon)
     torch.testing.assert_close(terms.kl, kl)
@@ -58,4 +59,14 @@ def test_no_sampling_ablation_uses_mu_and_the_gaussian_penalty():
     assert torch.equal(logvar, torch.zeros_like(mu))
     z = vae.reparameterize(mu, logvar, eps)
     assert torch.equal(z, mu.expand(2, 5, 3))
-    torch.testing.assert_close(vae.loss(x, eps).kl, (0.5 * mu**2).sum(-1).mean())
+    torch.testing.assert_close(vae.loss(x, eps).kl, (0.5 * mu**2).sum(-1))
+
+
+def test_one_variance_per_feature_is_shared_by_every_row():
+    vae = make(decoder_variance="feature")
+    with torch.no_grad():
+        vae.x_logvar.copy_(torch.linspace(-1.0, 1.0, 6))
+    _, x_logvar = vae.decode(torch.randn(4, 5, 3))
+    assert x_logvar.shape == (4, 5, 6)
+    torch.testing.assert_close(x_logvar, (torch.linspace(-1.0, 1.0, 6)
+                                          + 2 * torch.log(torch.tensor(3.0))).expand(4, 5, 6))

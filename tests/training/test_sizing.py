@@ -1,0 +1,91 @@
+"""The sizes `vae train` chooses from a table's shape, and the contamination-robust loss."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from serving.core.rows import InputError
+from tests.conftest import run_cli_here
+from training.config import TrainConfig
+from training.sizing import choose_sizes, rule
+from training.train import load_run, train, trimmed_mean
+
+
+@pytest.mark.parametrize("rows, features, expected", [
+    (1438, 64, {"hidden": (256, 256), "latent_dim": 16, "batch_size": 128, "epochs": 250,
+                "patience": 25}),  # digits' training rows
+    (290, 30, {"hidden": (64, 64), "latent_dim": 7, "batch_size": 36, "epochs": 300,
+               "patience": 30}),  # WDBC's benign training rows
+    (115, 13, {"hidden": (32, 32), "latent_dim": 3, "batch_size": 16, "epochs": 300,
+               "patience": 30}),  # wine
+    (200_000, 200, {"hidden": (256, 256), "latent_dim": 16, "batch_size": 128, "epochs": 30,
+                    "patience": 10}),
+])
+def test_the_rule_fits_the_shape(rows, features, expected):
+    assert rule(rows, features) == expected
+
+
+def test_given_sizes_are_kept_and_the_choice_is_said_in_one_line():
+    config, line = choose_sizes(TrainConfig(hidden=(8, 8), epochs=5), 1438, 64)
+    assert (config.hidden, config.epochs, config.latent_dim, config.batch_size) == \
+        ((8, 8), 5, 16, 128)
+    assert line == ("vae train: hidden 8,8, latent 16, batch 128, at most 5 epochs, patience 25, "
+                    "contamination auto: chosen for 1438 training rows × 64 features "
+                    "(hidden, epochs as given)")
+    assert "\n" not in line
+
+
+def test_trimmed_mean_leaves_out_the_worst_rows():
+    loss = torch_tensor([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert trimmed_mean(loss, 0.0).item() == pytest.approx(22.0)
+    assert trimmed_mean(loss, 0.2).item() == pytest.approx(2.5)
+    assert trimmed_mean(loss, None).item() == pytest.approx(2.5)  # auto: 100 is outlying
+    assert trimmed_mean(torch_tensor([1.0, 2.0, 3.0, 4.0]), None).item() == pytest.approx(2.5)
+
+
+def torch_tensor(values):
+    import torch
+    return torch.tensor(values)
+
+
+def contaminated_table(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """300 rows near a 2-D plane in 8-D, and 10% of rows in a tight cluster off the plane."""
+    rng = np.random.default_rng(seed)
+    normal = rng.normal(size=(300, 2)) @ rng.normal(size=(2, 8)) + 0.1 * rng.normal(size=(300, 8))
+    anomalies = rng.normal(size=(33, 8)) * 0.1 + 2.5
+    x = np.concatenate([normal, anomalies]).astype(np.float32)
+    return x, np.arange(len(x)) >= len(normal)
+
+
+def test_a_contaminated_fit_beats_the_plain_one(tmp_path):
+    """Fitted on all rows, 10% of them anomalies, and scoring those rows: the trimmed loss
+    (--contamination auto) ranks the anomalies higher than the plain ELBO does."""
+    import torch
+
+    x, anomalous = contaminated_table()
+    np.save(tmp_path / "rows.npy", x)
+    aurocs = {}
+    for contamination in ("auto", 0.0):
+        run = tmp_path / str(contamination)
+        train(TrainConfig(data=str(tmp_path / "rows.npy"), contamination=contamination,
+                          epochs=60), run, progress=False)
+        model, _ = load_run(run)
+        with torch.no_grad():
+            eps = torch.randn(16, len(x), model.latent_dim, generator=torch.Generator().manual_seed(0))
+            scores = -model.loss(torch.from_numpy(x), eps).loss.numpy()  # -ELBO: higher normal
+        aurocs[contamination] = roc_auc_score(anomalous, -scores)
+    assert aurocs["auto"] > aurocs[0.0] and aurocs["auto"] > 0.99, aurocs
+
+
+@pytest.mark.parametrize("value", ["abc", "0.5", "-0.1", "1", ""])
+def test_bad_contamination_is_refused_in_one_line(tmp_path, value):
+    result = run_cli_here("train", "--contamination", value, "--out", str(tmp_path / "run"))
+    assert result.returncode == 2
+    assert f"argument --contamination: {value!r} is neither auto nor a fraction in [0, 0.5)" \
+        in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_bad_contamination_in_a_config_is_refused(tmp_path):
+    with pytest.raises(InputError, match="contamination 0.7 is neither 'auto' nor a fraction"):
+        train(TrainConfig(contamination=0.7, epochs=1), tmp_path / "run", progress=False)

@@ -1,0 +1,65 @@
+"""Sizes that fit the table: what `vae train` chooses for the settings a user leaves unset.
+
+The rule (README, "Train and export"), for a table of n training rows and F features:
+    hidden     two layers of width clamp(4·F, 32, 256), rounded down to a power of two
+    latent     clamp(F // 4, 2, 16)
+    batch      clamp(n // 8, 16, 128)
+    epochs     enough for about 3,000 optimizer steps, between 30 and 300
+    patience   a tenth of the epochs, at least 10
+It was written before any measurement, from the old fixed sizes (which it keeps for digits), and
+then compared with them on the development draws of bench/develop.py, not on the report's.
+"""
+
+import dataclasses
+
+from serving.core.rows import InputError
+from training.config import AUTO, TrainConfig
+
+SIZES = ("hidden", "latent_dim", "batch_size", "epochs", "patience")
+
+
+def _clamp(value: float, low: int, high: int) -> int:
+    return int(min(max(value, low), high))
+
+
+def _power_of_two(value: int) -> int:
+    return 1 << (max(value, 1).bit_length() - 1)
+
+
+def rule(n_rows: int, n_features: int) -> dict:
+    """The sizes of the rule above, for n training rows of F features."""
+    width = _power_of_two(_clamp(4 * n_features, 32, 256))
+    batch = _clamp(n_rows // 8, 16, 128)
+    steps_per_epoch = -(-n_rows // batch)
+    epochs = _clamp(3000 / steps_per_epoch, 30, 300)
+    return {"hidden": (width, width), "latent_dim": _clamp(n_features // 4, 2, 16),
+            "batch_size": batch, "epochs": epochs, "patience": max(10, epochs // 10)}
+
+
+def choose_sizes(config: TrainConfig, n_rows: int,
+                 n_features: int) -> tuple[TrainConfig, str]:
+    """The config with its unset sizes filled in, and one line saying what was chosen and why."""
+    share = config.contamination
+    if share != AUTO and not (isinstance(share, (int, float)) and 0.0 <= share < 0.5):
+        raise InputError(f"contamination {share!r} is neither {AUTO!r} nor a fraction in "
+                         f"[0, 0.5)")
+    chosen = {k: v for k, v in rule(n_rows, n_features).items() if getattr(config, k) is None}
+    config = dataclasses.replace(config, **chosen)
+    sizes = (f"hidden {','.join(map(str, config.hidden))}, latent {config.latent_dim}, "
+             f"batch {config.batch_size}, at most {config.epochs} epochs, patience "
+             f"{config.patience}, contamination {config.contamination}")
+    why = (f"chosen for {n_rows} training rows × {n_features} features" if chosen else "as given")
+    given = [k for k in SIZES if k not in chosen]
+    if chosen and given:
+        why += f" ({', '.join(given)} as given)"
+    return config, f"vae train: {sizes}: {why}"
+
+
+def trim_share(config: TrainConfig) -> float | None:
+    """The share of each batch (and of the validation rows) left out of the loss, from the
+    first epoch on: anomalies are the worst-fitted rows early, and once learned they no
+    longer stand out. None: the outlying rows of each batch (training.train.trimmed_mean).
+    A run with a label column trains on its normal rows only: auto trims nothing there."""
+    if config.contamination == AUTO:
+        return 0.0 if config.label_column is not None else None
+    return float(config.contamination)
