@@ -67,8 +67,9 @@ def parser() -> argparse.ArgumentParser:
                             "loss; a fraction such as 0.05: leave out that share; 0: none")
     train.add_argument("--beta", type=float, default=1.0, help="KL weight (1)")
     train.add_argument("--warmup-epochs", type=int, default=10, help="KL warm-up epochs (10)")
-    train.add_argument("--threads", type=_positive, default=1,
-                       help="torch threads (1: fastest for small models on a busy machine)")
+    train.add_argument("--threads", type=_positive,
+                       help="torch threads (default: 1 for a network narrower than 256, else "
+                            "the CPUs, at most 4)")
     train.add_argument("--seed", type=_natural, default=0)
     train.add_argument("--no-sampling", action="store_true",
                        help="the deterministic ablation: z = mu, penalty ½‖mu‖²")

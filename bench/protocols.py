@@ -67,11 +67,11 @@ def vae_scores(task: tasks.Task, options: dict, workdir: Path) -> tuple[np.ndarr
     from training.config import TrainConfig
     from training.train import load_run, train
 
-    torch.set_num_threads(1)
     np.save(workdir / "fit.npy", task.fit)
     started = time.perf_counter()
     train(TrainConfig(data=str(workdir / "fit.npy"), seed=task.seed, **options),
-          workdir / "run", progress=False)
+          workdir / "run", progress=False, threads=1)  # two tasks share the two cores
+    torch.set_num_threads(1)
     seconds = time.perf_counter() - started
     model, _ = load_run(workdir / "run")
     return iwae_score(model, task.score), seconds

@@ -202,8 +202,7 @@ def speed_section(results: dict, p: dict) -> str:
         lines.append(f"| {name} | {rows_per_s:,.0f} | {auroc:.3f} | "
                      f"{'yes' if name in front else 'no'} |")
     lines += ["", "Training on the same rows (digits, the default run's training split; this "
-              "VAE on one thread, as `vae train` defaults to; PyOD's with torch's default "
-              "threads):", "", "| model | seconds | epochs | rows |", "|---|---|---|---|"]
+              "VAE with `vae train`'s default threads, PyOD's with torch's):", "", "| model | seconds | epochs | rows |", "|---|---|---|---|"]
     for name, figures in results["training"].items():
         lines.append(f"| {name} | {figures['seconds']:.1f} | {figures['epochs']} | "
                      f"{figures['rows']} |")

@@ -5,8 +5,8 @@ training time of the default digits model beside PyOD's VAE on the same rows.
     .venv/bin/python -m bench.speed [--rows 50000] [--seconds 3] [--out bench/results]
 
 Inference is single-threaded everywhere (onnxruntime 1 thread, torch.set_num_threads(1)), as
-one model worker of the service runs. Training: this VAE on one thread (`vae train`'s default),
-PyOD's with torch's default threads.
+one model worker of the service runs. Training: this VAE with `vae train`'s default threads
+(training/sizing.py), PyOD's with torch's default threads.
 """
 
 import argparse

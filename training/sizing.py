@@ -6,6 +6,8 @@ The rule (README, "Train and export"), for a table of n training rows and F feat
     batch      clamp(n // 8, 16, 128)
     epochs     enough for about 3,000 optimizer steps, between 30 and 300
     patience   a tenth of the epochs, at least 10
+    threads    1 for a network narrower than 256 units (small models train fastest on one
+               thread, above all on a busy machine), else the CPUs the process may use, at most 4
 It was written before any measurement, from the old fixed sizes (which it keeps for digits), and
 then compared with them on the development draws of bench/develop.py, not on the report's.
 """
@@ -53,6 +55,15 @@ def choose_sizes(config: TrainConfig, n_rows: int,
     if chosen and given:
         why += f" ({', '.join(given)} as given)"
     return config, f"vae train: {sizes}: {why}"
+
+
+def choose_threads(config: TrainConfig) -> int:
+    """torch's threads for a run whose sizes are chosen (the rule above)."""
+    from serving.http.settings import container_cpus
+
+    if max(config.hidden) < 256:
+        return 1
+    return max(1, min(4, int(container_cpus())))
 
 
 def trim_share(config: TrainConfig) -> float | None:

@@ -21,7 +21,7 @@ from serving.tables.files import atomic_write
 from training.config import TrainConfig
 from training.data import Dataset, Split, fit_normalization, load_dataset, split_dataset
 from training.model import VAE
-from training.sizing import choose_sizes, trim_share
+from training.sizing import choose_sizes, choose_threads, trim_share
 
 CHECKPOINT = "checkpoint.pt"  # the state to resume from, rewritten every epoch
 MODEL = "model.pt"  # the finished run: best weights, config, data summary, validation rows
@@ -68,7 +68,7 @@ def trimmed_mean(loss: torch.Tensor, share: float | None, outlying: float = 5.0)
 
 
 def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True,
-          threads: int = 1) -> dict:
+          threads: int | None = None) -> dict:
     """Train a new run in run_dir (which must not hold one) and return its metrics."""
     run_dir = Path(run_dir)
     if (run_dir / CHECKPOINT).is_file() or (run_dir / MODEL).is_file():
@@ -85,7 +85,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
 
 
 def resume(run_dir: str | os.PathLike, epochs: int | None = None, progress: bool = True,
-           threads: int = 1) -> dict:
+           threads: int | None = None) -> dict:
     """Continue an interrupted run with its own settings (and, if given, a new epoch limit)."""
     run_dir = Path(run_dir)
     if not (run_dir / CHECKPOINT).is_file():
@@ -98,13 +98,15 @@ def resume(run_dir: str | os.PathLike, epochs: int | None = None, progress: bool
 
 
 def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: bool,
-         threads: int) -> dict:
-    # Set, not left to torch: its default (every core) is many times slower for small models
-    # on a busy machine, and the weights do not depend on it.
-    torch.set_num_threads(threads)
+         threads: int | None) -> dict:
     data = load_dataset(config.data, config.label_column, config.normal_value)
     split = split_dataset(data, config.val_fraction, config.seed)
     config, chosen = choose_sizes(config, len(split.train), data.x.shape[1])  # resumed: as saved
+    # Set, not left to torch: its default (every core) is many times slower for small models
+    # on a busy machine.
+    threads = threads or choose_threads(config)
+    torch.set_num_threads(threads)
+    chosen += f"; {threads} torch thread{'s' if threads > 1 else ''}"
     if progress:
         print(chosen, file=sys.stderr, flush=True)
     x_train, x_val = torch.from_numpy(data.x[split.train]), torch.from_numpy(data.x[split.val])

@@ -35,6 +35,14 @@ def test_given_sizes_are_kept_and_the_choice_is_said_in_one_line():
     assert "\n" not in line
 
 
+def test_threads_follow_the_network():
+    from serving.http.settings import container_cpus
+    from training.sizing import choose_threads
+
+    assert choose_threads(TrainConfig(hidden=(64, 64))) == 1
+    assert choose_threads(TrainConfig(hidden=(256, 256))) == min(4, int(container_cpus()))
+
+
 def test_trimmed_mean_leaves_out_the_worst_rows():
     loss = torch_tensor([1.0, 2.0, 3.0, 4.0, 100.0])
     assert trimmed_mean(loss, 0.0).item() == pytest.approx(22.0)
