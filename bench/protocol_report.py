@@ -36,9 +36,8 @@ def by_share(results: dict, method: str) -> dict:
 def overall(results: dict, method: str, protocol: str | None = None) -> float:
     """Mean AUROC of a method over the data sets (each data set's tasks averaged first)."""
     s = summary(results)
-    means = [np.mean(s[p][d][method]) for p in (protocol,) if p for d in s[p]] if protocol \
-        else [np.mean(s[p][d][method]) for p in s for d in s[p]]
-    return float(np.mean(means))
+    protocols = [protocol] if protocol else list(s)
+    return float(np.mean([np.mean(s[p][d][method]) for p in protocols for d in s[p]]))
 
 
 def targets(results: dict) -> list[tuple[str, str, bool | None]]:

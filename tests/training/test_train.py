@@ -63,8 +63,9 @@ def _start_and_stop(run_dir, sig, after_epoch: int, *args) -> int:
 
 
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
+    # batches of 16: epochs long enough (90 steps) for the signal to land mid-run
     args = ["--epochs", "30", "--hidden", "64,64", "--latent-dim", "4", "--patience", "1000",
-            "--quiet"]
+            "--batch-size", "16", "--quiet"]
     code, stderr = _start_and_stop(tmp_path / "run", signal.SIGINT, 3, *args)
     assert code == 130 and "resume with the same command and --resume" in stderr
     stopped_at = _epochs_done(tmp_path / "run")
@@ -76,7 +77,7 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
     assert _epochs_done(tmp_path / "run") > stopped_at
 
     resume(tmp_path / "run", progress=False)  # the rest needs no fresh interpreter
-    train(TrainConfig(epochs=30, hidden=(64, 64), latent_dim=4, patience=1000),
+    train(TrainConfig(epochs=30, hidden=(64, 64), latent_dim=4, patience=1000, batch_size=16),
           tmp_path / "straight", progress=False)  # the same settings as `args`
     resumed, _ = load_run(tmp_path / "run")
     straight, _ = load_run(tmp_path / "straight")
