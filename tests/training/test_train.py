@@ -63,8 +63,9 @@ def _start_and_stop(run_dir, sig, after_epoch: int, *args) -> int:
 
 
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
-    # batches of 16: epochs long enough (90 steps) for the signal to land mid-run
-    args = ["--epochs", "30", "--hidden", "64,64", "--latent-dim", "4", "--patience", "1000",
+    # started for 1000 epochs, so that the signals land mid-run however fast the machine
+    # is; finished at 30 (the epoch limit changes nothing but where the loop stops)
+    args = ["--epochs", "1000", "--hidden", "64,64", "--latent-dim", "4", "--patience", "1000",
             "--batch-size", "16", "--quiet"]
     code, stderr = _start_and_stop(tmp_path / "run", signal.SIGINT, 3, *args)
     assert code == 130 and "resume with the same command and --resume" in stderr
@@ -76,7 +77,7 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
     assert code == -signal.SIGKILL
     assert _epochs_done(tmp_path / "run") > stopped_at
 
-    resume(tmp_path / "run", progress=False)  # the rest needs no fresh interpreter
+    resume(tmp_path / "run", epochs=30, progress=False)  # the rest needs no fresh interpreter
     train(TrainConfig(epochs=30, hidden=(64, 64), latent_dim=4, patience=1000, batch_size=16),
           tmp_path / "straight", progress=False)  # the same settings as `args`
     resumed, _ = load_run(tmp_path / "run")
