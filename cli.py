@@ -62,9 +62,10 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=_positive)
     train.add_argument("--patience", type=_positive,
                        help="stop after this many epochs without a better validation loss")
-    train.add_argument("--contamination", type=_contamination, default="auto",
-                       help="auto (default): leave the outlying rows of each batch out of the "
-                            "loss; a fraction such as 0.05: leave out that share; 0: none")
+    train.add_argument("--contamination", type=_contamination, default=0.0,
+                       help="for rows with unlabelled anomalies: auto leaves each batch's "
+                            "outlying rows out of the loss, a fraction such as 0.05 that "
+                            "share; 0 (default): the plain ELBO")
     train.add_argument("--beta", type=float, default=1.0, help="KL weight (1)")
     train.add_argument("--warmup-epochs", type=int, default=10, help="KL warm-up epochs (10)")
     train.add_argument("--threads", type=_positive,

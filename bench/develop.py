@@ -18,11 +18,13 @@ from bench.protocols import RECIPES, run_task
 
 DEV_SEED = 100
 DEV_DIGITS = (1, 8, 9)
-# Every recipe tried; RECIPES (the default and the losers the report shows) are among them.
+# Recipes this code can run. The kept figures also hold recipes measured at commit 8856e02,
+# when early stopping watched a trimmed validation loss too ("validation trimmed
+# too"): they ranked rows as well on clean data, but the report's run showed that they left
+# the clean model's likelihood far worse, so trimming is no longer the default.
 CANDIDATES = {
     **RECIPES,
-    "VAE, auto with the cut at 3 robust SDs": {"outlying": 3.0},
-    "VAE, a fixed 10% trimmed": {"contamination": 0.1},
+    "VAE, auto at 3 robust SDs": {"contamination": "auto", "outlying": 3.0},
     "VAE, a fixed 20% trimmed": {"contamination": 0.2},
     "VAE, weight decay 1e-3": {"weight_decay": 1e-3},
 }

@@ -67,8 +67,7 @@ def choose_threads(config: TrainConfig) -> int:
 
 
 def trim_share(config: TrainConfig) -> float | None:
-    """The share of each batch (and of the validation rows) left out of the loss, from the
-    first epoch on: anomalies are the worst-fitted rows early, and once learned they no
+    """The share of each training batch left out of the loss, from the first epoch on: anomalies are the worst-fitted rows early, and once learned they no
     longer stand out. None: the outlying rows of each batch (training.train.trimmed_mean).
     A run with a label column trains on its normal rows only: auto trims nothing there."""
     if config.contamination == AUTO:

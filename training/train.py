@@ -134,8 +134,10 @@ def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: 
         train_loss = _train_epoch(model, optimizer, x_train, config, epoch)
         with torch.no_grad():
             val = model.loss(x_val, val_eps)  # beta = 1: the negative ELBO
-        record = {"epoch": epoch + 1, "train_loss": train_loss,
-                  "val_loss": trimmed_mean(val.loss, trim_share(config), config.outlying).item(),
+        # Early stopping watches the plain -ELBO of the validation rows: trimmed, it ignored
+        # the rows that overfitting hurts first (digits ran 237 epochs to a test -ELBO 47 nats
+        # worse); anomalies the gradient leaves out stay badly fitted, so they barely move it.
+        record = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val.loss.mean().item(),
                   "val_recon_nll": val.recon_nll.mean().item(), "val_kl": val.kl.mean().item()}
         state["history"].append(record)
         state["epoch"] = epoch + 1

@@ -30,7 +30,7 @@ def test_given_sizes_are_kept_and_the_choice_is_said_in_one_line():
     assert (config.hidden, config.epochs, config.latent_dim, config.batch_size) == \
         ((8, 8), 5, 16, 128)
     assert line == ("vae train: hidden 8,8, latent 16, batch 128, at most 5 epochs, patience 25, "
-                    "contamination auto: chosen for 1438 training rows × 64 features "
+                    "contamination 0.0: chosen for 1438 training rows × 64 features "
                     "(hidden, epochs as given)")
     assert "\n" not in line
 
