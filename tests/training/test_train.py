@@ -50,9 +50,12 @@ def _epochs_done(run_dir) -> int:
 
 def _start_and_stop(run_dir, sig, after_epoch: int, *args) -> int:
     """Start `vae train` in a subprocess and send it `sig` once `after_epoch` epochs are saved."""
+    # SIGINT as a terminal gives it, even when the suite runs as a background job (whose
+    # children start with SIGINT ignored, and Python then never raises KeyboardInterrupt)
     process = subprocess.Popen([sys.executable, "-m", "cli", "train", *args, "--out",
                                 str(run_dir)], cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while _epochs_done(run_dir) < after_epoch and process.poll() is None:
         assert time.monotonic() < deadline, "training made no progress"
