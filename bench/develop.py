@@ -10,6 +10,7 @@ already in the output file are kept, so recipes can be added one run at a time.
 
 import argparse
 import json
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def main() -> None:
         todo = {n: CANDIDATES[n] for n in names if n not in have}
         if todo or not have:
             jobs.append((task, todo, not have))
-    with ProcessPoolExecutor(2) as pool:
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         for result in pool.map(_run, jobs):
             old = done.setdefault(result["name"], {**result, "auroc": {}, "seconds": {}})
             old["auroc"].update(result["auroc"])

@@ -13,6 +13,7 @@ each on one thread.
 """
 
 import math
+import multiprocessing
 import os
 import tempfile
 import time
@@ -125,7 +126,9 @@ def _run(task: tasks.Task) -> dict:
 
 
 def run(seeds: int = 3, workers: int = 2) -> dict:
-    with ProcessPoolExecutor(workers) as pool:
+    # spawned, not forked: a child forked from a process that has run torch on two threads
+    # hangs in its first parallel region (GNU OpenMP is not fork-safe); make bench did
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = list(pool.map(_run, report_tasks(seeds)))
     return {"seeds": seeds, "tasks": results}
 
