@@ -77,7 +77,7 @@ def section(results: dict, develop: dict | None) -> str:
         "synthetic mixture of three correlated Gaussians with ADBench's four anomaly types "
         f"(seeds 0–{results['seeds'] - 1}). AUROC, mean over shares and seeds; the best of "
         "each column in bold. The VAE is `vae train` with its defaults (shape-chosen sizes, "
-        "`--contamination auto`), scored at K = 16; the peers are PyOD's, with their defaults, "
+        "the plain ELBO), scored at K = 16; the peers are PyOD's, with their defaults, "
         "on standardized features.", "",
         "Unsupervised:", "", *table(s["unsupervised"], methods), "",
         "Semi-supervised (digits: section 2's hold-one-out):", "",
@@ -110,10 +110,13 @@ def section(results: dict, develop: dict | None) -> str:
 
 
 def develop_means(develop: dict, recipe: str) -> dict | None:
+    """A recipe's mean AUROC per protocol on the development draws, each data set's tasks
+    averaged first (as `overall` does for the report's)."""
     values: dict = {}
     for task in develop.get("tasks", []):
         if recipe in task["auroc"]:
-            values.setdefault(task["protocol"], []).append(task["auroc"][recipe])
+            per = values.setdefault(task["protocol"], {})
+            per.setdefault(dataset_of(task["dataset"]), []).append(task["auroc"][recipe])
     if set(values) != set(PROTOCOLS):
         return None
-    return {p: float(np.mean(v)) for p, v in values.items()}
+    return {p: float(np.mean([np.mean(v) for v in per.values()])) for p, per in values.items()}
