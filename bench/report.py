@@ -38,7 +38,7 @@ def digits_summary(digits: dict) -> dict:
     """{method: {figure: [one value per seed]}}, each the mean over the ten held-out classes."""
     out = {}
     for per_class in digits.values():
-        for method in quality.DIGITS_METHODS:
+        for method in quality.METHODS:
             for figure in ("auroc", "ap", "spread", "spread_other_seed"):
                 values = [per_class[c][method].get(figure) for c in per_class]
                 if values[0] is not None:
@@ -69,14 +69,14 @@ def quality_section(results: dict, plots: Path) -> tuple[str, dict]:
         f"noise seed).", "",
         "| method | AUROC | average precision | spread, same seed | spread, another seed |",
         "|---|---|---|---|---|"]
-    for method in quality.DIGITS_METHODS:
+    for method in quality.METHODS:
         d = digits[method]
         other = mean_std(d["spread_other_seed"]) if "spread_other_seed" in d else "—"
         lines.append(f"| {method} | {mean_std(d['auroc'])} | {mean_std(d['ap'])} | "
                      f"{np.mean(d['spread']):.2g} | {other} |")
     per_class = {method: [float(np.mean([results["digits"][s][str(c)][method]["auroc"]
                                          for s in results["digits"]])) for c in range(10)]
-                 for method in quality.DIGITS_METHODS}
+                 for method in quality.METHODS}
     lines += ["", "AUROC per held-out class (mean over seeds):", "",
               "| method | " + " | ".join(str(c) for c in range(10)) + " |",
               "|---|" + "---|" * 10]
