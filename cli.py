@@ -29,6 +29,16 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _weight(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number ≥ 0")
+    return value
+
+
 def _contamination(text: str) -> float | str:
     if text == "auto":
         return text
@@ -66,7 +76,8 @@ def parser() -> argparse.ArgumentParser:
                        help="for rows with unlabelled anomalies: auto leaves each batch's "
                             "outlying rows out of the loss, a fraction such as 0.05 that "
                             "share; 0 (default): the plain ELBO")
-    train.add_argument("--beta", type=float, default=1.0, help="KL weight (1)")
+    train.add_argument("--beta", type=_weight,
+                       help="KL weight (1, the ELBO; 4 for tables of fewer than 500 rows)")
     train.add_argument("--warmup-epochs", type=int, default=10, help="KL warm-up epochs (10)")
     train.add_argument("--threads", type=_positive,
                        help="torch threads (default: 1 for a network narrower than 256, else "

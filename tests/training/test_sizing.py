@@ -13,13 +13,17 @@ from training.train import load_run, train, trimmed_mean
 
 @pytest.mark.parametrize("rows, features, expected", [
     (1438, 64, {"hidden": (256, 256), "latent_dim": 16, "batch_size": 128, "epochs": 250,
-                "patience": 25}),  # digits' training rows
-    (290, 30, {"hidden": (64, 64), "latent_dim": 7, "batch_size": 36, "epochs": 300,
-               "patience": 30}),  # WDBC's benign training rows
-    (115, 13, {"hidden": (32, 32), "latent_dim": 3, "batch_size": 16, "epochs": 300,
-               "patience": 30}),  # wine
+                "patience": 25, "beta": 1.0}),  # digits' training rows
+    (290, 30, {"hidden": (64, 64), "latent_dim": 7, "batch_size": 36, "epochs": 33,
+               "patience": 10, "beta": 4.0}),  # WDBC's benign training rows: a small table
+    (115, 13, {"hidden": (32, 32), "latent_dim": 3, "batch_size": 16, "epochs": 37,
+               "patience": 10, "beta": 4.0}),  # wine
+    (499, 4, {"hidden": (32, 32), "latent_dim": 2, "batch_size": 62, "epochs": 33,
+              "patience": 10, "beta": 4.0}),
+    (500, 4, {"hidden": (32, 32), "latent_dim": 2, "batch_size": 62, "epochs": 300,
+              "patience": 30, "beta": 1.0}),
     (200_000, 200, {"hidden": (256, 256), "latent_dim": 16, "batch_size": 128, "epochs": 30,
-                    "patience": 10}),
+                    "patience": 10, "beta": 1.0}),
 ])
 def test_the_rule_fits_the_shape(rows, features, expected):
     assert rule(rows, features) == expected
@@ -30,7 +34,7 @@ def test_given_sizes_are_kept_and_the_choice_is_said_in_one_line():
     assert (config.hidden, config.epochs, config.latent_dim, config.batch_size) == \
         ((8, 8), 5, 16, 128)
     assert line == ("vae train: hidden 8,8, latent 16, batch 128, at most 5 epochs, patience 25, "
-                    "contamination 0.0: chosen for 1438 training rows × 64 features "
+                    "beta 1, contamination 0.0: chosen for 1438 training rows × 64 features "
                     "(hidden, epochs as given)")
     assert "\n" not in line
 
@@ -97,3 +101,11 @@ def test_bad_contamination_is_refused_in_one_line(tmp_path, value):
 def test_a_bad_contamination_in_a_config_is_refused(tmp_path):
     with pytest.raises(InputError, match="contamination 0.7 is neither 'auto' nor a fraction"):
         train(TrainConfig(contamination=0.7, epochs=1), tmp_path / "run", progress=False)
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "x"])
+def test_a_bad_beta_is_refused_in_one_line(tmp_path, value):
+    result = run_cli_here("train", "--beta", value, "--out", str(tmp_path / "run"))
+    assert result.returncode == 2
+    assert f"argument --beta: {value!r} is not a finite number ≥ 0" in result.stderr
+    assert not (tmp_path / "run").exists()
