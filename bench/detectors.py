@@ -40,7 +40,7 @@ def train_and_export(config, directory: Path) -> tuple[dict, float]:
 class OurVAE:
     """A run of this project's VAE: trained on rows, exported, loaded on onnxruntime."""
     sampling: bool = True
-    beta: float = 1.0
+    beta: float | None = None  # None: as `vae train` chooses it (training/sizing.py)
     seed: int = 0
     options: dict = field(default_factory=dict)  # other TrainConfig fields
     workdir: Path | None = None
