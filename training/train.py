@@ -115,7 +115,7 @@ def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: 
     torch.manual_seed(config.seed)
     model = VAE(data.x.shape[1], config, torch.from_numpy(mean), torch.from_numpy(std))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
-                                  weight_decay=config.weight_decay)
+                                  weight_decay=config.weight_decay, fused=True)
     val_eps = torch.randn(1, len(x_val), config.latent_dim,
                           generator=epoch_generator(config.seed, VALIDATION_STREAM))
     state = {"epoch": 0, "history": [], "best_val": float("inf"), "best_epoch": -1,
