@@ -3,7 +3,7 @@
 The rule (README, "Train and export"), for a table of n training rows and F features:
     hidden     two layers of width clamp(4·F, 32, 256), rounded down to a power of two
     latent     clamp(F // 4, 2, 16)
-    batch      clamp(n // 8, 16, 128)
+    batch      clamp(n // 8, 16, 64)
     epochs     enough for about 3,000 optimizer steps (300 below 500 rows), between 30 and 300
     patience   a tenth of the epochs, at least 10
     beta       1, the ELBO; 4 below 500 rows
@@ -15,7 +15,9 @@ Those draws added the small-table case: fitted on a few hundred rows with unlabe
 among them, the network had learned the anomalies as normal long before early stopping (which
 sees held-out rows only) ended the run. A shorter run with a heavier prior ranked them better
 (unsupervised AUROC: WDBC 0.87 -> 0.92, wine 0.80 -> 0.93, iris 0.93 -> 0.96; semi-supervised,
-on clean rows: WDBC 0.959 -> 0.948, iris 0.904 -> 0.931).
+on clean rows: WDBC 0.959 -> 0.948, iris 0.904 -> 0.931). And batches of at most 64 rows in
+place of 128 made digits' model a better detector (each class held out in turn on the
+development split: mean AUROC 0.923 -> 0.937; 0.940 with twice the steps, in twice the time).
 """
 
 import dataclasses
@@ -38,7 +40,7 @@ def _power_of_two(value: int) -> int:
 def rule(n_rows: int, n_features: int) -> dict:
     """The sizes of the rule above, for n training rows of F features."""
     width = _power_of_two(_clamp(4 * n_features, 32, 256))
-    batch = _clamp(n_rows // 8, 16, 128)
+    batch = _clamp(n_rows // 8, 16, 64)
     small = n_rows < SMALL
     steps_per_epoch = -(-n_rows // batch)
     epochs = _clamp((300 if small else 3000) / steps_per_epoch, 30, 300)

@@ -12,8 +12,8 @@ from training.train import load_run, train, trimmed_mean
 
 
 @pytest.mark.parametrize("rows, features, expected", [
-    (1438, 64, {"hidden": (256, 256), "latent_dim": 16, "batch_size": 128, "epochs": 250,
-                "patience": 25, "beta": 1.0}),  # digits' training rows
+    (1438, 64, {"hidden": (256, 256), "latent_dim": 16, "batch_size": 64, "epochs": 130,
+                "patience": 13, "beta": 1.0}),  # digits' training rows
     (290, 30, {"hidden": (64, 64), "latent_dim": 7, "batch_size": 36, "epochs": 33,
                "patience": 10, "beta": 4.0}),  # WDBC's benign training rows: a small table
     (115, 13, {"hidden": (32, 32), "latent_dim": 3, "batch_size": 16, "epochs": 37,
@@ -22,7 +22,7 @@ from training.train import load_run, train, trimmed_mean
               "patience": 10, "beta": 4.0}),
     (500, 4, {"hidden": (32, 32), "latent_dim": 2, "batch_size": 62, "epochs": 300,
               "patience": 30, "beta": 1.0}),
-    (200_000, 200, {"hidden": (256, 256), "latent_dim": 16, "batch_size": 128, "epochs": 30,
+    (200_000, 200, {"hidden": (256, 256), "latent_dim": 16, "batch_size": 64, "epochs": 30,
                     "patience": 10, "beta": 1.0}),
 ])
 def test_the_rule_fits_the_shape(rows, features, expected):
@@ -32,8 +32,8 @@ def test_the_rule_fits_the_shape(rows, features, expected):
 def test_given_sizes_are_kept_and_the_choice_is_said_in_one_line():
     config, line = choose_sizes(TrainConfig(hidden=(8, 8), epochs=5), 1438, 64)
     assert (config.hidden, config.epochs, config.latent_dim, config.batch_size) == \
-        ((8, 8), 5, 16, 128)
-    assert line == ("vae train: hidden 8,8, latent 16, batch 128, at most 5 epochs, patience 25, "
+        ((8, 8), 5, 16, 64)
+    assert line == ("vae train: hidden 8,8, latent 16, batch 64, at most 5 epochs, patience 13, "
                     "beta 1, contamination 0.0: chosen for 1438 training rows × 64 features "
                     "(hidden, epochs as given)")
     assert "\n" not in line
