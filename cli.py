@@ -72,10 +72,11 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=_positive)
     train.add_argument("--patience", type=_positive,
                        help="stop after this many epochs without a better validation loss")
-    train.add_argument("--contamination", type=_contamination, default=0.0,
+    train.add_argument("--contamination", type=_contamination,
                        help="for rows with unlabelled anomalies: auto leaves each batch's "
                             "outlying rows out of the loss, a fraction such as 0.05 that "
-                            "share; 0 (default): the plain ELBO")
+                            "share, 0 the plain ELBO (default: auto for tables of fewer than "
+                            "500 rows, else 0)")
     train.add_argument("--beta", type=_weight,
                        help="KL weight (1, the ELBO; 4 for tables of fewer than 500 rows)")
     train.add_argument("--warmup-epochs", type=int, default=10, help="KL warm-up epochs (10)")

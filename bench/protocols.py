@@ -28,9 +28,9 @@ from bench.common import seeded_main
 from bench.detectors import PEERS, Peer
 
 OLD_SIZES = {"hidden": (256, 256), "latent_dim": 16, "batch_size": 128, "epochs": 300,
-             "patience": 30, "beta": 1.0}
+             "patience": 30, "beta": 1.0, "contamination": 0.0}
 DEFAULT = "VAE (defaults)"
-# The recipe `vae train` uses by default (shape-chosen sizes, the plain ELBO), then the others.
+# The recipe `vae train` uses by default (training/sizing.py's rule), then the others.
 RECIPES = {
     DEFAULT: {},
     "VAE, --contamination auto": {"contamination": "auto"},

@@ -24,10 +24,10 @@ class TrainConfig:
     sampling: bool = True  # False: the ablation z = mu with penalty ½‖mu‖² in place of the KL
     # The share of each batch, by loss, left out of the gradient (a trimmed ELBO), so that the
     # few anomalies of an unlabelled table are not learned as normal: a fraction in [0, 0.5),
-    # or "auto": the batch's outlying losses (training.train.trimmed_mean). Off by default: on
-    # clean digits auto left the tail rows so badly fitted that the validation -ELBO went from
-    # 92 to 216 nats (bench/REPORT.md).
-    contamination: float | str = 0.0
+    # or "auto": the batch's outlying losses (training.train.trimmed_mean). None: chosen,
+    # "auto" for a small table, else 0 (training.sizing): on clean digits auto left the tail
+    # rows so badly fitted that the validation -ELBO went from 89 to 217 nats.
+    contamination: float | str | None = None
     outlying: float = 5.0  # auto's cut: robust standard deviations above the batch's median loss
     decoder_variance: str = "row"  # "row": predicted per row; "feature": one per feature
     weight_decay: float = 0.0

@@ -13,17 +13,18 @@ from training.train import load_run, train, trimmed_mean
 
 @pytest.mark.parametrize("rows, features, expected", [
     (1438, 64, {"hidden": (256, 256), "latent_dim": 16, "batch_size": 64, "epochs": 130,
-                "patience": 13, "beta": 1.0}),  # digits' training rows
+                "patience": 13, "beta": 1.0, "contamination": 0.0}),  # digits' training rows
+    # WDBC's benign training rows: a small table
     (290, 30, {"hidden": (64, 64), "latent_dim": 7, "batch_size": 36, "epochs": 33,
-               "patience": 10, "beta": 4.0}),  # WDBC's benign training rows: a small table
+               "patience": 10, "beta": 4.0, "contamination": "auto"}),
     (115, 13, {"hidden": (32, 32), "latent_dim": 3, "batch_size": 16, "epochs": 37,
-               "patience": 10, "beta": 4.0}),  # wine
+               "patience": 10, "beta": 4.0, "contamination": "auto"}),  # wine
     (499, 4, {"hidden": (32, 32), "latent_dim": 2, "batch_size": 62, "epochs": 33,
-              "patience": 10, "beta": 4.0}),
+              "patience": 10, "beta": 4.0, "contamination": "auto"}),
     (500, 4, {"hidden": (32, 32), "latent_dim": 2, "batch_size": 62, "epochs": 300,
-              "patience": 30, "beta": 1.0}),
+              "patience": 30, "beta": 1.0, "contamination": 0.0}),
     (200_000, 200, {"hidden": (256, 256), "latent_dim": 16, "batch_size": 64, "epochs": 30,
-                    "patience": 10, "beta": 1.0}),
+                    "patience": 10, "beta": 1.0, "contamination": 0.0}),
 ])
 def test_the_rule_fits_the_shape(rows, features, expected):
     assert rule(rows, features) == expected
