@@ -19,12 +19,12 @@ from bench.protocols import RECIPES, run_task
 
 DEV_SEED = 100
 DEV_DIGITS = (1, 8, 9)
-# Recipes this code can run. The kept figures also hold the defaults measured at commit b61dbb9,
-# before the rule's small-table case ("VAE, defaults before the small-table rule"), and recipes
-# measured at commit 8856e02,
-# when early stopping watched a trimmed validation loss too ("validation trimmed
-# too"): they ranked rows as well on clean data, but the report's run showed that they left
-# the clean model's likelihood far worse, so trimming is no longer the default.
+# Recipes this code can run. The kept figures also hold recipes this code no longer runs: the
+# defaults of earlier commits, named with the commit in parentheses (before the rule's
+# small-table case; with batches up to 128; without auto on small tables), and recipes measured
+# at commit 8856e02, when early stopping watched a trimmed validation loss too ("validation
+# trimmed too"): they ranked rows as well on clean data, but the report's run showed that they
+# left the clean model's likelihood far worse.
 CANDIDATES = {
     **RECIPES,
     "VAE, auto at 3 robust SDs": {"contamination": "auto", "outlying": 3.0},

@@ -76,10 +76,10 @@ def section(results: dict, develop: dict | None) -> str:
         "anomaly in turn, seed 0), WDBC (malignant), wine (class 2), iris (virginica), and a "
         "synthetic mixture of three correlated Gaussians with ADBench's four anomaly types "
         f"(seeds 0–{results['seeds'] - 1}). AUROC, mean over shares and seeds; the best of "
-        "each column in bold. The VAE is `vae train` with its defaults (shape-chosen sizes: "
-        "for a table under 500 training rows, about 300 optimizer steps and β = 4; the plain "
-        "ELBO), scored at K = 16; the peers are PyOD's, with their defaults, on standardized "
-        "features.", "",
+        "each column in bold. The VAE is `vae train` with its defaults (settings chosen from "
+        "the table's shape: the plain ELBO, or for a table under 500 training rows about 300 "
+        "optimizer steps, β = 4 and `--contamination auto`), scored at K = 16; the peers are "
+        "PyOD's, with their defaults, on standardized features.", "",
         "Unsupervised:", "", *table(s["unsupervised"], methods), "",
         "Semi-supervised (digits: section 2's hold-one-out):", "",
         *table(s["semi-supervised"], methods), "",
@@ -94,8 +94,8 @@ def section(results: dict, develop: dict | None) -> str:
               "recipes on the development draws of `bench/develop.py` (other seeds, other "
               "synthetic data, digits classes 1, 8, 9), where they were compared; the report's "
               "own draws, on the left, played no part in choosing. The rows with no figures "
-              "on the left were measured on the development draws only: the defaults before "
-              "the small-table case of the size rule, and earlier forms of trimming (with "
+              "on the left were measured on the development draws only: the defaults of "
+              "earlier commits, named with the commit, and earlier forms of trimming (with "
               "early stopping on a trimmed validation loss too; "
               "`bench/results/develop.json`).", "",
               "| recipe | unsupervised | semi-supervised | training s | development: "
