@@ -297,13 +297,15 @@ def main() -> None:
     plots.mkdir(parents=True, exist_ok=True)
     if not args.render:
         started = time.perf_counter()
-        results = {"quality": quality.run(args.seeds),
-                   "ablation": ablation.run(args.seeds, plots=plots),
-                   "speed": speed.run(),  # alone on the machine: before the parallel part
-                   "protocols": protocols.run(args.seeds)}
-        results["run"] = {"minutes": (time.perf_counter() - started) / 60}
-        for name, result in results.items():
-            (results_dir / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+        sections = {"quality": lambda: quality.run(args.seeds),
+                    "ablation": lambda: ablation.run(args.seeds, plots=plots),
+                    "speed": speed.run,  # alone on the machine: before the parallel part
+                    "protocols": lambda: protocols.run(args.seeds),
+                    "run": lambda: {"minutes": (time.perf_counter() - started) / 60}}
+        for name, run in sections.items():  # each kept as soon as it is measured
+            result = run()
+            atomic_write(results_dir / f"{name}.json",
+                         lambda tmp: tmp.write_text(json.dumps(result, indent=1) + "\n"))
     # the report is always written from the kept figures, so --render gives the same text
     results = {name: json.loads((results_dir / f"{name}.json").read_text())
                for name in ("quality", "ablation", "speed", "protocols", "run")}

@@ -23,6 +23,7 @@ from bench.bench_service import body, upload_rate
 from bench.load import wrk
 from bench.common import digits_rows, rate, served
 from bench.detectors import train_and_export
+from export.verify import PARITY_TOLERANCE
 from serving.core.runtime import SAMPLE_ROWS, VAERuntime
 from serving.store import load_runtime
 from serving.core.scores import score_terms
@@ -122,9 +123,11 @@ def run(rows: int = 50_000, seconds: float = 3.0, workdir: Path | None = None) -
     runtime = load_runtime(trained["bundle"], threads=1)
     x = digits_rows(rows)
     eager = eager_scorer(trained["run"], runtime)
-    for k in K_VALUES:  # the two engines agree before they are timed
-        gap = np.abs(eager(x[:1000], k) - runtime.score(x[:1000], k, seed=0).score).max()
-        assert gap < 1e-2, f"PyTorch and onnxruntime scores differ by {gap} at K = {k}"
+    for k in K_VALUES:  # the two engines agree before they are timed, as `vae export` checks
+        ours = runtime.score(x[:1000], k, seed=0).score  # up to ~10^4 nats on odd rows
+        gap = (np.abs(eager(x[:1000], k) - ours) / np.maximum(1.0, np.abs(ours))).max()
+        assert gap <= PARITY_TOLERANCE, \
+            f"PyTorch and onnxruntime scores differ by {gap:.2g} of the score at K = {k}"
 
     scoring = {}
     pyod_vae = trained["pyod"]["PyOD VAE"]
