@@ -41,7 +41,7 @@ smoke: image
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# bench/REPORT.md and its plots, regenerated from the embedded data (~35 minutes on 2 cores).
+# bench/REPORT.md and its plots, regenerated from the embedded data (20–35 minutes on 2 cores).
 $(VENV)/.bench-installed: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[bench]"
 	touch $@

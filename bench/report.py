@@ -287,7 +287,7 @@ def versions() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, default=2)  # ~35 minutes on 2 cores
+    parser.add_argument("--seeds", type=int, default=2)  # 20–35 minutes on 2 cores
     parser.add_argument("--out", type=Path, default=Path(__file__).parent)
     parser.add_argument("--render", action="store_true",
                         help="only rewrite REPORT.md from the figures kept in results/")
