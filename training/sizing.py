@@ -30,7 +30,7 @@ from serving.core.rows import InputError
 from training.config import AUTO, TrainConfig
 
 SIZES = ("hidden", "latent_dim", "batch_size", "epochs", "patience", "beta", "contamination")
-SMALL = 500  # training rows below which a table is small: fewer steps, a heavier prior
+SMALL = 500  # training rows below which a table is small: fewer steps, a heavier prior, auto
 
 
 def _clamp(value: float, low: int, high: int) -> int:
@@ -82,8 +82,9 @@ def choose_threads(config: TrainConfig) -> int:
 
 
 def trim_share(config: TrainConfig) -> float | None:
-    """The share of each training batch left out of the loss, from the first epoch on: anomalies are the worst-fitted rows early, and once learned they no
-    longer stand out. None: the outlying rows of each batch (training.train.trimmed_mean).
+    """The share of each training batch left out of the loss, from the first epoch on:
+    anomalies are the worst-fitted rows early, and once learned they no longer stand out.
+    None: the outlying rows of each batch (training.train.trimmed_mean).
     A run with a label column trains on its normal rows only: auto trims nothing there."""
     if config.contamination == AUTO:
         return 0.0 if config.label_column is not None else None

@@ -84,7 +84,8 @@ def test_a_contaminated_fit_beats_the_plain_one(tmp_path):
                           epochs=60), run, progress=False)
         model, _ = load_run(run)
         with torch.no_grad():
-            eps = torch.randn(16, len(x), model.latent_dim, generator=torch.Generator().manual_seed(0))
+            eps = torch.randn(16, len(x), model.latent_dim,
+                              generator=torch.Generator().manual_seed(0))
             scores = -model.loss(torch.from_numpy(x), eps).loss.numpy()  # -ELBO: higher normal
         aurocs[contamination] = roc_auc_score(anomalous, -scores)
     assert aurocs["auto"] > aurocs[0.0] and aurocs["auto"] > 0.99, aurocs
