@@ -29,11 +29,16 @@ def _positive(text: str) -> int:
     return int(text)
 
 
-def _weight(text: str) -> float:
+def _float(text: str) -> float:
+    """The number text spells, or NaN, which every range check below refuses."""
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
-        value = -1.0
+        return float("nan")
+
+
+def _weight(text: str) -> float:
+    value = _float(text)
     if not 0.0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number ≥ 0")
     return value
@@ -42,10 +47,7 @@ def _weight(text: str) -> float:
 def _contamination(text: str) -> float | str:
     if text == "auto":
         return text
-    try:
-        share = float(text)
-    except ValueError:
-        share = -1.0
+    share = _float(text)
     if not 0.0 <= share < 0.5:
         raise argparse.ArgumentTypeError(f"{text!r} is neither auto nor a fraction in [0, 0.5) "
                                          f"(the share of anomalies expected in the rows)")
