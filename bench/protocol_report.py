@@ -108,18 +108,18 @@ def section(results: dict, develop: dict | None) -> str:
         lines.append(f"| {recipe} | {overall(results, recipe, 'unsupervised'):.3f} | "
                      f"{overall(results, recipe, 'semi-supervised'):.3f} | {seconds:.1f} | "
                      f"{dev_cells} |")
-    for recipe in development_only(develop or {}):
-        dev = develop_means(develop, recipe)
+    for recipe, dev in development_only(develop or {}).items():
         lines.append(f"| {recipe} | — | — | — | {dev['unsupervised']:.3f} | "
                      f"{dev['semi-supervised']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
-def development_only(develop: dict) -> list[str]:
-    """The VAE recipes of the development draws that the report's run does not train."""
+def development_only(develop: dict) -> dict:
+    """{recipe: develop_means} of the VAE recipes of the development draws that the report's
+    run does not train, by name."""
     names = {m for task in develop.get("tasks", []) for m in task["auroc"]}
-    return sorted(m for m in names - set(RECIPES) - set(PEERS)
-                  if develop_means(develop, m) is not None)
+    means = {m: develop_means(develop, m) for m in sorted(names - set(RECIPES) - set(PEERS))}
+    return {m: dev for m, dev in means.items() if dev is not None}
 
 
 def develop_means(develop: dict, recipe: str) -> dict | None:

@@ -89,7 +89,6 @@ def reading(q: dict, a: dict, speed: dict, p: dict) -> str:
     width_speed = {w: {k: s[f"this runtime in-process, K = {k}"
                             + ("" if w == 256 else f", hidden {w},{w}")] / pyod for k in (1, 16)}
                    for w in (128, 256, 512)}
-
     served = {name.split(",")[0]: value / ours[16] for name, value in s.items()
               if name.startswith(("HTTP", "batch job"))}
     work = {k: (OUR_ENCODER + k * OUR_DECODER) / PYOD_VAE for k in (1, 16)}
