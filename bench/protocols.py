@@ -28,12 +28,13 @@ from bench.common import seeded_main
 from bench.detectors import PEERS, Peer
 
 OLD_SIZES = {"hidden": (256, 256), "latent_dim": 16, "batch_size": 128, "epochs": 300,
-             "patience": 30, "beta": 1.0, "contamination": 0.0}
+             "patience": 30, "beta": 1.0, "contamination": 0.0, "weight_average": 0.0}
 DEFAULT = "VAE (defaults)"
 # The recipe `vae train` uses by default (training/sizing.py's rule), then the others.
 RECIPES = {
     DEFAULT: {},
     "VAE, --contamination auto": {"contamination": "auto"},
+    "VAE, last weights, not averaged": {"weight_average": 0.0},
     "VAE, before: fixed sizes": {**OLD_SIZES},
     "VAE, one variance per feature": {"decoder_variance": "feature"},
 }

@@ -31,6 +31,9 @@ class TrainConfig:
     outlying: float = 5.0  # auto's cut: robust standard deviations above the batch's median loss
     decoder_variance: str = "row"  # "row": predicted per row; "feature": one per feature
     weight_decay: float = 0.0
+    # Decay per step of the moving average of the weights that is validated and saved (Polyak
+    # averaging; training.train.WeightAverage); 0: the last step's weights.
+    weight_average: float = 0.998
     seed: int = 0
     learning_rate: float = 1e-3
     val_fraction: float = 0.2
@@ -46,6 +49,7 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> "TrainConfig":
         data = dict(data)
         data.setdefault("contamination", 0.0)  # runs saved before the option trained untrimmed
+        data.setdefault("weight_average", 0.0)  # and kept their last weights
         if data.get("hidden") is not None:
             data["hidden"] = tuple(data["hidden"])
         return cls(**data)

@@ -1,10 +1,11 @@
-"""The training loop: Adam, KL warm-up, a trimmed ELBO, early stopping, an atomic checkpoint
-after an epoch, at most every quarter second.
+"""The training loop: Adam, KL warm-up, a trimmed ELBO, a moving average of the weights, early
+stopping, an atomic checkpoint after an epoch, at most every quarter second.
 
 Every epoch draws its shuffling and its noise from a generator seeded by (seed, epoch), so a run
 resumed from its checkpoint ends with exactly the weights of an uninterrupted run.
 """
 
+import copy
 import json
 import os
 import shutil
@@ -46,6 +47,30 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 def atomic_save(obj, path: Path) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+class WeightAverage:
+    """An exponential moving average of the model's weights, updated after every step (Polyak
+    averaging), corrected for its start as Adam corrects its moments: after n steps, each
+    step's weights weigh decay^age / (1 + decay + ... + decay^(n-1)), and the initial weights
+    nothing."""
+
+    def __init__(self, model: VAE, decay: float):
+        self.model, self.decay, self.steps = copy.deepcopy(model), decay, 0
+
+    @torch.no_grad()
+    def update(self, model: VAE) -> None:
+        self.steps += 1
+        weight = (1.0 - self.decay) / (1.0 - self.decay**self.steps)
+        for mine, theirs in zip(self.model.parameters(), model.parameters()):
+            mine.lerp_(theirs, weight)
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.steps = state["steps"]
 
 
 def kl_weight(config: TrainConfig, epoch: int) -> float:
@@ -119,6 +144,9 @@ def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: 
     model = VAE(data.x.shape[1], config, torch.from_numpy(mean), torch.from_numpy(std))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
                                   weight_decay=config.weight_decay, fused=True)
+    # what validation, early stopping and the saved model see: the averaged weights, or the last
+    average = WeightAverage(model, config.weight_average) if config.weight_average else None
+    evaluated = average.model if average else model
     val_eps = torch.randn(1, len(x_val), config.latent_dim,
                           generator=epoch_generator(config.seed, VALIDATION_STREAM))
     state = {"epoch": 0, "history": [], "best_val": float("inf"), "best_epoch": -1,
@@ -126,11 +154,15 @@ def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: 
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
+        if average:
+            average.load_state_dict(checkpoint["average"])
         state = {k: checkpoint[k] for k in state}
 
     def save() -> None:
         atomic_save({"config": config.to_dict(), "model": model.state_dict(),
-                     "optimizer": optimizer.state_dict(), **state}, run_dir / CHECKPOINT)
+                     "optimizer": optimizer.state_dict(),
+                     "average": average.state_dict() if average else None, **state},
+                    run_dir / CHECKPOINT)
 
     started = saved = time.perf_counter()
     bar = tqdm(total=config.epochs, initial=state["epoch"], desc="train", unit="epoch",
@@ -138,9 +170,9 @@ def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: 
     for epoch in range(state["epoch"], config.epochs):
         if epoch - state["best_epoch"] >= config.patience and state["best_epoch"] > 0:
             break  # early stopping: no better validation loss for `patience` epochs
-        train_loss = _train_epoch(model, optimizer, x_train, config, epoch)
+        train_loss = _train_epoch(model, optimizer, average, x_train, config, epoch)
         with torch.no_grad():
-            val = model.loss(x_val, val_eps)  # beta = 1: the negative ELBO
+            val = evaluated.loss(x_val, val_eps)  # beta = 1: the negative ELBO
         # Early stopping watches the plain -ELBO of the validation rows: trimmed, it ignored
         # the rows that overfitting hurts first (digits ran 237 epochs to a test -ELBO 47 nats
         # worse); anomalies the gradient leaves out stay badly fitted, so they barely move it.
@@ -150,7 +182,7 @@ def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: 
         state["epoch"] = epoch + 1
         if record["val_loss"] < state["best_val"]:
             state.update(best_val=record["val_loss"], best_epoch=epoch + 1,
-                         best_state={k: v.clone() for k, v in model.state_dict().items()})
+                         best_state={k: v.clone() for k, v in evaluated.state_dict().items()})
         if time.perf_counter() - saved >= CHECKPOINT_EVERY_S:
             save()
             saved = time.perf_counter()
@@ -164,8 +196,8 @@ def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: 
     return {**metrics, "chosen": chosen}
 
 
-def _train_epoch(model: VAE, optimizer: torch.optim.Optimizer, x_train: torch.Tensor,
-                 config: TrainConfig, epoch: int) -> float:
+def _train_epoch(model: VAE, optimizer: torch.optim.Optimizer, average: WeightAverage | None,
+                 x_train: torch.Tensor, config: TrainConfig, epoch: int) -> float:
     generator = epoch_generator(config.seed, epoch)
     order = torch.randperm(len(x_train), generator=generator)
     beta, total = kl_weight(config, epoch), 0.0
@@ -177,6 +209,8 @@ def _train_epoch(model: VAE, optimizer: torch.optim.Optimizer, x_train: torch.Te
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if average:
+            average.update(model)
         total += loss.item() * len(x)
     return total / len(x_train)
 

@@ -9,7 +9,7 @@ import torch
 
 from tests.conftest import ROOT, SMALL
 from training.config import TrainConfig
-from training.train import CHECKPOINT, MODEL, RunError, load_run, resume, train
+from training.train import CHECKPOINT, MODEL, RunError, WeightAverage, load_run, resume, train
 
 
 def test_short_digits_run_lowers_the_validation_loss(digits_run):
@@ -89,6 +89,27 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
         assert torch.equal(a, b), name
     history = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == list(range(1, 31))
+
+
+def test_the_weight_average_weighs_each_step_by_its_age():
+    # after n steps, the weights of step i weigh decay^(n-i), normalized; the initial ones nothing
+    model = torch.nn.Linear(3, 2)
+    average = WeightAverage(model, 0.9)
+    seen = []
+    for _ in range(5):
+        with torch.no_grad():
+            model.weight.normal_()
+        seen.append(model.weight.detach().clone())
+        average.update(model)
+    ages = 0.9 ** torch.arange(4.0, -1.0, -1.0)
+    expected = (ages[:, None, None] * torch.stack(seen)).sum(0) / ages.sum()
+    torch.testing.assert_close(average.model.weight, expected)
+
+
+def test_a_run_saved_before_the_weight_average_resumes_without_it():
+    saved = TrainConfig().to_dict()
+    del saved["weight_average"]
+    assert TrainConfig().weight_average > 0 and TrainConfig.from_dict(saved).weight_average == 0
 
 
 def test_no_sampling_run_records_its_ablation(no_sampling_run):
