@@ -180,7 +180,11 @@ def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: 
                   "val_recon_nll": val.recon_nll.mean().item(), "val_kl": val.kl.mean().item()}
         state["history"].append(record)
         state["epoch"] = epoch + 1
-        if record["val_loss"] < state["best_val"]:
+        # Only a model trained on the whole KL term can be the best: during the warm-up the
+        # -ELBO first falls and then rises, and an averaged model is slow to come back below
+        # its early low (a digits run stopped at epoch 22 with the model of epoch 2).
+        settled = epoch + 1 >= min(config.warmup_epochs, config.epochs)
+        if settled and record["val_loss"] < state["best_val"]:
             state.update(best_val=record["val_loss"], best_epoch=epoch + 1,
                          best_state={k: v.clone() for k, v in evaluated.state_dict().items()})
         if time.perf_counter() - saved >= CHECKPOINT_EVERY_S:
