@@ -35,6 +35,7 @@ def protocols_reading(p: dict) -> str:
     wins = [d for d in unsupervised if mean(unsupervised[d], DEFAULT)
             >= max(mean(unsupervised[d], "IsolationForest"), mean(unsupervised[d], "ECOD"))]
     losses = [d for d in unsupervised if d not in wins]
+
     def gain(recipe: str) -> dict:  # the default's means less the recipe's
         return {proto: protocol_report.overall(p, DEFAULT, proto)
                 - protocol_report.overall(p, recipe, proto) for proto in s}

@@ -334,8 +334,8 @@ def write_report(results: dict, path: Path, plots: Path) -> None:
         f"and beside the recipes in section 1). Trimming (`--contamination auto`) is on by "
         f"default for tables under 500 rows only: on the default digits run it left a "
         f"validation −ELBO of 217 nats against 89 plain. The decoder's variance floor was "
-        f"chosen, and one fault found, as the caveat at the end says. Speed figures are of one run on a shared "
-        f"machine: compare the rows of one run, as the targets do.", "",
+        f"chosen, and one fault found, as the caveat at the end says. Speed figures are of one "
+        f"run on a shared machine: compare the rows of one run, as the targets do.", "",
         f"Versions: {versions()}.", "",
         t_text, p_text, q_text, a_text, s_text,
         reading(q, a, results["speed"], results["protocols"])])
