@@ -44,6 +44,14 @@ def _weight(text: str) -> float:
     return value
 
 
+def _decay(text: str) -> float:
+    value = _float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a decay in [0, 1) (0 keeps the last "
+                                         f"weights)")
+    return value
+
+
 def _contamination(text: str) -> float | str:
     if text == "auto":
         return text
@@ -82,6 +90,9 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--beta", type=_weight,
                        help="KL weight (1, the ELBO; 4 for tables of fewer than 500 rows)")
     train.add_argument("--warmup-epochs", type=int, default=10, help="KL warm-up epochs (10)")
+    train.add_argument("--weight-average", type=_decay, default=0.998, metavar="DECAY",
+                       help="decay per step of the moving average of the weights that is "
+                            "validated and saved (0.998); 0 keeps the last step's weights")
     train.add_argument("--threads", type=_positive,
                        help="torch threads (default: 1 for a network narrower than 256, else "
                             "the CPUs, at most 4)")
@@ -146,7 +157,8 @@ def run_train(args: argparse.Namespace) -> None:
                              epochs=args.epochs, latent_dim=args.latent_dim,
                              hidden=args.hidden, batch_size=args.batch_size,
                              patience=args.patience, contamination=args.contamination,
-                             beta=args.beta, warmup_epochs=args.warmup_epochs, seed=args.seed,
+                             beta=args.beta, warmup_epochs=args.warmup_epochs,
+                             weight_average=args.weight_average, seed=args.seed,
                              sampling=not args.no_sampling)
         metrics = train(config, args.out, progress=not args.quiet, threads=args.threads)
     if args.quiet:  # otherwise said before training began

@@ -6,14 +6,18 @@ from tests.conftest import run_cli, run_cli_here
 
 
 def test_train_and_export_from_the_command_line(tmp_path):
+    from training.train import load_run
+
     result = run_cli("train", "--data", "breast-cancer", "--epochs", "3", "--hidden", "32",
-                     "--latent-dim", "2", "--out", str(tmp_path / "run"))
+                     "--latent-dim", "2", "--weight-average", "0.99", "--out",
+                     str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr
     assert "trained breast-cancer: 3 epochs" in result.stdout
     assert "train: 100%" in result.stderr  # the progress bar, with its losses
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["train_rows"] + metrics["val_rows"] == 569
     assert not (tmp_path / "run" / "samples.png").exists()  # not image data
+    assert load_run(tmp_path / "run")[1]["config"]["weight_average"] == 0.99
 
     result = run_cli("export", str(tmp_path / "run"), "--out", str(tmp_path / "bundle"))
     assert result.returncode == 0, result.stderr

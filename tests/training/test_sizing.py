@@ -111,3 +111,16 @@ def test_a_bad_beta_is_refused_in_one_line(tmp_path, value):
     assert result.returncode == 2
     assert f"argument --beta: {value!r} is not a finite number ≥ 0" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("value", ["1", "-0.1", "nan", "x"])
+def test_a_bad_weight_average_is_refused_in_one_line(tmp_path, value):
+    result = run_cli_here("train", "--weight-average", value, "--out", str(tmp_path / "run"))
+    assert result.returncode == 2
+    assert f"argument --weight-average: {value!r} is not a decay in [0, 1)" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_bad_weight_average_in_a_config_is_refused(tmp_path):
+    with pytest.raises(InputError, match="weight_average 1.0 is not a decay in"):
+        train(TrainConfig(weight_average=1.0, epochs=1), tmp_path / "run", progress=False)
