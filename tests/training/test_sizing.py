@@ -105,19 +105,13 @@ def test_a_bad_contamination_in_a_config_is_refused(tmp_path):
         train(TrainConfig(contamination=0.7, epochs=1), tmp_path / "run", progress=False)
 
 
-@pytest.mark.parametrize("value", ["-1", "nan", "inf", "x"])
-def test_a_bad_beta_is_refused_in_one_line(tmp_path, value):
-    result = run_cli_here("train", "--beta", value, "--out", str(tmp_path / "run"))
+@pytest.mark.parametrize("flag, value, expected", [
+    *(("--beta", v, "is not a finite number ≥ 0") for v in ("-1", "nan", "inf", "x")),
+    *(("--weight-average", v, "is not a decay in [0, 1)") for v in ("1", "-0.1", "nan", "x"))])
+def test_a_bad_beta_or_weight_average_is_refused_in_one_line(tmp_path, flag, value, expected):
+    result = run_cli_here("train", flag, value, "--out", str(tmp_path / "run"))
     assert result.returncode == 2
-    assert f"argument --beta: {value!r} is not a finite number ≥ 0" in result.stderr
-    assert not (tmp_path / "run").exists()
-
-
-@pytest.mark.parametrize("value", ["1", "-0.1", "nan", "x"])
-def test_a_bad_weight_average_is_refused_in_one_line(tmp_path, value):
-    result = run_cli_here("train", "--weight-average", value, "--out", str(tmp_path / "run"))
-    assert result.returncode == 2
-    assert f"argument --weight-average: {value!r} is not a decay in [0, 1)" in result.stderr
+    assert f"argument {flag}: {value!r} {expected}" in result.stderr
     assert not (tmp_path / "run").exists()
 
 
