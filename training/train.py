@@ -56,7 +56,7 @@ class WeightAverage:
     nothing."""
 
     def __init__(self, model: VAE, decay: float):
-        if not 0.0 < decay < 1.0:
+        if not 0.0 <= decay < 1.0:
             raise InputError(f"weight_average {decay!r} is not a decay in [0, 1) (0 keeps the "
                              f"last weights)")
         self.model, self.decay, self.steps = copy.deepcopy(model), decay, 0
