@@ -60,13 +60,14 @@ class WeightAverage:
             raise InputError(f"weight_average {decay!r} is not a decay in [0, 1) (0 keeps the "
                              f"last weights)")
         self.model, self.decay, self.steps = copy.deepcopy(model), decay, 0
+        self._pairs = list(self.model.parameters()), list(model.parameters())
 
     @torch.no_grad()
-    def update(self, model: VAE) -> None:
+    def update(self) -> None:
+        """Take in the followed model's weights after a step, all tensors in one call (as
+        torch.optim.swa_utils does)."""
         self.steps += 1
-        weight = (1.0 - self.decay) / (1.0 - self.decay**self.steps)
-        for mine, theirs in zip(self.model.parameters(), model.parameters()):
-            mine.lerp_(theirs, weight)
+        torch._foreach_lerp_(*self._pairs, (1.0 - self.decay) / (1.0 - self.decay**self.steps))
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "steps": self.steps}
@@ -217,7 +218,7 @@ def _train_epoch(model: VAE, optimizer: torch.optim.Optimizer, average: WeightAv
         loss.backward()
         optimizer.step()
         if average:
-            average.update(model)
+            average.update()
         total += loss.item() * len(x)
     return total / len(x_train)
 

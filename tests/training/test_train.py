@@ -102,7 +102,7 @@ def test_the_weight_average_weighs_each_step_by_its_age():
         with torch.no_grad():
             model.weight.normal_()
         seen.append(model.weight.detach().clone())
-        average.update(model)
+        average.update()
     ages = 0.9 ** torch.arange(4.0, -1.0, -1.0)
     expected = (ages[:, None, None] * torch.stack(seen)).sum(0) / ages.sum()
     torch.testing.assert_close(average.model.weight, expected)
