@@ -149,9 +149,9 @@ def reading(q: dict, a: dict, speed: dict, p: dict) -> str:
              + " PyOD's (K = 1: "
              + " / ".join(f"{width_speed[w][1]:.1f}×" for w in (128, 256, 512))
              + "), and `--hidden` lets a user choose. "
-             f"Training the default model took {train['this VAE']['seconds']:.1f} s "
+             f"Training the default model took {train['this VAE']['seconds']:.1f} s at best "
              f"({train['this VAE']['epochs']} epochs to early stopping on a validation split) "
-             f"against {train['PyOD VAE']['seconds']:.1f} s for PyOD's VAE (a fixed "
+             f"against {train['PyOD VAE']['seconds']:.1f} s at best for PyOD's VAE (a fixed "
              f"{train['PyOD VAE']['epochs']} epochs) on the same rows.",
              "", "**Sampling when scoring.** "
              f"K barely moves the ranking (AUROC {k1:.3f} at K = 1, {k16:.3f} at K = 16, "
