@@ -28,6 +28,7 @@ DEV_DIGITS = (1, 8, 9)
 CANDIDATES = {
     **RECIPES,
     "VAE, auto at 3 robust SDs": {"contamination": "auto", "outlying": 3.0},
+    "VAE, auto at 12 robust SDs": {"contamination": "auto", "outlying": 12.0},
     "VAE, a fixed 20% trimmed": {"contamination": 0.2},
     "VAE, weight decay 1e-3": {"weight_decay": 1e-3},
 }
