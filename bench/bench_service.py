@@ -16,7 +16,6 @@ import argparse
 import io
 import json
 import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -25,7 +24,7 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import DEFAULT_MODEL, RESULTS, ROOT, digits_rows, rate, served  # noqa: E402
+from bench.common import DEFAULT_MODEL, RESULTS, digits_rows, rate, served, vae  # noqa: E402
 from bench.load import tree_rss_mb, wrk, wrk_available  # noqa: E402
 from serving.store import load_runtime  # noqa: E402
 
@@ -97,10 +96,9 @@ def job_rate(model: Path, x: np.ndarray) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "rows.parquet"
         pq.write_table(pa.table({f"pixel_{i // 8}_{i % 8}": x[:, i] for i in range(64)}), source)
-        done = subprocess.run([sys.executable, "-m", "cli", "score", str(source), "--model",
-                               str(model), "--out", str(Path(tmp) / "out.parquet"), "--seed", "1",
-                               "--n-samples", str(K), "--threads", "1", "--quiet"], cwd=ROOT,
-                              capture_output=True, text=True, check=True)
+        done = vae("score", str(source), "--model", str(model), "--out",
+                   str(Path(tmp) / "out.parquet"), "--seed", "1", "--n-samples", str(K),
+                   "--threads", "1", "--quiet")
     return float(re.search(r"([\d.]+) rows/s", done.stdout).group(1))
 
 

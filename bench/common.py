@@ -61,6 +61,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def vae(*args: str) -> subprocess.CompletedProcess:
+    """`vae ARGS` in a fresh process, as a user runs it: its output captured, a failure raised."""
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, capture_output=True,
+                          text=True, check=True)
+
+
 @contextmanager
 def served(model: Path, env: dict | None = None, service: str = "serving.http.service:VAE",
            process_out: list | None = None):

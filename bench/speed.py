@@ -12,8 +12,6 @@ the fastest of five fits.
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +22,7 @@ import torch
 from bench.bench_batch import run_job, write_rows
 from bench.bench_service import body, upload_rate
 from bench.load import wrk
-from bench.common import ROOT, digits_rows, rate, served
+from bench.common import digits_rows, rate, served, vae
 from bench.detectors import train_and_export
 from export.verify import PARITY_TOLERANCE
 from serving.core.runtime import SAMPLE_ROWS, VAERuntime
@@ -41,14 +39,6 @@ WIDTHS = ((128, 128), (512, 512))
 TRAINING_RUNS = 5
 
 
-def vae(*args: str) -> float:
-    """Run `vae ARGS` in a fresh process, as a user does; its wall-clock seconds."""
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, check=True,
-                   capture_output=True)
-    return time.perf_counter() - started
-
-
 def time_vae_train(workdir: Path, runs: int = TRAINING_RUNS) -> list[dict]:
     """Default `vae train` on digits, each run in a fresh process, into workdir/run-N: the
     training time it prints (its epochs, to the last checkpoint) and the command's wall-clock
@@ -56,7 +46,9 @@ def time_vae_train(workdir: Path, runs: int = TRAINING_RUNS) -> list[dict]:
     timings = []
     for run in range(runs):
         out = workdir / f"run-{run}"
-        command = vae("train", "--out", str(out), "--quiet")
+        started = time.perf_counter()
+        vae("train", "--out", str(out), "--quiet")
+        command = time.perf_counter() - started
         metrics = json.loads((out / "metrics.json").read_text())
         timings.append({"seconds": metrics["seconds"], "command": command,
                         "epochs": metrics["epochs"]})
