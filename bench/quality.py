@@ -14,9 +14,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from sklearn.datasets import load_breast_cancer, load_digits
+from sklearn.datasets import load_breast_cancer
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from bench import tasks
 from bench.common import seeded_main
 from bench.detectors import PEERS, OurVAE, Peer
 
@@ -71,20 +72,14 @@ def measure(pool_scores: dict, anomalous: np.ndarray, subsets: list[np.ndarray])
 
 def digits(seeds: int, workdir: Path) -> dict:
     """{seed: {held-out class: {method: figures}}}."""
-    bunch = load_digits()
-    x, y = bunch.data.astype(np.float32), bunch.target
     results = {}
     for seed in range(seeds):
         results[seed] = {}
         for held_out in range(10):
-            normal = np.flatnonzero(y != held_out)
-            order = np.random.default_rng([seed, held_out]).permutation(normal)
-            n_train = round(0.7 * len(order))
-            train, test_normal = order[:n_train], order[n_train:]
-            test = np.concatenate([test_normal, np.flatnonzero(y == held_out)])
-            anomalous = y[test] == held_out
-            pool = score_pool(x[train], x[test], seed, workdir / f"digits-{seed}-{held_out}", {})
-            results[seed][held_out] = measure(pool, anomalous, [np.arange(len(test))])
+            task = tasks.hold_one_out(seed, held_out)
+            pool = score_pool(task.fit, task.score, seed, workdir / f"digits-{seed}-{held_out}",
+                              {})
+            results[seed][held_out] = measure(pool, task.anomalous, [np.arange(len(task.score))])
             print(f"digits seed {seed} class {held_out}: VAE K=16 AUROC "
                   f"{results[seed][held_out]['VAE score, K = 16']['auroc']:.3f}", flush=True)
     return results

@@ -4,7 +4,9 @@ which of those are anomalies.
 Two protocols, as in ODDS and ADBench:
 - unsupervised: fit on all rows, a share (1%, 5%, 10%) of them anomalies nobody labelled, and
   score those same rows;
-- semi-supervised: fit on 70% of the normal rows only, score the other 30% plus anomalies.
+- semi-supervised: fit on 70% of the normal rows only, score the other 30% plus anomalies;
+  for digits, bench/quality.py's hold-one-out: fit on 70% of the other nine classes, score the
+  other 30% plus every row of the held-out class.
 
 Data: the embedded tables (digits with one class as the anomaly, in turn; WDBC's malignant
 rows; wine's class 2; iris's virginica) and a synthetic family with ADBench's four anomaly
@@ -26,7 +28,7 @@ DATASETS = ("digits", *TABLES, *(f"synthetic-{k}" for k in SYNTHETIC_KINDS))
 @dataclass
 class Task:
     dataset: str
-    protocol: str  # "unsupervised" | "semi-supervised"
+    protocol: str  # "unsupervised" | "semi-supervised" | "hold-one-out"
     share: float | None  # unsupervised: the anomalies' share of the fitted rows
     seed: int
     fit: np.ndarray  # (n, F) float32: the rows a detector is fitted on
@@ -120,3 +122,17 @@ def semi_supervised(dataset: str, seed: int, digit: int = 0) -> Task:
     name = f"digits {digit}" if dataset == "digits" else dataset
     return Task(name, "semi-supervised", None, seed, fit, rows,
                 np.arange(len(rows)) >= len(test))
+
+
+def hold_one_out(seed: int, digit: int) -> Task:
+    """Digits with one class held out as the anomaly: fit on 70% of the other nine classes'
+    rows, score the other 30% and every row of the held-out class."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x, y = bunch.data.astype(np.float32), bunch.target
+    order = np.random.default_rng([seed, digit]).permutation(np.flatnonzero(y != digit))
+    n_fit = round(0.7 * len(order))
+    scored = np.concatenate([order[n_fit:], np.flatnonzero(y == digit)])
+    return Task(f"digits {digit}", "hold-one-out", None, seed, x[order[:n_fit]], x[scored],
+                y[scored] == digit)

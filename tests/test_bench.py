@@ -7,7 +7,7 @@ from bench import tasks
 from bench.ablation import frechet
 from bench.protocols import iwae_score
 from bench.quality import spread
-from bench.report import pareto_front
+from bench.report import development_section, pareto_front
 
 
 def test_frechet_distance_of_gaussians():
@@ -49,6 +49,34 @@ def test_each_task_holds_the_anomalies_it_says(dataset):
     normal, _ = tasks.pools(dataset, seed=0)  # every normal row either fitted or scored
     assert len(semi.fit) + (~semi.anomalous).sum() == len(normal)
     assert semi.fit.shape[1] == semi.score.shape[1]
+
+
+def test_the_hold_one_out_task_holds_out_one_class():
+    from sklearn.datasets import load_digits
+
+    y = load_digits().target
+    task = tasks.hold_one_out(seed=0, digit=3)
+    assert task.anomalous.sum() == (y == 3).sum()  # every row of the class, and only they
+    n_normal = (y != 3).sum()
+    assert len(task.fit) == round(0.7 * n_normal)
+    assert len(task.fit) + (~task.anomalous).sum() == n_normal
+    again, other = tasks.hold_one_out(seed=0, digit=3), tasks.hold_one_out(seed=1, digit=3)
+    np.testing.assert_array_equal(task.fit, again.fit)
+    assert not np.array_equal(task.fit, other.fit)
+
+
+def test_the_development_table_compares_each_recipe_with_the_defaults():
+    develop = {"hold_one_out": [
+        {"seed": 100, "auroc": {"VAE (defaults)": 0.9, "wider": 0.95, "half-run": 0.5},
+         "seconds": {"VAE (defaults)": 4.0, "wider": 8.0, "half-run": 2.0}},
+        {"seed": 101, "auroc": {"VAE (defaults)": 0.8, "wider": 0.7},
+         "seconds": {"VAE (defaults)": 4.0, "wider": 8.0}}]}
+    text, means = development_section(develop)
+    assert means == pytest.approx({"VAE (defaults)": 0.85, "wider": 0.825})  # on every task
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "0." in line]
+    assert rows == ["| VAE (defaults) | 0.8500 | 0.800 | — | 4.0 |",
+                    "| wider | 0.8250 | 0.700 | 1 | 8.0 |"]
+    assert development_section({"tasks": []}) == ("", {})
 
 
 def test_synthetic_draws_depend_on_the_seed_only():
