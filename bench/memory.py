@@ -8,7 +8,6 @@ largest request those limits allow, one at a time, and reads the worker's peak r
 """
 
 import argparse
-import json
 from pathlib import Path
 
 import httpx
