@@ -275,12 +275,14 @@ def targets(q: dict, s: dict, p: dict, development: dict) -> str:
     w16 = auroc(wdbc, "VAE score, K = 16")
     front = pareto_front(pareto_points(p, s))
     trained = s["training"]["this VAE"]["seconds"]
+    others = {r: v for r, v in development.items() if r != protocols.DEFAULT}
+    tried = max(others, key=others.get) if others else None
     rows = [
         *protocol_report.targets(p),
         ("digits hold-one-out mean AUROC, score at K = 16, ≥ 0.95", f"{k16:.3f}", k16 >= 0.95),
-        *((("… on the development seeds: the defaults, and the best recipe tried (stated)",
-            f"{development[protocols.DEFAULT]:.3f}; {max(development, key=development.get)} "
-            f"{max(development.values()):.3f}", None),) if development else ()),
+        *((("… on the development seeds: the defaults, and the best other recipe (stated)",
+            f"{development[protocols.DEFAULT]:.3f}; {tried} {others[tried]:.3f}", None),)
+          if tried else ()),
         *((f"… above {peer}", f"{k16:.3f} vs {auroc(digits, peer):.3f}",
            k16 > auroc(digits, peer))
           for peer in ("PyOD VAE", "IsolationForest", "ECOD")),
