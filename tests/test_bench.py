@@ -89,3 +89,65 @@ def test_pareto_front():
     points = {"fast, poor": (10.0, 0.6), "slow, good": (1.0, 0.9), "dominated": (0.5, 0.8),
               "middle": (5.0, 0.85)}
     assert pareto_front(points) == ["fast, poor", "slow, good", "middle"]
+
+
+def test_one_class_digits_fits_one_digit_and_scores_it_against_the_others():
+    from sklearn.datasets import load_digits
+
+    y = load_digits().target
+    task = tasks.one_class_digits(seed=0, digit=4)
+    assert len(task.fit) == 125
+    n_rest = (y == 4).sum() - 125
+    assert (~task.anomalous).sum() == n_rest and task.anomalous.sum() == n_rest
+    again = tasks.one_class_digits(seed=0, digit=4)
+    np.testing.assert_array_equal(task.score, again.score)
+
+
+def test_real_tables_are_built_by_their_recipes(tmp_path, monkeypatch):
+    """Each recipe picks its anomalous class, and a sampled one draws exactly its count of
+    anomalies by the fixed seed, keeping every normal row (a KEEL-format file written here)."""
+    from bench import real_tables
+
+    rng = np.random.default_rng(0)
+    labels = ["B"] * 300 + ["M"] * 60
+    lines = ["@relation wdbc"] + [", ".join(f"{v:.3f}" for v in rng.normal(size=3)) + f", {c}"
+                                  for c in labels]
+    (tmp_path / "wdbc.dat").write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(real_tables, "_keel_dir", lambda: tmp_path)
+    x, anomalous = real_tables.load("wbc")
+    assert x.shape == (321, 3) and anomalous.sum() == 21
+    np.testing.assert_array_equal(real_tables.load("wbc")[0], x)  # one fixed draw
+    normal, anomalies = real_tables.pools("wbc")
+    assert len(normal) == 300 and len(anomalies) == 21
+    with pytest.raises(ValueError, match="unknown table"):
+        real_tables.load("letter")
+
+
+def _real_results(vae: dict, peers: dict) -> dict:
+    """bench/real.py's figures for the given {protocol: {table: AUROC}} of the VAE and peers."""
+    from bench.real_report import PEER_NAMES
+
+    out = []
+    for protocol, per_table in vae.items():
+        for table_, value in per_table.items():
+            auroc = {"VAE (defaults)": value, **{p: peers[protocol][table_] for p in PEER_NAMES}}
+            out.append({"dataset": table_, "protocol": protocol, "seed": 0, "auroc": auroc,
+                        "seconds": {m: 1.0 for m in auroc}})
+    return {"seeds": 1, "tasks": out}
+
+
+def test_real_table_targets_are_met_only_as_the_issue_states():
+    from bench.real_report import targets
+
+    peers = {"unsupervised": {t: 0.80 for t in "abcd"}, "semi-supervised": {"a": 0.9},
+             "one-class": {"digits 0": 0.95}}
+    # 0.83 on average: above every peer by more than 0.02, near the best on every table
+    good = _real_results({"unsupervised": {"a": 0.83, "b": 0.83, "c": 0.83, "d": 0.83},
+                          "semi-supervised": {"a": 0.91}, "one-class": {"digits 0": 0.96}},
+                         peers)
+    assert [met for _, _, met in targets(good)] == [True] * 5
+    # a mean still 0.02 above the peers, but 0.12 behind on one table, 0.02 on another
+    uneven = _real_results({"unsupervised": {"a": 0.68, "b": 0.99, "c": 0.78, "d": 0.86},
+                            "semi-supervised": {"a": 0.89}, "one-class": {"digits 0": 0.95}},
+                           peers)
+    assert [met for _, _, met in targets(uneven)] == [True, False, False, False, False]
