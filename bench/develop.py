@@ -8,9 +8,9 @@ draws, other train/test splits), and digits with classes 1, 8 and 9 as the anoma
 --hold-one-out, bench/quality.py's digits hold-one-out instead, every class under the seeds
 100-103 (the report's are 0 and 1), without the peers: the protocol of the report's "digits
 hold-one-out >= 0.95" target. With --real, the real tables of bench/real.py (both protocols,
-and one-class digits) with seed 100, the peers included. Each recipe is trained as bench/protocols.py trains the
-report's, two tasks at a time; results already in the output file are kept, so recipes can be
-added one run at a time.
+and one-class digits) with seed 100, the peers included. Each recipe is trained as
+bench/protocols.py trains the report's, two tasks at a time; results already in the output
+file are kept, so recipes can be added one run at a time.
 """
 
 import argparse

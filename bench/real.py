@@ -1,5 +1,5 @@
 """Real labelled tables (bench/real_tables.py, rebuilt as ODDS built them) under both protocols,
-and one-class digits: this VAE's defaults and the recipes it was compared with, against the peers.
+and one-class digits: this VAE's defaults against the peers.
 
     .venv/bin/python -m bench.real [--seeds 2] [--out bench/results]
 
@@ -16,8 +16,6 @@ also the development tables on which training recipes are compared, with seed 10
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
-import numpy as np
-
 from bench import real_tables, tasks
 from bench.common import seeded_main
 from bench.protocols import DEFAULT, run_task
@@ -33,7 +31,8 @@ def report_tasks(seeds: int, first_seed: int = 0) -> list[tasks.Task]:
     out = []
     for seed in range(first_seed, first_seed + seeds):
         for table in real_tables.TABLES:
-            out += [tasks.real_unsupervised(table, seed), tasks.semi_supervised(table, seed, real=True)]
+            out += [tasks.real_unsupervised(table, seed),
+                    tasks.semi_supervised(table, seed, real=True)]
         out += [tasks.one_class_digits(seed, digit) for digit in DIGITS]
     return out
 
@@ -53,18 +52,6 @@ def run(seeds: int = 2, workers: int = 2) -> dict:
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = list(pool.map(_run, jobs))
     return {"seeds": seeds, "tasks": results}
-
-
-def means(results: dict, protocol: str) -> dict[str, dict[str, float]]:
-    """{method: {data set: mean AUROC over seeds}} for one protocol."""
-    out: dict[str, dict[str, list]] = {}
-    for task in results["tasks"]:
-        if task["protocol"] != protocol:
-            continue
-        dataset = "digits" if task["dataset"].startswith("digits") else task["dataset"]
-        for method, value in task["auroc"].items():
-            out.setdefault(method, {}).setdefault(dataset, []).append(value)
-    return {m: {d: float(np.mean(v)) for d, v in per.items()} for m, per in out.items()}
 
 
 def main() -> None:

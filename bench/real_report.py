@@ -6,9 +6,9 @@ import numpy as np
 
 from bench import real_tables
 from bench.detectors import PEERS
-from bench.protocol_report import table
+from bench.protocol_report import summary, table
 from bench.protocols import DEFAULT
-from bench.real import ADBENCH_IFOREST, means
+from bench.real import ADBENCH_IFOREST
 
 PEER_NAMES = [p for p in PEERS if p != "distance to training mean"]
 UNSUPERVISED_MARGIN = 0.02  # over IsolationForest's mean
@@ -18,14 +18,16 @@ WORST_GAP = 0.10
 
 
 def _per_dataset(results: dict, protocol: str) -> dict:
-    """{data set: {method: [AUROC per seed]}}, as bench.protocol_report.table takes it."""
-    out: dict = {}
-    for task in results["tasks"]:
-        if task["protocol"] == protocol:
-            dataset = "digits" if task["dataset"].startswith("digits") else task["dataset"]
-            per = out.setdefault(dataset, {})
-            for method, value in task["auroc"].items():
-                per.setdefault(method, []).append(value)
+    """{data set: {method: [AUROC per task]}} of one protocol (digits pools its classes)."""
+    return summary(results).get(protocol, {})
+
+
+def means(results: dict, protocol: str) -> dict[str, dict[str, float]]:
+    """{method: {data set: mean AUROC over its tasks}} of one protocol."""
+    out: dict[str, dict[str, float]] = {}
+    for dataset, per in _per_dataset(results, protocol).items():
+        for method, values in per.items():
+            out.setdefault(method, {})[dataset] = float(np.mean(values))
     return out
 
 
