@@ -107,7 +107,8 @@ def targets(results: dict) -> list[tuple[str, str, bool | None]]:
     semi = means(results, "semi-supervised")
     semi_means = {m: float(np.mean(list(semi[m].values()))) for m in [DEFAULT, *PEER_NAMES]}
     semi_best = max(PEER_NAMES, key=semi_means.get)
-    one_class = {m: float(np.mean(list(means(results, "one-class")[m].values())))
+    one_class_means = means(results, "one-class")
+    one_class = {m: float(np.mean(list(one_class_means[m].values())))
                  for m in (DEFAULT, "IsolationForest")}
     iforest = peer_means["IsolationForest"]
     return [

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 DRAW_SEED = 0
-# table: (KEEL file, how ODDS built it, ADBench's unsupervised IsolationForest AUROC, or None)
+# table: (KEEL file, how ODDS built it); ADBench's figures are in bench/real.py
 RECIPES = {
     "breastw": ("wisconsin", "Wisconsin breast cancer: malignant (class 4) as anomalous"),
     "ionosphere": ("ionosphere", "ionosphere: class b (bad radar returns) as anomalous"),
