@@ -17,10 +17,14 @@ from serving.core.noise import SeededNoise
 from serving.core.runtime import VAEGraphs
 from serving.core.scores import calibrate
 from training.model import VAE
-from training.train import load_run
+from training.train import load_run, saved_schema
 
 CALIBRATION_SAMPLES = 16  # the default n_samples of /anomaly_score
 CALIBRATION_SEED = 0
+# Shares of a row's cells kept at the calibration's observed counts (serving.core.calibration);
+# a count needs MIN_LEVEL_ROWS validation rows with at least that many cells observed.
+OBSERVED_SHARES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
+MIN_LEVEL_ROWS = 50
 
 
 def model_version(vae: VAE) -> str:
@@ -38,21 +42,54 @@ def validation_scores(graphs: VAEGraphs, x: np.ndarray, sampling: bool) -> np.nd
     return graphs.score_rows(x, noise, sampling)[0].score
 
 
+def observed_levels(graphs: VAEGraphs, x: np.ndarray, sampling: bool,
+                    target_fpr: float) -> list[dict]:
+    """The calibration at each observed count of OBSERVED_SHARES: the validation rows with at
+    least that many cells, cells blanked at random (seeded) down to exactly that many."""
+    n_features = x.shape[1]
+    counts = sorted({max(1, round(share * n_features)) for share in OBSERVED_SHARES},
+                    reverse=True)
+    observed = ~np.isnan(x)
+    levels = []
+    for count in counts:
+        rows = np.flatnonzero(observed.sum(axis=1) >= count)
+        if len(rows) < MIN_LEVEL_ROWS and not (count == counts[0] and not levels and len(rows)):
+            continue
+        rng = np.random.default_rng([CALIBRATION_SEED, count])
+        kept = x[rows].copy()
+        # a random order of each row's observed cells; those past `count` are blanked
+        order = np.argsort(np.where(observed[rows], rng.random(kept.shape), 2.0), axis=1)
+        np.put_along_axis(kept, order[:, count:], np.nan, axis=1)
+        quantiles, threshold = calibrate(validation_scores(graphs, kept, sampling), target_fpr)
+        levels.append({"observed": count, "rows": len(rows), "quantiles": quantiles,
+                       "threshold": threshold})
+    return levels
+
+
 def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str = "vae",
                target_fpr: float = 0.01) -> Bundle:
     """Export, verify and calibrate a finished run, then write its bundle to `out`."""
     vae, saved = load_run(run_dir)
+    schema = saved_schema(saved)
     version = model_version(vae)
     encoder, decoder = export_graphs(vae)
     check_graph(encoder, "encoder")
     check_graph(decoder, "decoder")
     graphs = VAEGraphs(encoder.SerializeToString(), decoder.SerializeToString(),
-                       vae.n_features, vae.latent_dim)
+                       vae.n_features, vae.latent_dim, schema=schema)
     x_val = np.ascontiguousarray(saved["x_val"].numpy(), dtype=np.float32)
     worst = parity(vae, graphs, x_val)
     check_parity(worst)
 
-    quantiles, threshold = calibrate(validation_scores(graphs, x_val, vae.sampling), target_fpr)
+    by_observed = None
+    if schema is None:
+        quantiles, threshold = calibrate(validation_scores(graphs, x_val, vae.sampling),
+                                         target_fpr)
+        calibrated_rows = len(x_val)
+    else:
+        by_observed = observed_levels(graphs, x_val, vae.sampling, target_fpr)
+        top = by_observed[0]
+        quantiles, threshold, calibrated_rows = top["quantiles"], top["threshold"], top["rows"]
     metrics = saved["metrics"]
     config = saved["config"]
     manifest = {
@@ -62,7 +99,8 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str = "
         "n_features": vae.n_features,
         "latent_dim": vae.latent_dim,
         "feature_names": list(saved["feature_names"]),
-        "likelihood": "gaussian",
+        "likelihood": "gaussian" if schema is None or schema.all_numeric
+        else "gaussian+categorical",
         "sampling": vae.sampling,
         "normalization": {"kind": "standardize", "mean": vae.x_shift.tolist(),
                           "std": vae.x_scale.tolist()},
@@ -75,11 +113,14 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str = "
         "calibration": {"score": f"iwae (n_samples {CALIBRATION_SAMPLES}) on validation rows"
                         if vae.sampling else "recon_nll + ½‖mu‖² on validation rows",
                         "n_samples": CALIBRATION_SAMPLES, "seed": CALIBRATION_SEED,
-                        "rows": len(x_val), "quantiles": quantiles, "threshold": threshold,
-                        "target_fpr": target_fpr},
+                        "rows": calibrated_rows, "quantiles": quantiles,
+                        "threshold": threshold, "target_fpr": target_fpr},
         "verification": {"batches": list(PARITY_BATCHES), "n_samples": list(PARITY_SAMPLES),
                          "tolerance": PARITY_TOLERANCE, "parity": worst},
     }
+    if by_observed is not None:
+        manifest["calibration"]["by_observed"] = by_observed
+        manifest["schema"] = schema.model_dump(exclude_none=True)
     if saved.get("image_shape"):
         manifest["image_shape"] = list(saved["image_shape"])
     for graph in (encoder, decoder):
@@ -91,9 +132,9 @@ def _set_metadata(graph: onnx.ModelProto, manifest: dict) -> None:
     """The manifest's identity in the graph's metadata_props, so a lone graph still says what
     it is (the calibration, which changes without the graph changing, stays in the manifest)."""
     keys = ("name", "version", "created_at", "n_features", "latent_dim", "feature_names",
-            "likelihood", "sampling", "normalization", "training")
+            "likelihood", "sampling", "normalization", "training", "schema")
     del graph.metadata_props[:]
-    for key in keys:
+    for key in (k for k in keys if k in manifest):
         value = manifest[key]
         entry = graph.metadata_props.add()
         entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)

@@ -1,8 +1,11 @@
 """The encoder and decoder of a trained VAE as two ONNX graphs, with `eps` as an input.
 
 encoder(x (batch, F), eps (n_samples, batch, D)) -> mu, logvar (batch, D), z (n_samples, batch, D)
-decoder(z (batch, D)) -> x_mean, x_logvar (batch, F)
-Normalization is inside both (the model's buffers); `batch` and `n_samples` are dynamic.
+decoder(z (batch, D)) -> x_mean, x_logvar (batch, F_numeric) [, logits (batch, L)]
+Normalization is inside both (the model's buffers); `batch` and `n_samples` are dynamic. With a
+column schema, x holds NaN for missing cells and level indices in categorical columns (the
+encoder computes the mask and the one-hot levels itself), and the decoder adds the logits of
+the categorical columns' levels when there are any.
 """
 
 import logging
@@ -56,9 +59,16 @@ def export_graphs(vae: VAE) -> tuple[onnx.ModelProto, onnx.ModelProto]:
     batch = torch.export.Dim("batch", min=1)
     n_samples = torch.export.Dim("n_samples", min=1)
     d, f = vae.latent_dim, vae.n_features
-    encoder = _to_onnx(EncoderGraph(vae), (torch.randn(3, f), torch.randn(2, 3, d)),
+    example = torch.randn(3, f)
+    if vae.layout is not None:  # level indices in categorical columns, a missing cell
+        example[:, vae.layout.categorical] = 0.0
+        example[0, 0] = float("nan")
+    encoder = _to_onnx(EncoderGraph(vae), (example, torch.randn(2, 3, d)),
                        ["x", "eps"], ["mu", "logvar", "z"],
                        {"x": {0: batch}, "eps": {0: n_samples, 1: batch}})
-    decoder = _to_onnx(DecoderGraph(vae), (torch.randn(3, d),), ["z"], ["x_mean", "x_logvar"],
+    outputs = ["x_mean", "x_logvar"]
+    if vae.layout is not None and vae.layout.levels:
+        outputs.append("logits")
+    decoder = _to_onnx(DecoderGraph(vae), (torch.randn(3, d),), ["z"], outputs,
                        {"z": {0: batch}})
     return encoder, decoder

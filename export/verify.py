@@ -53,20 +53,36 @@ def parity(vae: VAE, graphs: VAEGraphs, x: np.ndarray, seed: int = 0) -> dict[st
     """Max |onnxruntime - torch| of every output and score term over PARITY_BATCHES × SAMPLES,
     with the largest |torch| value of each (the scale its float32 resolution depends on).
 
-    The rows are x repeated to each batch size; the noise is the contract's draw for those rows.
+    The rows are x repeated to each batch size, with a model that takes missing cells a
+    share of them blanked (every other row, one cell in three); the noise is the contract's
+    draw for those rows. The scores are compared with PyTorch's own log-likelihood.
     """
     worst: dict[str, dict] = {}
     for batch in PARITY_BATCHES:
         rows = np.ascontiguousarray(np.resize(x, (batch, x.shape[1])), dtype=np.float32)
+        if vae.layout is not None:
+            blanked = rows.copy()
+            blanked[::2, ::3] = np.nan
+            empty = np.isnan(blanked).all(axis=1)
+            blanked[empty] = rows[empty]  # every row keeps an observed cell
+            rows = blanked
         for k in PARITY_SAMPLES:
             eps = draw_eps(seed, 0, batch, k, vae.latent_dim)
-            ours = _outputs(rows, eps, *graphs.encode(rows, eps), graphs.decode, vae.sampling)
+            ours = _outputs(rows, eps, *graphs.encode(rows, eps), graphs.decode, vae.sampling,
+                            graphs.schema)
             with torch.no_grad():
                 mu, logvar = vae.encode(torch.from_numpy(rows))
                 z = vae.reparameterize(mu, logvar, torch.from_numpy(eps))
+                decoded = vae.decode(z)
                 theirs = _outputs(rows, eps, mu.numpy(), logvar.numpy(), z.numpy(),
-                                  lambda z: [t.numpy() for t in vae.decode(torch.from_numpy(z))],
-                                  vae.sampling)
+                                  lambda _: [t.numpy() for t in decoded], vae.sampling,
+                                  graphs.schema)
+                if vae.sampling:  # the score from PyTorch's log-likelihood, not numpy's
+                    log_px = vae.log_px(torch.from_numpy(rows), decoded).double()
+                    log_w = log_px + 0.5 * (torch.from_numpy(eps).double().square().sum(-1)
+                                            - z.double().square().sum(-1)
+                                            + logvar.double().sum(-1))
+                    theirs["score"] = -(torch.logsumexp(log_w, 0) - np.log(k)).numpy()
             for key, value in ours.items():
                 entry = worst.setdefault(key, {"max_abs_diff": 0.0, "max_abs_value": 0.0})
                 diff = np.abs(value.astype(np.float64) - theirs[key])
@@ -76,12 +92,12 @@ def parity(vae: VAE, graphs: VAEGraphs, x: np.ndarray, seed: int = 0) -> dict[st
     return worst
 
 
-def _outputs(x, eps, mu, logvar, z, decode, sampling: bool) -> dict[str, np.ndarray]:
-    x_mean, x_logvar = decode(z)
-    scores = score_terms(x, mu, logvar, eps, z, x_mean, x_logvar, sampling, explain=True)
-    return {"mu": mu, "logvar": logvar, "z": z, "x_mean": x_mean, "x_logvar": x_logvar,
-            "score": scores.score, "recon_nll": scores.recon_nll, "kl": scores.kl,
-            "feature_nll": scores.feature_nll}
+def _outputs(x, eps, mu, logvar, z, decode, sampling: bool, schema) -> dict[str, np.ndarray]:
+    decoded = decode(z)
+    scores = score_terms(x, mu, logvar, eps, z, decoded, sampling, True, schema)
+    outputs = dict(zip(("x_mean", "x_logvar", "logits"), decoded))
+    return {"mu": mu, "logvar": logvar, "z": z, **outputs, "score": scores.score,
+            "recon_nll": scores.recon_nll, "kl": scores.kl, "feature_nll": scores.feature_nll}
 
 
 def check_parity(worst: dict[str, dict]) -> None:

@@ -14,6 +14,10 @@ class TrainConfig:
     data: str = "digits"  # digits | breast-cancer | wine | iris | a .csv, .parquet or .npy path
     label_column: str | None = None  # a file's label column: train on its normal rows only
     normal_value: str | None = None  # the label of the normal rows (serving.tables.labels' default: 0)
+    # Overrides of what serving.tables.infer decides each column of a file is
+    numeric: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()
     epochs: int | None = None  # at most; early stopping usually ends sooner
     latent_dim: int | None = None
     hidden: tuple[int, ...] | None = None
@@ -50,6 +54,7 @@ class TrainConfig:
         data = dict(data)
         data.setdefault("contamination", 0.0)  # runs saved before the option trained untrimmed
         data.setdefault("weight_average", 0.0)  # and kept their last weights
-        if data.get("hidden") is not None:
-            data["hidden"] = tuple(data["hidden"])
+        for key in ("hidden", "numeric", "categorical", "ignore"):
+            if data.get(key) is not None:
+                data[key] = tuple(data[key])
         return cls(**data)

@@ -1,13 +1,17 @@
-"""Training data: scikit-learn's embedded data sets or a numeric file, split and normalized."""
+"""Training data: scikit-learn's embedded data sets or a file, its columns decided
+(serving.tables.infer), split and normalized."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from serving.core.rows import InputError
-from serving.tables.labels import read_labelled
-from serving.tables.read import read_table
+from serving.core.schema import Schema
+from serving.tables.infer import infer_schema
+from serving.tables.labels import DEFAULT_NORMAL_VALUE, normal_rows, read_labelled
+from serving.tables.read import existing_table, open_npy, read_arrow
 
 EMBEDDED = ("digits", "breast-cancer", "wine", "iris")
 
@@ -22,20 +26,86 @@ class Dataset:
     label_column: str | None = None  # with a label column: its values, and which are anomalous
     label_values: np.ndarray | None = None
     anomalous: np.ndarray | None = None
+    schema: Schema | None = None  # set by load_dataset for every source
+    table: pa.Table | None = None  # a file's columns as read (held-out rows are written from it)
+    notes: list[str] = field(default_factory=list)  # what was decided about the columns
 
 
-def load_dataset(source: str, label_column: str | None = None,
-                 normal_value: str | None = None) -> Dataset:
-    """`digits`, `breast-cancer`, `wine`, `iris`, or a path to a .csv, .parquet or .npy file (which may have a
-    label column saying which rows are normal)."""
-    if label_column is not None:
-        if source in EMBEDDED or not Path(source).suffix:
+def load_dataset(source: str, label_column: str | None = None, normal_value: str | None = None,
+                 numeric=(), categorical=(), ignore=()) -> Dataset:
+    """`digits`, `breast-cancer`, `wine`, `iris`, or a path to a .csv, .parquet or .npy file
+    (which may have a label column saying which rows are normal). A file's columns are
+    decided by serving.tables.infer, with the flags' overrides; every row must have an
+    observed cell."""
+    if source in EMBEDDED or not Path(source).suffix:
+        if label_column is not None:
             raise InputError(f"--label-column needs a .csv, .parquet or .npy file as --data, "
                              f"not {source!r}")
-        table = read_labelled(source, label_column, normal_value)
-        names = table.feature_names or [f"f{i}" for i in range(table.x.shape[1])]
-        return Dataset(source, table.x, names, label_column=label_column,
-                       label_values=table.labels, anomalous=table.anomalous)
+        if numeric or categorical or ignore:
+            raise InputError(f"--numeric, --categorical and --ignore are for a .csv or .parquet "
+                             f"file as --data, not {source!r}")
+        data = _embedded(source)
+        data.schema = Schema.numeric(data.feature_names)
+        return data
+    path, suffix = existing_table(source)
+    if suffix == ".npy":
+        if numeric or categorical or ignore:
+            raise InputError(f"{source} is a .npy array, whose columns are all numeric; "
+                             f"--numeric, --categorical and --ignore need a .csv or .parquet file")
+        if label_column is not None:
+            labelled = read_labelled(source, label_column, normal_value, allow_missing=True)
+            x, labels, anomalous = labelled.x, labelled.labels, labelled.anomalous
+        else:
+            x, labels, anomalous = np.asarray(open_npy(path), np.float32), None, None
+        names = [f"f{i}" for i in range(x.shape[1])]
+        data = Dataset(source, x, names, label_column=label_column, label_values=labels,
+                       anomalous=anomalous, schema=Schema.numeric(names))
+    else:
+        data = _file(path, suffix, label_column, normal_value, numeric, categorical, ignore)
+    _check_cells(data)
+    return data
+
+
+def _file(path: Path, suffix: str, label_column: str | None, normal_value: str | None,
+          numeric, categorical, ignore) -> Dataset:
+    table = read_arrow(path, suffix)
+    if table.num_rows == 0:
+        raise InputError(f"{path} has no rows; expected at least two rows to train on")
+    labels = anomalous = None
+    features = table
+    if label_column is not None:
+        if label_column not in table.column_names:
+            raise InputError(f"{path} has no column {label_column!r}; expected --label-column "
+                             f"to be one of {', '.join(table.column_names[:8])}")
+        column = table.column(label_column)
+        if column.null_count:
+            raise InputError(f"{path}: label column {label_column!r} is empty in "
+                             f"{column.null_count} rows; expected a label in every row")
+        labels = column.to_numpy(zero_copy_only=False)
+        value = DEFAULT_NORMAL_VALUE if normal_value is None else normal_value
+        anomalous = ~normal_rows(labels, value, label_column, path)
+        features = table.drop_columns([label_column])
+    schema, notes = infer_schema(features, numeric, categorical, ignore, where=str(path))
+    x = schema.from_arrow(features, str(path))
+    return Dataset(str(path), x, schema.names, label_column=label_column, label_values=labels,
+                   anomalous=anomalous, schema=schema, table=table, notes=notes)
+
+
+def _check_cells(data: Dataset) -> None:
+    """Missing cells are fine (NaN); infinities and rows with no observed cell are not."""
+    infinite = np.argwhere(np.isinf(data.x))
+    if len(infinite):
+        r, c = infinite[0]
+        raise InputError(f"{data.name}: row {r}, column {data.feature_names[c]!r} is infinite; "
+                         f"expected finite numbers or missing cells")
+    empty = np.flatnonzero(np.isnan(data.x).all(axis=1))
+    if len(empty):
+        raise InputError(f"{data.name}: row {empty[0]} has no observed cell in the model's "
+                         f"columns ({len(empty)} such rows); expected at least one value per "
+                         f"row")
+
+
+def _embedded(source: str) -> Dataset:
     if source == "digits":
         from sklearn.datasets import load_digits
         bunch = load_digits()
@@ -46,12 +116,8 @@ def load_dataset(source: str, label_column: str | None = None,
         bunch = getattr(datasets, f"load_{source.replace('-', '_')}")()
         return Dataset(source, bunch.data.astype(np.float32),
                        [str(n) for n in bunch.feature_names], bunch.target)
-    if not Path(source).suffix:
-        raise InputError(f"--data {source!r} is neither an embedded data set nor a file; "
-                         f"expected one of {', '.join(EMBEDDED)} or a .csv, .parquet or .npy path")
-    table = read_table(source)
-    names = table.feature_names or [f"f{i}" for i in range(table.x.shape[1])]
-    return Dataset(source, table.x, names)
+    raise InputError(f"--data {source!r} is neither an embedded data set nor a file; "
+                     f"expected one of {', '.join(EMBEDDED)} or a .csv, .parquet or .npy path")
 
 
 @dataclass
@@ -87,9 +153,20 @@ def split_rows(n_rows: int, val_fraction: float, seed: int,
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def fit_normalization(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and std of the training rows; a constant feature keeps std 1."""
-    mean = x_train.mean(axis=0, dtype=np.float64)
-    std = x_train.std(axis=0, dtype=np.float64)
+def fit_normalization(x_train: np.ndarray,
+                      schema: Schema | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std of the training rows' observed cells; a constant (or never
+    observed) feature keeps std 1, and a categorical column mean 0 and std 1."""
+    if np.isnan(x_train).any():
+        observed = ~np.isnan(x_train)
+        count = np.maximum(observed.sum(axis=0), 1)
+        filled = np.where(observed, x_train, 0.0).astype(np.float64)
+        mean = filled.sum(axis=0) / count
+        std = np.sqrt((np.where(observed, x_train - mean, 0.0) ** 2).sum(axis=0) / count)
+    else:
+        mean = x_train.mean(axis=0, dtype=np.float64)
+        std = x_train.std(axis=0, dtype=np.float64)
     std = np.where(std > 1e-6 * np.maximum(1.0, np.abs(mean)), std, 1.0)
+    if schema is not None:
+        mean[schema.categorical_index], std[schema.categorical_index] = 0.0, 1.0
     return mean.astype(np.float32), std.astype(np.float32)

@@ -18,10 +18,11 @@ import torch
 from tqdm import tqdm
 
 from serving.core.rows import InputError
+from serving.core.schema import Schema
 from serving.tables.files import atomic_write
 from training.config import TrainConfig
 from training.data import Dataset, Split, fit_normalization, load_dataset, split_dataset
-from training.model import VAE
+from training.model import VAE, Layout
 from training.sizing import choose_sizes, choose_threads, trim_share
 
 CHECKPOINT = "checkpoint.pt"  # the state to resume from, rewritten after an epoch
@@ -131,7 +132,10 @@ def resume(run_dir: str | os.PathLike, epochs: int | None = None, progress: bool
 
 def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: bool,
          threads: int | None) -> dict:
-    data = load_dataset(config.data, config.label_column, config.normal_value)
+    data = load_dataset(config.data, config.label_column, config.normal_value, config.numeric,
+                        config.categorical, config.ignore)
+    for line in data.notes:
+        print(f"vae train: {line}", file=sys.stderr, flush=True)
     split = split_dataset(data, config.val_fraction, config.seed)
     config, chosen = choose_sizes(config, len(split.train), data.x.shape[1])  # resumed: as saved
     # Set, not left to torch: its default (every core) is many times slower for small models
@@ -142,10 +146,11 @@ def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: 
     if progress:
         print(chosen, file=sys.stderr, flush=True)
     x_train, x_val = torch.from_numpy(data.x[split.train]), torch.from_numpy(data.x[split.val])
-    mean, std = fit_normalization(data.x[split.train])
+    mean, std = fit_normalization(data.x[split.train], data.schema)
 
     torch.manual_seed(config.seed)
-    model = VAE(data.x.shape[1], config, torch.from_numpy(mean), torch.from_numpy(std))
+    model = VAE(data.x.shape[1], config, torch.from_numpy(mean), torch.from_numpy(std),
+                Layout.from_schema(data.schema, mask=bool(np.isnan(data.x).any())))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
                                   weight_decay=config.weight_decay, fused=True)
     # what validation, early stopping and the saved model see: the averaged weights, or the last
@@ -241,7 +246,9 @@ def _finish(model: VAE, config: TrainConfig, data: Dataset, state: dict, x_val: 
     labels = None if data.labels is None else torch.from_numpy(data.labels[split.val])
     atomic_save({
         "config": config.to_dict(), "state_dict": model.state_dict(),
-        "feature_names": data.feature_names, "dataset": data.name,
+        "feature_names": data.feature_names, "schema": data.schema.model_dump_json(),
+        "mask_input": model.layout.mask,
+        "dataset": data.name,
         "image_shape": data.image_shape, "x_val": x_val, "val_labels": labels,
         "metrics": {k: v for k, v in metrics.items() if k != "history"},
     }, run_dir / MODEL)
@@ -253,13 +260,23 @@ def _finish(model: VAE, config: TrainConfig, data: Dataset, state: dict, x_val: 
 
 
 def _write_held_out(data: Dataset, rows: np.ndarray, path: Path) -> None:
-    """The held-out rows, features and label column, as a file `vae evaluate` reads."""
+    """The held-out rows, features and label column, as a file `vae evaluate` reads: a file's
+    rows as they were read, an array's as its columns."""
     import pyarrow as pa
     from pyarrow import parquet
 
+    if data.table is not None:
+        held_out = data.table.take(pa.array(rows))
+        atomic_write(path, lambda tmp: parquet.write_table(held_out, tmp))
+        return
     columns = {name: data.x[rows, i] for i, name in enumerate(data.feature_names)}
     columns[data.label_column] = data.label_values[rows]
     atomic_write(path, lambda tmp: parquet.write_table(pa.table(columns), tmp))
+
+
+def saved_schema(saved: dict) -> Schema | None:
+    """The column schema of a run; None for runs made before schemas (all numeric, complete)."""
+    return Schema.model_validate_json(saved["schema"]) if saved.get("schema") else None
 
 
 def load_run(run_dir: str | os.PathLike) -> tuple[VAE, dict]:
@@ -270,7 +287,10 @@ def load_run(run_dir: str | os.PathLike) -> tuple[VAE, dict]:
                        f"{run_dir}` (or finish it with --resume)")
     saved = torch.load(path, weights_only=True)
     config = TrainConfig.from_dict(saved["config"])
-    model = VAE(len(saved["feature_names"]), config)
+    schema = saved_schema(saved)
+    model = VAE(len(saved["feature_names"]), config,
+                layout=None if schema is None else Layout.from_schema(schema,
+                                                                      saved["mask_input"]))
     model.load_state_dict(saved["state_dict"])
     model.eval()
     return model, saved

@@ -18,6 +18,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from serving.core.schema import Schema
+
 FORMAT_VERSION = 1
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
@@ -53,8 +55,18 @@ class TrainingSummary(BaseModel):
     beta: float | None = None
 
 
+class ObservedLevel(BaseModel):
+    """The calibration of rows with `observed` cells (serving.core.calibration)."""
+
+    observed: int = Field(ge=1)
+    rows: int = Field(ge=1)
+    quantiles: list[float] = Field(min_length=2)
+    threshold: float
+
+
 class Calibration(BaseModel):
-    """Validation scores at levels 0, 0.1, ..., 100 percent, and the anomaly threshold."""
+    """Validation scores at levels 0, 0.1, ..., 100 percent, and the anomaly threshold; with a
+    column schema, the same at several observed counts (by_observed), the first being these."""
 
     score: str
     n_samples: int = Field(ge=1)
@@ -63,19 +75,22 @@ class Calibration(BaseModel):
     quantiles: list[float] = Field(min_length=2)
     threshold: float
     target_fpr: float = Field(gt=0, lt=1)
+    by_observed: list[ObservedLevel] | None = None
 
     @model_validator(mode="after")
     def _usable(self) -> "Calibration":
         """A threshold of NaN, or beyond every validation score, would never flag a row."""
-        if not all(math.isfinite(q) for q in self.quantiles):
-            raise ValueError("quantiles holds a value that is not finite")
-        if any(a > b for a, b in zip(self.quantiles, self.quantiles[1:])):
-            raise ValueError("quantiles are not in ascending order")
-        if not math.isfinite(self.threshold) or \
-                not self.quantiles[0] <= self.threshold <= self.quantiles[-1]:
-            raise ValueError(f"threshold {self.threshold} is not a finite number between the "
-                             f"lowest and highest validation scores ({self.quantiles[0]:.6g}, "
-                             f"{self.quantiles[-1]:.6g})")
+        for where, level in [("", self)] + [(f"by_observed[{i}].", level)
+                                            for i, level in enumerate(self.by_observed or [])]:
+            quantiles, threshold = level.quantiles, level.threshold
+            if not all(math.isfinite(q) for q in quantiles):
+                raise ValueError(f"{where}quantiles holds a value that is not finite")
+            if any(a > b for a, b in zip(quantiles, quantiles[1:])):
+                raise ValueError(f"{where}quantiles are not in ascending order")
+            if not math.isfinite(threshold) or not quantiles[0] <= threshold <= quantiles[-1]:
+                raise ValueError(f"{where}threshold {threshold} is not a finite number between "
+                                 f"the lowest and highest validation scores "
+                                 f"({quantiles[0]:.6g}, {quantiles[-1]:.6g})")
         return self
 
 
@@ -89,7 +104,7 @@ class Verification(BaseModel):
 
 
 class Manifest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     format_version: int
     name: str = Field(pattern=IDENTIFIER)
@@ -98,7 +113,8 @@ class Manifest(BaseModel):
     n_features: int = Field(ge=1)
     latent_dim: int = Field(ge=1)
     feature_names: list[str]
-    likelihood: Literal["gaussian"]
+    likelihood: Literal["gaussian", "gaussian+categorical"]
+    schema_: Schema | None = Field(None, alias="schema")  # None: made before column schemas
     sampling: bool = True  # False for the --no-sampling ablation: z = mu, penalty ½‖mu‖²
     normalization: Normalization
     opset: int
@@ -118,14 +134,22 @@ class Manifest(BaseModel):
             if len(values) != self.n_features:
                 raise ValueError(f"normalization.{field} has {len(values)} values; "
                                  f"n_features is {self.n_features}")
+        if self.schema_ is not None and self.schema_.names != self.feature_names:
+            raise ValueError("schema.columns do not name the feature_names, in order")
         if sorted(self.sha256) != sorted(GRAPH_FILES):
             raise ValueError(f"sha256 names {sorted(self.sha256)}; expected {list(GRAPH_FILES)}")
         return self
 
     def public(self) -> dict:
         """What /metadata shows: everything but the long per-feature and per-quantile lists."""
-        return self.model_dump(exclude={"normalization": {"mean", "std"},
-                                        "calibration": {"quantiles"}}, exclude_none=True)
+        public = self.model_dump(exclude={"normalization": {"mean", "std"},
+                                          "calibration": {"quantiles", "by_observed"}},
+                                 exclude_none=True, by_alias=True)
+        if self.calibration.by_observed:
+            public["calibration"]["by_observed"] = [
+                {"observed": level.observed, "rows": level.rows, "threshold": level.threshold}
+                for level in self.calibration.by_observed]
+        return public
 
 
 @dataclass(frozen=True)

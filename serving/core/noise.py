@@ -15,13 +15,18 @@ BLOCK = 1024
 MAX_SEED = 2**63 - 1
 
 
-def draw(seed: int, start: int, stop: int, shape: tuple) -> np.ndarray:
-    """Noise for rows start..stop-1, each of the given shape, as float32."""
+def draw(seed: int, start: int, stop: int, shape: tuple, stream: int | None = None,
+         uniform: bool = False) -> np.ndarray:
+    """Noise for rows start..stop-1, each of the given shape, as float32: standard normal, or
+    uniform on [0, 1). A stream other than None draws from default_rng([seed, stream, b]),
+    apart from eps (imputation's draws: serving.core.impute)."""
     parts = []
     for b in range(start // BLOCK, (stop - 1) // BLOCK + 1):
         lo, hi = max(start, b * BLOCK), min(stop, (b + 1) * BLOCK)
-        block = np.random.default_rng([seed, b]).standard_normal(
-            (hi - b * BLOCK, *shape), dtype=np.float32)
+        rng = np.random.default_rng([seed, b] if stream is None else [seed, stream, b])
+        size = (hi - b * BLOCK, *shape)
+        block = rng.random(size, dtype=np.float32) if uniform else \
+            rng.standard_normal(size, dtype=np.float32)
         parts.append(block[lo - b * BLOCK:])
     return np.concatenate(parts)
 

@@ -24,14 +24,18 @@ def first_nonfinite(x: np.ndarray) -> tuple[int, int, str] | None:
 
 
 def check_rows(x, n_features: int, field: str = "x", max_rows: int | None = None,
-               width_name: str = "feature_names") -> np.ndarray:
+               width_name: str = "feature_names", allow_missing: bool = False) -> np.ndarray:
     """Rows as a C-contiguous float32 (B, n_features) array, or an InputError saying what is
-    wrong; `width_name` is the /metadata field that gives the expected width."""
+    wrong; `width_name` is the /metadata field that gives the expected width. With
+    allow_missing, NaN (and None in lists) is a missing cell, and a row needs one observed."""
     if isinstance(x, np.ndarray) and x.dtype.kind in "fiu":
         rows = x
     else:
         try:
             with np.errstate(over="ignore"):  # values beyond float32 become inf, refused below
+                if allow_missing and isinstance(x, list):
+                    x = [[np.nan if v is None else v for v in row]
+                         if isinstance(row, list) else row for row in x]
                 rows = np.asarray(x, dtype=np.float32)
         except (ValueError, TypeError):
             _raise_not_numeric(x, n_features, field, width_name)
@@ -49,11 +53,27 @@ def check_rows(x, n_features: int, field: str = "x", max_rows: int | None = None
         raise InputError(f"{field} has {rows.shape[0]} rows; at most {max_rows} are accepted "
                          f"per request (split it, or use the file endpoint)")
     rows = np.ascontiguousarray(rows, dtype=np.float32)
+    if allow_missing:
+        return _observed_rows(rows, field)
     if (bad := first_nonfinite(rows)) is not None:
         r, c, what = bad
         if what == "infinite":
             what = "infinite (or beyond float32's range)"
         raise InputError(f"{field}[{r}][{c}] is {what}; expected finite numbers")
+    return rows
+
+
+def _observed_rows(rows: np.ndarray, field: str) -> np.ndarray:
+    """Rows that may have missing cells (NaN), but no infinity and no row without a value."""
+    infinite = np.argwhere(np.isinf(rows))
+    if len(infinite):
+        r, c = infinite[0]
+        raise InputError(f"{field}[{r}][{c}] is infinite (or beyond float32's range); expected "
+                         f"finite numbers or null")
+    empty = np.flatnonzero(np.isnan(rows).all(axis=1))
+    if len(empty):
+        raise InputError(f"{field}[{empty[0]}] has no observed cell; expected at least one "
+                         f"value per row")
     return rows
 
 
@@ -70,6 +90,7 @@ def _raise_not_numeric(x, n_features: int, field: str, width_name: str):
                              f"{n_features} ({width_name} in /metadata)")
         for c, value in enumerate(row):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise InputError(f"{field}[{r}][{c}] is {value!r}; expected a number")
+                raise InputError(f"{field}[{r}][{c}] is {printable(repr(value), 80)}; expected "
+                                 f"a number")
     raise InputError(f"{field} could not be read as numbers; expected a list of rows, "
                      f"each a list of {n_features} numbers")

@@ -12,9 +12,12 @@ import numpy as np
 import onnxruntime as ort
 
 from serving.core.bundle import Bundle, BundleError
+from serving.core.calibration import Calibrator
 from serving.core.noise import DrawnNoise, Noise, SeededNoise, draw_latent
 from serving.core.rows import check_rows
-from serving.core.scores import Scores, percentile, score_terms
+from serving.core.schema import Schema
+from serving.core.impute import draw_imputations, expected_rows, fill_expected
+from serving.core.scores import Scores, log_weights, score_terms
 
 SAMPLE_ROWS = 1 << 14  # K·B rows per onnxruntime call at most: bounds memory for any request
 LARGEST = np.finfo(np.float32).max
@@ -35,6 +38,7 @@ class ScoredRows(Scores):
 
     percentile: np.ndarray  # (B,)
     is_anomaly: np.ndarray  # (B,)
+    observed: np.ndarray  # (B,) cells observed in each row
     mu: np.ndarray | None = None  # (B, D) when asked for
 
 
@@ -62,8 +66,13 @@ class VAEGraphs:
     """The encoder and decoder sessions, checked against the graph contract of docs/contract.md."""
 
     def __init__(self, encoder: str | os.PathLike | bytes, decoder: str | os.PathLike | bytes,
-                 n_features: int, latent_dim: int, threads: int | None = None):
+                 n_features: int, latent_dim: int, threads: int | None = None,
+                 schema: Schema | None = None):
         self.n_features, self.latent_dim = n_features, latent_dim
+        self.schema = schema  # None: a bundle made before column schemas
+        self.outputs = ["x_mean", "x_logvar"]
+        if schema is not None and not schema.all_numeric:
+            self.outputs.append("logits")
         self.threads = threads or default_threads()
         self.encoder = self._session(encoder, "encoder")
         self.decoder = self._session(decoder, "decoder")
@@ -83,7 +92,7 @@ class VAEGraphs:
         f, d = self.n_features, self.latent_dim
         expected = {
             "encoder": (self.encoder, {"x": (2, 1, f), "eps": (3, 2, d)}, ["mu", "logvar", "z"]),
-            "decoder": (self.decoder, {"z": (2, 1, d)}, ["x_mean", "x_logvar"]),
+            "decoder": (self.decoder, {"z": (2, 1, d)}, self.outputs),
         }
         for name, (session, inputs, outputs) in expected.items():
             found = {i.name: i for i in session.get_inputs()}
@@ -103,19 +112,19 @@ class VAEGraphs:
         """x (B, F), eps (K, B, D) -> mu (B, D), logvar (B, D), z (K, B, D)."""
         return tuple(self.encoder.run(None, {"x": x, "eps": eps}))
 
-    def decode(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """z (..., D) -> x_mean, x_logvar (..., F); leading axes are flattened into one call."""
+    def decode(self, z: np.ndarray) -> tuple[np.ndarray, ...]:
+        """z (..., D) -> x_mean, x_logvar (..., F_numeric) and, with categorical columns, their
+        levels' logits (..., L); leading axes are flattened into one call."""
         lead = z.shape[:-1]
         flat = np.ascontiguousarray(z.reshape(-1, self.latent_dim), dtype=np.float32)
-        x_mean, x_logvar = self.decoder.run(None, {"z": flat})
-        return x_mean.reshape(*lead, -1), x_logvar.reshape(*lead, -1)
+        return tuple(out.reshape(*lead, -1) for out in self.decoder.run(None, {"z": flat}))
 
     def score_terms(self, x: np.ndarray, eps: np.ndarray, sampling: bool = True,
                     explain: bool = False) -> tuple[Scores, np.ndarray]:
         """Score terms of checked rows x (B, F) under noise eps (K, B, D), and mu (B, D)."""
         mu, logvar, z = self.encode(x, eps)
-        x_mean, x_logvar = self.decode(z)  # one decoder call over (K·B, D)
-        return score_terms(x, mu, logvar, eps, z, x_mean, x_logvar, sampling, explain), mu
+        decoded = self.decode(z)  # one decoder call over (K·B, D)
+        return score_terms(x, mu, logvar, eps, z, decoded, sampling, explain, self.schema), mu
 
     def score_rows(self, x: np.ndarray, noise: Noise, sampling: bool = True,
                    explain: bool = False) -> tuple[Scores, np.ndarray]:
@@ -139,11 +148,12 @@ class VAERuntime:
         self.bundle = bundle
         self.manifest = manifest = bundle.manifest
         self.n_features, self.latent_dim = manifest.n_features, manifest.latent_dim
+        self.schema = manifest.schema_  # None: made before column schemas (no missing cells)
         self.graphs = VAEGraphs(bundle.encoder_path, bundle.decoder_path, manifest.n_features,
-                                manifest.latent_dim, threads)
+                                manifest.latent_dim, threads, self.schema)
         self._check_identity()
-        self.quantiles = np.asarray(manifest.calibration.quantiles, dtype=np.float64)
-        self.threshold = np.float32(manifest.calibration.threshold)
+        self.calibrator = Calibrator(manifest.calibration)
+        self.threshold = np.float32(manifest.calibration.threshold)  # of complete rows
 
     @property
     def version(self) -> str:
@@ -161,7 +171,8 @@ class VAERuntime:
                                       f"not belong to these graphs")
 
     def check(self, x, field: str = "x", max_rows: int | None = None) -> np.ndarray:
-        return check_rows(x, self.n_features, field, max_rows)
+        return check_rows(x, self.n_features, field, max_rows,
+                          allow_missing=self.schema is not None)
 
     def noise(self, seed: int, n_samples: int, start: int = 0) -> SeededNoise:
         """The contract's noise for rows numbered start, start+1, ... of this model."""
@@ -184,29 +195,43 @@ class VAERuntime:
         with np.errstate(over="ignore", invalid="ignore"):  # saturated below
             terms, mu = self.graphs.score_rows(x, noise, self.manifest.sampling, explain)
         score = saturate(terms.score)
+        observed = np.count_nonzero(~np.isnan(x), axis=1)
+        share, is_anomaly = self.calibrator.judge(score, observed)
         return ScoredRows(score=score, recon_nll=saturate(terms.recon_nll),
                           kl=saturate(terms.kl), feature_nll=terms.feature_nll,
-                          percentile=percentile(score, self.quantiles),
-                          is_anomaly=score > self.threshold,
+                          percentile=share, is_anomaly=is_anomaly, observed=observed,
                           mu=mu if with_latent else None)
 
     def encode(self, x: np.ndarray, eps: np.ndarray) -> tuple[np.ndarray, ...]:
         """mu, logvar (B, D) and z (K, B, D) of checked rows x under eps (K, B, D)."""
         return self.graphs.encode(x, eps)
 
-    def reconstruct(self, x, n_samples: int, seed: int) -> np.ndarray:
-        """Mean of the decoder means over K samples of z; K = 0 decodes mu."""
+    def reconstruct(self, x, n_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The decoder's rows averaged over K samples of z (K = 0 decodes mu), and with
+        categorical columns each cell's probability (tables.expected_rows)."""
         x = self.check(x)
         if n_samples == 0:
             mu, _, _ = self.graphs.encode(x, np.zeros((0, len(x), self.latent_dim), np.float32))
-            return self.graphs.decode(mu)[0]
+            return expected_rows(self.graphs.decode(mu[None]), self.schema)
         _, _, z = self.graphs.encode(x, self.noise(seed, n_samples).rows(0, len(x)))
-        return self.graphs.decode(z)[0].mean(axis=0)
+        return expected_rows(self.graphs.decode(z), self.schema)
 
     def sample(self, n: int, seed: int, temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-        """n draws z = temperature · N(0, I) and their decoder means: (x (n, F), z (n, D))."""
+        """n draws z = temperature · N(0, I) and their decoder rows: (x (n, F), z (n, D))."""
         z = draw_latent(seed, n, self.latent_dim, temperature)
-        return self.graphs.decode(z)[0], z
+        return expected_rows(self.graphs.decode(z[None]), self.schema)[0], z
+
+    def impute(self, x, n_samples: int, seed: int, draws: int = 0) -> np.ndarray:
+        """Rows with their missing cells filled (serving.core.impute): (B, F), or with draws > 0
+        that many multiple imputations, (draws, B, F)."""
+        x = self.check(x)
+        eps = self.noise(seed, n_samples).rows(0, len(x))
+        mu, logvar, z = self.graphs.encode(x, eps)
+        decoded = self.graphs.decode(z)
+        log_w = log_weights(x, mu, logvar, eps, z, decoded, self.schema)
+        if draws:
+            return draw_imputations(x, decoded, log_w, self.schema, seed, draws)
+        return fill_expected(x, decoded, log_w, self.schema)
 
     def warm_up(self) -> None:
         """Run both graphs once at a few shapes so the first request pays no set-up cost."""

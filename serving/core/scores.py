@@ -7,6 +7,9 @@ recon_nll  = -mean_k log p(x|z_k)
 kl         = KL(q(z|x) || N(0, I)) in closed form (Kingma & Welling 2014, appendix B)
 feature_nll= -mean_k log p(x_j|z_k), per feature; sums to recon_nll.
 
+With a column schema, log p(x|z) is over the observed cells only (a missing cell's feature_nll
+is 0): a numeric column's term is Gaussian, a categorical column's is the log-softmax of its
+levels' logits at the cell's level, and the score estimates -log p(x_obs).
 Everything is in nats and raw feature units; higher means more anomalous.
 """
 
@@ -36,22 +39,21 @@ class Scores:
 
 
 def score_terms(x: np.ndarray, mu: np.ndarray, logvar: np.ndarray, eps: np.ndarray,
-                z: np.ndarray, x_mean: np.ndarray, x_logvar: np.ndarray,
-                sampling: bool = True, explain: bool = False) -> Scores:
+                z: np.ndarray, decoded: tuple[np.ndarray, ...], sampling: bool = True,
+                explain: bool = False, schema=None) -> Scores:
     """Per-row scores from the graphs' outputs.
 
-    x (B, F); mu, logvar (B, D); eps, z (K, B, D); x_mean, x_logvar (K, B, F).
+    x (B, F); mu, logvar (B, D); eps, z (K, B, D); decoded: x_mean, x_logvar (K, B, F_numeric)
+    and, with categorical columns, logits (K, B, L). `schema` (serving.core.schema.Schema)
+    is None for a bundle made before schemas: all numeric, every cell observed.
     For a `--no-sampling` model (z = mu and logvar = 0) the score is recon_nll + ½‖mu‖², the
     objective it was trained on; its closed-form `kl` is then exactly that penalty.
     """
-    # Squared error scaled by the decoder's variance, plus its log-variance: (K, B, F).
-    sq = x - x_mean
-    np.square(sq, out=sq)
-    sq *= np.exp(-x_logvar)
-    sq += x_logvar
-    neg2_log_px = sq.sum(axis=2)  # (K, B), without the constant F * log 2π
-    n_features = x.shape[1]
-    log_px = -0.5 * (neg2_log_px + n_features * LOG_2PI)  # (K, B)
+    if schema is None:
+        cells, log_px = _gaussian_terms(x, *decoded[:2])
+    else:
+        cells = _cell_terms(x, decoded, schema)
+        log_px = -cells.sum(axis=2)  # (K, B)
     recon_nll = -_mean_over_samples(log_px)  # (B,)
     kl = 0.5 * (np.square(mu) + np.exp(logvar) - 1.0 - logvar).sum(axis=1)  # (B,)
     if sampling:
@@ -66,10 +68,62 @@ def score_terms(x: np.ndarray, mu: np.ndarray, logvar: np.ndarray, eps: np.ndarr
         score = recon_nll + kl
     feature_nll = None
     if explain:
-        feature_nll = 0.5 * (_mean_over_samples(sq) + LOG_2PI)  # (B, F)
+        feature_nll = _mean_over_samples(cells)
+        if schema is None:  # cells holds twice the nll, without log 2π
+            feature_nll = 0.5 * (feature_nll + LOG_2PI)  # (B, F)
     return Scores(score=score.astype(np.float32, copy=False),
                   recon_nll=recon_nll.astype(np.float32, copy=False),
                   kl=kl.astype(np.float32, copy=False), feature_nll=feature_nll)
+
+
+def log_weights(x: np.ndarray, mu: np.ndarray, logvar: np.ndarray, eps: np.ndarray,
+                z: np.ndarray, decoded: tuple[np.ndarray, ...], schema) -> np.ndarray:
+    """log p(x_obs|z_k) + log p(z_k) - log q(z_k|x) of each sample, (K, B): the importance
+    weights of the score, and of imputation."""
+    log_px = -_cell_terms(x, decoded, schema).sum(axis=2)
+    return log_px + 0.5 * (np.square(eps).sum(axis=2) - np.square(z).sum(axis=2)
+                           + logvar.sum(axis=1))
+
+
+def _gaussian_terms(x: np.ndarray, x_mean: np.ndarray,
+                    x_logvar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Complete numeric rows: (K, B, F) of -2 log p(x_j|z) without log 2π, and log p(x|z)."""
+    # Squared error scaled by the decoder's variance, plus its log-variance: (K, B, F).
+    sq = x - x_mean
+    np.square(sq, out=sq)
+    sq *= np.exp(-x_logvar)
+    sq += x_logvar
+    neg2_log_px = sq.sum(axis=2)  # (K, B), without the constant F * log 2π
+    n_features = x.shape[1]
+    return sq, -0.5 * (neg2_log_px + n_features * LOG_2PI)  # (K, B)
+
+
+def _cell_terms(x: np.ndarray, decoded: tuple[np.ndarray, ...], schema) -> np.ndarray:
+    """-log p(x_j|z) of every cell, (K, B, F), 0 where the cell is missing."""
+    x_mean, x_logvar = decoded[:2]
+    observed = ~np.isnan(x)
+    x = np.where(observed, x, np.float32(0.0))
+    cells = np.zeros((*x_mean.shape[:2], x.shape[1]), np.float32)
+    numeric = schema.numeric_index
+    if numeric:
+        sq = x[:, numeric] - x_mean
+        np.square(sq, out=sq)
+        sq *= np.exp(-x_logvar)
+        sq += x_logvar
+        sq += LOG_2PI
+        sq *= np.float32(0.5)
+        cells[..., numeric] = np.where(observed[:, numeric], sq, np.float32(0.0))
+    offset = 0
+    for j, n_levels in zip(schema.categorical_index, schema.level_counts):
+        logits = decoded[2][..., offset:offset + n_levels]
+        top = logits.max(axis=-1, keepdims=True)
+        log_norm = top[..., 0] + np.log(np.exp(logits - top).sum(axis=-1))  # (K, B)
+        code = x[:, j].astype(np.int64)  # (B,)
+        picked = np.take_along_axis(logits, np.broadcast_to(
+            code[None, :, None], (*logits.shape[:2], 1)), axis=-1)[..., 0]
+        cells[..., j] = np.where(observed[:, j], log_norm - picked, np.float32(0.0))
+        offset += n_levels
+    return cells
 
 
 def _mean_over_samples(a: np.ndarray) -> np.ndarray:

@@ -27,7 +27,8 @@ class LabelledTable:
 
 
 def read_labelled(path: str | os.PathLike, label_column: str, normal_value: str | None = None,
-                  feature_names: list[str] | None = None) -> LabelledTable:
+                  feature_names: list[str] | None = None,
+                  allow_missing: bool = False) -> LabelledTable:
     """Features and labels of a whole file. For .npy, `label_column` is the column's index.
 
     With `feature_names`, those columns are the features (in that order); otherwise every
@@ -36,9 +37,9 @@ def read_labelled(path: str | os.PathLike, label_column: str, normal_value: str 
     path, suffix = existing_table(path)
     normal_value = DEFAULT_NORMAL_VALUE if normal_value is None else normal_value
     if suffix == ".npy":
-        x, labels = _split_npy(path, label_column)
+        x, labels = _split_npy(path, label_column, allow_missing)
         return LabelledTable(x, None, labels,
-                             ~_normal_rows(labels, normal_value, label_column, path))
+                             ~normal_rows(labels, normal_value, label_column, path))
     table = read_arrow(path, suffix)
     if label_column not in table.column_names:
         raise InputError(f"{path} has no column {label_column!r}; expected --label-column to "
@@ -49,7 +50,7 @@ def read_labelled(path: str | os.PathLike, label_column: str, normal_value: str 
                          f"{first_null(column)}; "
                          f"expected a label in every row")
     labels = column.to_numpy(zero_copy_only=False)
-    normal = _normal_rows(labels, normal_value, label_column, path)
+    normal = normal_rows(labels, normal_value, label_column, path)
     features = table.drop_columns([label_column])
     if feature_names is not None:
         features = features.select(match_columns(features.column_names, feature_names,
@@ -58,7 +59,8 @@ def read_labelled(path: str | os.PathLike, label_column: str, normal_value: str 
     return LabelledTable(x, names, labels, ~normal)
 
 
-def _split_npy(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray]:
+def _split_npy(path: Path, label_column: str,
+               allow_missing: bool = False) -> tuple[np.ndarray, np.ndarray]:
     array = open_npy(path)
     if not label_column.isdigit() or int(label_column) >= array.shape[1]:
         raise InputError(f"{path} is a .npy array with {array.shape[1]} columns and no names; "
@@ -66,11 +68,13 @@ def _split_npy(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray]:
                          f"{array.shape[1] - 1}")
     index = int(label_column)
     data = np.asarray(array, dtype=np.float32)
-    x = finite_rows(np.delete(data, index, axis=1), str(path))
+    x = np.delete(data, index, axis=1)
+    if not allow_missing:
+        x = finite_rows(x, str(path))
     return x, np.asarray(array[:, index])
 
 
-def _normal_rows(labels: np.ndarray, value: str, label_column: str, path: Path) -> np.ndarray:
+def normal_rows(labels: np.ndarray, value: str, label_column: str, path: Path) -> np.ndarray:
     """Which labels equal the --normal-value text; there must be at least one."""
     normal = _equals(labels, value, label_column, path)
     if not normal.any():

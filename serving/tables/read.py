@@ -66,11 +66,21 @@ def arrow_error(path: Path, suffix: str, error: Exception) -> InputError:
     return InputError(f"{path} could not be read as {suffix} ({first})")
 
 
+NULL_VALUES = ["", "?", "NA", "N/A", "n/a", "NaN", "nan", "-nan", "NULL", "null", "None",
+               "#N/A"]  # CSV cells read as missing, in any column
+
+
+def csv_null_options(**options):
+    """pyarrow's ConvertOptions with NULL_VALUES as missing, in text columns too."""
+    from pyarrow import csv
+    return csv.ConvertOptions(null_values=NULL_VALUES, strings_can_be_null=True, **options)
+
+
 def read_arrow(path: Path, suffix: str) -> pa.Table:
     try:
         if suffix == ".csv":
             from pyarrow import csv
-            return csv.read_csv(path)
+            return csv.read_csv(path, convert_options=csv_null_options())
         from pyarrow import parquet
         return parquet.read_table(path)
     except (pa.ArrowInvalid, OSError) as e:

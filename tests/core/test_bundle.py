@@ -94,6 +94,7 @@ def test_graphs_that_break_the_contract_are_refused(copy):
 def test_wrong_width_in_manifest_is_caught_against_the_graph(copy):
     def narrow(m):
         m.update(n_features=63, feature_names=m["feature_names"][:63])
+        m["schema"]["columns"] = m["schema"]["columns"][:63]
         m["normalization"].update(mean=m["normalization"]["mean"][:63],
                                   std=m["normalization"]["std"][:63])
     edit_manifest(copy, narrow)
