@@ -17,6 +17,10 @@ def _hidden(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name for name in text.split(",") if name)
+
+
 def _natural(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number ≥ 0")
@@ -76,6 +80,10 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--normal-value", metavar="V",
                        help="the label of the normal rows (0); needs --label-column")
     # unset sizes are chosen from the table's shape (training/sizing.py; README)
+    for kind, what in (("numeric", "numeric"), ("categorical", "categorical"),
+                       ("ignore", "left out (ignored)")):
+        train.add_argument(f"--{kind}", type=_names, default=(), metavar="COL[,COL]",
+                           help=f"columns to take as {what}, whatever vae train decides")
     train.add_argument("--epochs", type=_positive, help="at most this many epochs")
     train.add_argument("--latent-dim", type=_positive)
     train.add_argument("--hidden", type=_hidden, help="layer widths, e.g. 256,256")
@@ -128,6 +136,15 @@ def parser() -> argparse.ArgumentParser:
     score.add_argument("--threads", type=_positive, help="onnxruntime threads (VAE_ORT_THREADS)")
     score.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    impute = commands.add_parser("impute", help="fill a file's missing cells with the model")
+    impute.add_argument("input", metavar="INPUT", help=".csv, .parquet or a directory")
+    impute.add_argument("--model", required=True, help="bundle directory or model-store tag")
+    impute.add_argument("--out", required=True, metavar="OUTPUT", help=".csv or .parquet")
+    impute.add_argument("--n-samples", type=_positive, default=16, help="K (16)")
+    impute.add_argument("--draws", type=_natural, default=0,
+                        help="0: each missing cell's expected value; N: N multiple imputations")
+    impute.add_argument("--seed", type=_natural, help="noise seed (default: a fresh one, printed)")
+    impute.add_argument("--threads", type=_positive, help="onnxruntime threads (VAE_ORT_THREADS)")
     evaluate = commands.add_parser("evaluate", help="AUROC, average precision and detection "
                                    "rates of a model on a labelled file")
     evaluate.add_argument("--model", required=True, help="bundle directory or model-store tag")
@@ -159,7 +176,8 @@ def run_train(args: argparse.Namespace) -> None:
                              patience=args.patience, contamination=args.contamination,
                              beta=args.beta, warmup_epochs=args.warmup_epochs,
                              weight_average=args.weight_average, seed=args.seed,
-                             sampling=not args.no_sampling)
+                             sampling=not args.no_sampling, numeric=args.numeric,
+                             categorical=args.categorical, ignore=args.ignore)
         metrics = train(config, args.out, progress=not args.quiet, threads=args.threads)
     if args.quiet:  # otherwise said before training began
         print(metrics["chosen"])
@@ -200,6 +218,14 @@ def run_score(args: argparse.Namespace) -> None:
     print(summary.line(job.out))
 
 
+def run_impute(args: argparse.Namespace) -> None:
+    from serving.jobs.impute import impute_file
+
+    rows, seed = impute_file(Path(args.input), args.model, Path(args.out), args.n_samples,
+                             args.draws, args.seed, threads=args.threads)
+    print(f"imputed {rows} rows into {args.out} (seed {seed})")
+
+
 def run_evaluate(args: argparse.Namespace) -> None:
     from serving.jobs.evaluate import evaluate, table, write
 
@@ -210,7 +236,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"train": run_train, "export": run_export, "score": run_score,
-            "evaluate": run_evaluate}
+            "impute": run_impute, "evaluate": run_evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -97,7 +97,7 @@ def one_seed(seed: int, workdir: Path) -> tuple[dict, dict]:
                        **options).fit(x[train])
         runtime = model.runtime
         x_test = x[test]
-        reconstruction = runtime.reconstruct(x_test, n_samples=0, seed=0)
+        reconstruction = runtime.reconstruct(x_test, n_samples=0, seed=0)[0]
         samples, _ = runtime.sample(N_SAMPLES, seed=seed)
         figures[name] = {
             "reconstruction_mse": float(((reconstruction - x_test) ** 2).mean()),

@@ -53,9 +53,7 @@ def iwae_score(model, x: np.ndarray, k: int = 16, seed: int = 0,
         eps = torch.randn(k, *mu.shape, generator=torch.Generator().manual_seed(seed)) \
             if eps is None else torch.from_numpy(eps)
         z = model.reparameterize(mu, logvar, eps)
-        x_mean, x_logvar = model.decode(z)
-        log_px = -0.5 * (math.log(2 * math.pi) + x_logvar
-                         + (x - x_mean) ** 2 * torch.exp(-x_logvar)).sum(-1)
+        log_px = model.log_px(x, model.decode(z))
         if not model.sampling:
             return (-log_px[0] + 0.5 * (mu**2).sum(-1)).double().numpy()
         log_ratio = 0.5 * ((eps**2).sum(-1) - (z**2).sum(-1) + logvar.sum(-1))

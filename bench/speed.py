@@ -102,9 +102,9 @@ def eager_scorer(run_dir: Path, runtime: VAERuntime):
                 eps = runtime.noise(0, n_samples, lo).rows(0, len(part))
                 mu, logvar = vae.encode(torch.from_numpy(part))
                 z = vae.reparameterize(mu, logvar, torch.from_numpy(eps))
-                x_mean, x_logvar = vae.decode(z)
+                decoded = tuple(t.numpy() for t in vae.decode(z))
                 out.append(score_terms(part, mu.numpy(), logvar.numpy(), eps, z.numpy(),
-                                       x_mean.numpy(), x_logvar.numpy(), vae.sampling).score)
+                                       decoded, vae.sampling, schema=runtime.schema).score)
         return np.concatenate(out)
     return score
 

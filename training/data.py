@@ -86,6 +86,8 @@ def _file(path: Path, suffix: str, label_column: str | None, normal_value: str |
         anomalous = ~normal_rows(labels, value, label_column, path)
         features = table.drop_columns([label_column])
     schema, notes = infer_schema(features, numeric, categorical, ignore, where=str(path))
+    if label_column is not None:  # rows to score may carry it: it passes through
+        schema.ignored[label_column] = "the label column (--label-column)"
     x = schema.from_arrow(features, str(path))
     return Dataset(str(path), x, schema.names, label_column=label_column, label_values=labels,
                    anomalous=anomalous, schema=schema, table=table, notes=notes)

@@ -14,7 +14,7 @@ import onnxruntime as ort
 from serving.core.bundle import Bundle, BundleError
 from serving.core.calibration import Calibrator
 from serving.core.noise import DrawnNoise, Noise, SeededNoise, draw_latent
-from serving.core.rows import check_rows
+from serving.core.rows import InputError, check_rows
 from serving.core.schema import Schema
 from serving.core.impute import draw_imputations, expected_rows, fill_expected
 from serving.core.scores import Scores, log_weights, score_terms
@@ -221,16 +221,20 @@ class VAERuntime:
         z = draw_latent(seed, n, self.latent_dim, temperature)
         return expected_rows(self.graphs.decode(z[None]), self.schema)[0], z
 
-    def impute(self, x, n_samples: int, seed: int, draws: int = 0) -> np.ndarray:
-        """Rows with their missing cells filled (serving.core.impute): (B, F), or with draws > 0
-        that many multiple imputations, (draws, B, F)."""
+    def impute(self, x, n_samples: int, seed: int, draws: int = 0, start: int = 0) -> np.ndarray:
+        """Rows numbered start, start+1, ... with their missing cells filled
+        (serving.core.impute): (B, F), or with draws > 0 that many multiple imputations,
+        (draws, B, F)."""
+        if self.schema is None:
+            raise InputError("this model was made before column schemas and takes no missing "
+                             "cells, so it has none to impute; train it again to impute")
         x = self.check(x)
-        eps = self.noise(seed, n_samples).rows(0, len(x))
+        eps = self.noise(seed, n_samples, start).rows(0, len(x))
         mu, logvar, z = self.graphs.encode(x, eps)
         decoded = self.graphs.decode(z)
         log_w = log_weights(x, mu, logvar, eps, z, decoded, self.schema)
         if draws:
-            return draw_imputations(x, decoded, log_w, self.schema, seed, draws)
+            return draw_imputations(x, decoded, log_w, self.schema, seed, draws, start)
         return fill_expected(x, decoded, log_w, self.schema)
 
     def warm_up(self) -> None:

@@ -124,10 +124,24 @@ class Schema(BaseModel):
                            for v in values]
         return x
 
-    def level_names(self, j: int, codes: np.ndarray) -> list[str | None]:
-        """The levels of column j's codes (None where a code is NaN)."""
-        levels = self.columns[j].levels
-        return [None if math.isnan(c) else levels[int(c)] for c in codes]
+    # -- output: records -------------------------------------------------------------------
+
+    def to_records(self, x: np.ndarray) -> list[dict]:
+        """Rows of the matrix as records: numbers, level names, None for a missing cell."""
+        columns = []
+        for j, column in enumerate(self.columns):
+            if column.kind == "numeric":
+                columns.append([None if math.isnan(v) else v for v in x[:, j].tolist()])
+            else:
+                columns.append([None if math.isnan(v) else column.levels[int(v)]
+                                for v in x[:, j].tolist()])
+        return [dict(zip(self.names, row)) for row in zip(*columns)]
+
+    def level_chances(self, chance: np.ndarray) -> list[dict[str, float]]:
+        """Each row's categorical columns' probabilities (serving.core.impute.expected_rows)."""
+        names = [self.columns[j].name for j in self.categorical_index]
+        values = chance[:, self.categorical_index].tolist()
+        return [dict(zip(names, row)) for row in values]
 
 
 def level_key(value) -> str | None:

@@ -12,6 +12,7 @@ from serving.core.noise import MAX_SEED
 from serving.http.settings import Settings
 
 Number = Annotated[float, Strict()]
+Cell = Annotated[float, Strict()] | Annotated[str, Field(max_length=1000)] | None
 Seed = Annotated[Annotated[int, Strict(), Field(ge=0, le=MAX_SEED)] | None, Field(
     description="seed of the noise; null picks a fresh one, which the answer returns",
     examples=[1])]
@@ -22,13 +23,15 @@ Explain = Annotated[bool, Field(description="add feature_nll: each feature's sha
                                             "recon_nll", examples=[False])]
 
 
-def rows_of(width: int | None) -> type:
-    """A row of `width` numbers: the width is stated in the OpenAPI schema (so generated
-    requests are meaningful) but checked by check_rows, whose message names the model field."""
+def rows_of(width: int | None, missing: bool = False) -> type:
+    """A row of `width` numbers (null for a missing cell, with `missing`): the width is stated
+    in the OpenAPI schema (so generated requests are meaningful) but checked by check_rows,
+    whose message names the model field."""
+    cell = Number | None if missing else Number
     if width is None:
-        return list[Number]
-    return Annotated[list[Number], Field(json_schema_extra={"minItems": width,
-                                                            "maxItems": width})]
+        return list[cell]
+    return Annotated[list[cell], Field(json_schema_extra={"minItems": width,
+                                                          "maxItems": width})]
 
 
 def example_row(width: int) -> list[float]:
@@ -42,12 +45,20 @@ class RequestTypes:
     in the OpenAPI page)."""
 
     def __init__(self, settings: Settings, n_features: int | None = None,
-                 latent_dim: int | None = None):
+                 latent_dim: int | None = None, missing: bool = False):
         self.settings = settings
-        self.Rows = Annotated[list[rows_of(n_features)], Field(
+        self.Rows = Annotated[list[rows_of(n_features, missing)] | None, Field(
             description=f"rows of n_features numbers in raw feature units (at most "
-                        f"{settings.max_rows})",
+                        f"{settings.max_rows})" + ("; null for a missing cell" if missing
+                                                     else ""),
             examples=[[example_row(n_features or 64)]])]
+        self.Records = Annotated[list[dict[str, Cell]] | None, Field(
+            description="rows as objects keyed by column name (numbers, text, null or absent "
+                        "for a missing cell), for a model with a column schema: in place of x",
+            examples=[None])]
+        self.Draws = Annotated[int, Strict(), Field(
+            ge=0, le=100, description="0: the expected value of each missing cell; N: N "
+                                      "multiple imputations", examples=[0])]
         self.Latents = Annotated[list[rows_of(latent_dim)], Field(
             description="latent codes, each of latent_dim numbers",
             examples=[[[0.0] * (latent_dim or 16)]])]
@@ -91,7 +102,17 @@ class SampleAnswer(Seeded):
 
 
 class ReconstructAnswer(Seeded):
-    x_mean: list[list[float]]
+    x_mean: list[list[float]] | None = None
+    records: list[dict] | None = Field(None, description="with categorical columns: each "
+                                                         "column's mean or most likely level")
+    probability: list[dict[str, float]] | None = Field(
+        None, description="each categorical column's most likely level's probability")
+
+
+class ImputeAnswer(Seeded):
+    x: list | None = Field(None, description="rows with missing cells filled; with draws, "
+                                             "[draws][rows][features]")
+    records: list | None = Field(None, description="as records, when sent as records")
 
 
 class ScoreAnswer(Seeded):
@@ -100,5 +121,7 @@ class ScoreAnswer(Seeded):
     kl: list[float]
     percentile: list[float]
     is_anomaly: list[bool]
-    threshold: float
+    threshold: float = Field(description="the threshold of complete rows; a row with "
+                                         "missing cells is judged at its observed count")
+    observed: list[int] | None = Field(None, description="cells observed in each row")
     feature_nll: list[list[float]] | None = None

@@ -22,9 +22,9 @@ from starlette.responses import FileResponse
 
 from serving.core.noise import draw_eps, seed_or_new
 from serving.core.rows import InputError, check_rows
-from serving.http.api_models import (DecodeAnswer, EncodeAnswer, Explain, ReconstructAnswer,
-                                     RequestTypes, SampleAnswer, ScoreAnswer, Seed,
-                                     Temperature)
+from serving.http.api_models import (DecodeAnswer, EncodeAnswer, Explain, ImputeAnswer,
+                                     ReconstructAnswer, RequestTypes, SampleAnswer, ScoreAnswer,
+                                     Seed, Temperature)
 from serving.http import oip
 from serving.http.errors import JSONErrorMiddleware
 from serving.http.merger import Job, Merger
@@ -33,7 +33,7 @@ from serving.jobs.chunk import score_chunk
 from serving.core.bundle import BundleError, load_bundle
 from serving.core.runtime import VAERuntime
 from serving.store import is_model_tag, locate_bundle
-from serving.tables.sources import chunks, open_source
+from serving.tables.sources import chunks, file_columns, open_source
 from serving.tables.write import write_table
 from serving.workarounds import (describe, forbid_unknown_fields, header_timeout,
                                  metrics_directory_per_server, quiet_client_errors,
@@ -52,7 +52,8 @@ validation rows and an anomaly flag), latent codes, reconstructions and samples.
 draw comes from the request's `seed` (returned when not given), so any answer can be replayed
 bit for bit. Errors are HTTP 4xx with `{"error": "..."}`. The Open Inference Protocol (KServe
 V2) is served under /v2."""
-T = RequestTypes(SETTINGS, BUNDLE.manifest.n_features, BUNDLE.manifest.latent_dim)
+T = RequestTypes(SETTINGS, BUNDLE.manifest.n_features, BUNDLE.manifest.latent_dim,
+                 missing=BUNDLE.manifest.schema_ is not None)
 MEDIA_TYPES = {".csv": "text/csv", ".parquet": "application/vnd.apache.parquet",
                ".npy": "application/octet-stream"}
 
@@ -120,11 +121,31 @@ class VAE:
 
     # -- checks shared by the endpoints ---------------------------------------------------
 
-    def _rows(self, x, field: str = "x") -> np.ndarray:
+    def _rows(self, x, field: str = "x", records=None) -> np.ndarray:
+        """The model's matrix of a request's rows: `x` (numbers, null for a missing cell) or
+        `records` (objects keyed by column name), exactly one of them."""
         width, name = (self.manifest.latent_dim, "latent_dim") if field == "z" \
             else (self.manifest.n_features, "feature_names")
+        schema = self.runtime.schema if field == "x" else None
         try:
-            return check_rows(x, width, field, SETTINGS.max_rows, name)
+            if field == "x" and (x is None) == (records is None):
+                raise InputError("give either x (rows of numbers) or records (objects keyed by "
+                                 "column name); expected exactly one of them")
+            if records is not None:
+                if schema is None:
+                    raise InputError("records needs a model with a column schema; this model "
+                                     "was made before them: send x")
+                if len(records) > SETTINGS.max_rows:
+                    raise InputError(f"records has {len(records)} rows; at most "
+                                     f"{SETTINGS.max_rows} are accepted per request")
+                x = schema.from_records(records)
+                return check_rows(x, width, "records", None, name, allow_missing=True)
+            if schema is not None and not schema.all_numeric:
+                raise InputError("x is for models whose columns are all numeric; this one has "
+                                 "categorical columns: send records, objects keyed by column "
+                                 "name (schema in /metadata)")
+            return check_rows(x, width, field, SETTINGS.max_rows, name,
+                              allow_missing=schema is not None)
         except InputError as e:
             raise invalid(e) from None
 
@@ -144,9 +165,10 @@ class VAE:
                 f"samples, or use the file endpoint or `vae score`)"))
 
     async def score_request(self, x, n_samples: int, seed: int | None, endpoint: str,
-                            explain: bool = False) -> tuple[int, dict[str, np.ndarray]]:
+                            explain: bool = False,
+                            records=None) -> tuple[int, dict[str, np.ndarray]]:
         """The seed and the scores of one request's rows: checked, noised, merged."""
-        rows = self._rows(x)
+        rows = self._rows(x, records=records)
         seed, eps = self._noise(seed, len(rows), n_samples)
         scored = await self.scorer.submit(Job(rows, eps, explain))
         self._count(endpoint, len(rows), scored["is_anomaly"], scored["score"])
@@ -164,10 +186,10 @@ class VAE:
     # -- endpoints ------------------------------------------------------------------------
 
     @bentoml.api
-    async def encode(self, x: T.Rows, n_samples: T.samples(0) = 0,
-                     seed: Seed = None) -> EncodeAnswer:
+    async def encode(self, x: T.Rows = None, n_samples: T.samples(0) = 0,
+                     seed: Seed = None, records: T.Records = None) -> EncodeAnswer:
         """mu and logvar of q(z|x) and, with n_samples > 0, z = mu + sigma * eps."""
-        rows = self._rows(x)
+        rows = self._rows(x, records=records)
         seed, eps = self._noise(seed, len(rows), n_samples)
         out = await self.encoder.submit(Job(rows, eps))
         self._count("encode", len(rows))
@@ -195,27 +217,60 @@ class VAE:
                                             model_version=self.version)
 
     @bentoml.api
-    async def reconstruct(self, x: T.Rows, n_samples: T.samples(0) = 1,
-                          seed: Seed = None) -> ReconstructAnswer:
-        """Decoder means averaged over n_samples codes z; n_samples 0 decodes mu."""
-        rows = self._rows(x)
+    async def reconstruct(self, x: T.Rows = None, n_samples: T.samples(0) = 1,
+                          seed: Seed = None, records: T.Records = None) -> ReconstructAnswer:
+        """Decoder means averaged over n_samples codes z; n_samples 0 decodes mu. With
+        categorical columns, records: each column's mean or most likely level, and the
+        levels' probabilities."""
+        rows = self._rows(x, records=records)
         self._bound(len(rows), n_samples)
         seed = seed_or_new(seed)
-        x_mean = await self._on_graph_thread(self.runtime.reconstruct, rows, n_samples, seed)
+        x_mean, chance = await self._on_graph_thread(self.runtime.reconstruct, rows, n_samples,
+                                                     seed)
         self._count("reconstruct", len(rows))
+        if chance is not None:
+            return ReconstructAnswer.model_construct(
+                records=self.runtime.schema.to_records(x_mean),
+                probability=self.runtime.schema.level_chances(chance), seed=seed,
+                model_version=self.version)
         return ReconstructAnswer.model_construct(x_mean=x_mean.tolist(), seed=seed,
                                                  model_version=self.version)
 
     @bentoml.api
-    async def anomaly_score(self, x: T.Rows, n_samples: T.samples(1) = 16, seed: Seed = None,
-                            explain: Explain = False) -> ScoreAnswer:
-        """-log p(x) per row (importance-weighted, K = n_samples), its terms, percentile
-        among validation rows and the anomaly flag; with explain, each feature's share."""
-        seed, scored = await self.score_request(x, n_samples, seed, "anomaly_score", explain)
+    async def impute(self, x: T.Rows = None, records: T.Records = None,
+                     n_samples: T.samples(1) = 16, draws: T.Draws = 0,
+                     seed: Seed = None) -> ImputeAnswer:
+        """The rows with their missing cells filled with E[x_mis | x_obs] under the model
+        (importance-weighted over n_samples codes), or with draws > 0 that many multiple
+        imputations (each a draw from p(x_mis | x_obs)); observed cells come back as sent."""
+        rows = self._rows(x, records=records)
+        self._bound(len(rows), n_samples * max(1, draws))
+        seed = seed_or_new(seed)
+        filled = await self._on_graph_thread(self.runtime.impute, rows, n_samples, seed, draws)
+        self._count("impute", len(rows))
+        schema = self.runtime.schema
+        if records is not None:
+            answer = [schema.to_records(f) for f in filled] if draws else \
+                schema.to_records(filled)
+            return ImputeAnswer.model_construct(records=answer, seed=seed,
+                                                model_version=self.version)
+        return ImputeAnswer.model_construct(x=filled.tolist(), seed=seed,
+                                            model_version=self.version)
+
+    @bentoml.api
+    async def anomaly_score(self, x: T.Rows = None, n_samples: T.samples(1) = 16,
+                            seed: Seed = None, explain: Explain = False,
+                            records: T.Records = None) -> ScoreAnswer:
+        """-log p(x) per row (importance-weighted, K = n_samples; over its observed cells),
+        its terms, percentile among validation rows with as many observed cells and the
+        anomaly flag; with explain, each feature's share."""
+        seed, scored = await self.score_request(x, n_samples, seed, "anomaly_score", explain,
+                                                records)
         return ScoreAnswer.model_construct(
             score=scored["score"].tolist(), recon_nll=scored["recon_nll"].tolist(),
             kl=scored["kl"].tolist(), percentile=scored["percentile"].tolist(),
             is_anomaly=scored["is_anomaly"].tolist(), threshold=self.threshold,
+            observed=scored["observed"].tolist() if self.runtime.schema else None,
             feature_nll=scored["feature_nll"].tolist() if explain else None, seed=seed,
             model_version=self.version)
 
@@ -229,7 +284,9 @@ class VAE:
         fd, out = tempfile.mkstemp(suffix=Path(file).suffix.lower())
         os.close(fd)
         try:
-            source = open_source(file, self.manifest.feature_names)
+            schema = self.runtime.schema
+            kept = [c for c in file_columns(file) if schema and c in schema.ignored]
+            source = open_source(file, self.manifest.feature_names, kept, schema)
             await self._score_file(source, n_samples, seed, ctx.request, Path(out))
         except BaseException as e:
             os.unlink(out)
@@ -255,13 +312,13 @@ class VAE:
         first = -1
         try:
             while (item := await self._on_graph_thread(next, rows_of, None)) is not None:
-                first, rows, _ = item
+                first, rows, passthrough = item
                 if first + len(rows) > SETTINGS.max_file_rows:
                     raise InputError(f"{source.path} has more than {SETTINGS.max_file_rows} "
                                      f"rows; at most that many are accepted per upload (score "
                                      f"larger files with `vae score`)")
                 table = await self._on_graph_thread(score_chunk, self.runtime, first, rows,
-                                                    None, n_samples, seed)
+                                                    passthrough, n_samples, seed)
                 self._count("anomaly_score_file", table.num_rows,
                             table["is_anomaly"].to_numpy(zero_copy_only=False),
                             table["score"].to_numpy())
@@ -269,7 +326,7 @@ class VAE:
                 if await request.is_disconnected():
                     raise bentoml.exceptions.BadInput("the client went away; the upload's "
                                                       "scoring stopped")
-                del table, rows, item
+                del table, rows, item, passthrough
             if first < 0:
                 raise InputError(f"{source.path} has no rows; expected at least one row to "
                                  f"score")

@@ -43,17 +43,21 @@ def check_job(job: ScoreJob) -> None:
 
 def check_passthrough(source: Source) -> None:
     """Pass-through columns must not overwrite an output column."""
-    clash = set(source.passthrough) & {"row", *SCORE_COLUMNS}
+    clash = set(source.passthrough) & {"row", "observed", *SCORE_COLUMNS}
     if clash or any(c.startswith("mu_") for c in source.passthrough):
         raise InputError(f"--columns {sorted(clash)[0] if clash else 'mu_*'} would overwrite an "
                          f"output column; rename it in the input")
 
 
-def score_table(first_row: int, scored: ScoredRows, passthrough: pa.Table | None) -> pa.Table:
-    """The output rows of one chunk: row, the scores, mu_j (with latent), pass-through columns."""
+def score_table(first_row: int, scored: ScoredRows, passthrough: pa.Table | None,
+                observed: bool = False) -> pa.Table:
+    """The output rows of one chunk: row, the scores, observed (the cells each row had, for a
+    model with a column schema), mu_j (with latent), pass-through columns."""
     n = len(scored.score)
     columns = {"row": np.arange(first_row, first_row + n, dtype=np.int64)}
     columns.update({name: getattr(scored, name) for name in SCORE_COLUMNS})
+    if observed:
+        columns["observed"] = scored.observed.astype(np.int32)
     if scored.mu is not None:
         columns.update({f"mu_{j}": scored.mu[:, j] for j in range(scored.mu.shape[1])})
     table = pa.table(columns)
@@ -70,4 +74,4 @@ def score_chunk(runtime: VAERuntime, first_row: int, x: np.ndarray,
     positions, as output rows."""
     scored = runtime.score_noised(x, runtime.noise(seed, n_samples, first_row),
                                   with_latent=with_latent)
-    return score_table(first_row, scored, passthrough)
+    return score_table(first_row, scored, passthrough, runtime.schema is not None)

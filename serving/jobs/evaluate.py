@@ -66,7 +66,8 @@ def evaluate(model: str | os.PathLike, data: str | os.PathLike, label_column: st
     measure how the scores separate its normal rows from its anomalous ones."""
     normal_value = DEFAULT_NORMAL_VALUE if normal_value is None else normal_value
     runtime = load_runtime(model, threads)
-    table = read_labelled(data, label_column, normal_value, runtime.manifest.feature_names)
+    table = read_labelled(data, label_column, normal_value, runtime.manifest.feature_names,
+                          schema=runtime.schema)
     if not table.anomalous.any():
         raise InputError(f"{data}: every row of label column {label_column!r} is normal; "
                          f"expected some anomalous rows to evaluate against")

@@ -154,7 +154,7 @@ def open_job(job: ScoreJob, runtime: VAERuntime) -> Source:
         raise InputError(f"--out {out}: the directory {out.parent} does not exist")
     if not os.access(out.parent, os.W_OK):
         raise InputError(f"--out {out}: the directory {out.parent} is not writable")
-    source = open_source(job.input, runtime.manifest.feature_names, job.columns)
+    source = open_source(job.input, runtime.manifest.feature_names, job.columns, runtime.schema)
     check_passthrough(source)
     return source
 

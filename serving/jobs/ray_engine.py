@@ -41,6 +41,10 @@ class Scorer:
         positions = batch[POSITION].astype(np.int64)
         if "data" in batch:  # read_numpy: one tensor column
             x = np.asarray(batch["data"], dtype=np.float32)
+        elif self.runtime.schema is not None:  # the one conversion of every entry point
+            x = self.runtime.schema.from_arrow(
+                pa.table({n: _arrow(batch[n]) for n in self.feature_names}),
+                f"rows {positions[0]}..{positions[-1]}", int(positions[0]))
         else:
             x = np.column_stack([batch[n] for n in self.feature_names]).astype(np.float32)
         x = self.runtime.check(x, field=f"rows {positions[0]}..{positions[-1]}")
@@ -55,11 +59,16 @@ class Scorer:
             for lo, hi in zip(cuts[:-1], cuts[1:])])
 
 
+def _arrow(values: np.ndarray) -> pa.Array:
+    """A numpy batch column as arrow: text columns arrive as object arrays, None missing."""
+    return pa.array(values, from_pandas=True) if values.dtype == object else pa.array(values)
+
+
 def _read(source, ray):
     if source.kind == ".npy":
         return ray.data.read_numpy(str(source.path))
     if source.kind == ".csv":
-        options = csv_convert_options(source.feature_names, source.passthrough)
+        options = csv_convert_options(source.feature_names, source.passthrough, source.schema)
         return ray.data.read_csv(str(source.path), convert_options=options)
     return ray.data.read_parquet([str(f) for f in source.files],
                                  columns=source.feature_names + source.passthrough)

@@ -28,7 +28,7 @@ class LabelledTable:
 
 def read_labelled(path: str | os.PathLike, label_column: str, normal_value: str | None = None,
                   feature_names: list[str] | None = None,
-                  allow_missing: bool = False) -> LabelledTable:
+                  allow_missing: bool = False, schema=None) -> LabelledTable:
     """Features and labels of a whole file. For .npy, `label_column` is the column's index.
 
     With `feature_names`, those columns are the features (in that order); otherwise every
@@ -37,7 +37,7 @@ def read_labelled(path: str | os.PathLike, label_column: str, normal_value: str 
     path, suffix = existing_table(path)
     normal_value = DEFAULT_NORMAL_VALUE if normal_value is None else normal_value
     if suffix == ".npy":
-        x, labels = _split_npy(path, label_column, allow_missing)
+        x, labels = _split_npy(path, label_column, allow_missing or schema is not None)
         return LabelledTable(x, None, labels,
                              ~normal_rows(labels, normal_value, label_column, path))
     table = read_arrow(path, suffix)
@@ -52,6 +52,10 @@ def read_labelled(path: str | os.PathLike, label_column: str, normal_value: str 
     labels = column.to_numpy(zero_copy_only=False)
     normal = normal_rows(labels, normal_value, label_column, path)
     features = table.drop_columns([label_column])
+    if schema is not None:  # a bundle's column schema (serving.core.schema)
+        match_columns(features.column_names, schema.names, str(path))
+        return LabelledTable(schema.from_arrow(features, str(path)), schema.names, labels,
+                             ~normal)
     if feature_names is not None:
         features = features.select(match_columns(features.column_names, feature_names,
                                                  str(path)))

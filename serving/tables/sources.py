@@ -16,9 +16,10 @@ import numpy as np
 import pyarrow as pa
 
 from serving.core.rows import InputError
+from serving.core.schema import Schema
 from serving.tables.columns import arrow_to_rows, check_numeric, finite_rows, match_columns
 from serving.tables.formats import table_format
-from serving.tables.read import arrow_error, open_npy
+from serving.tables.read import NULL_VALUES, arrow_error, open_npy
 
 
 @dataclass
@@ -29,11 +30,37 @@ class Source:
     passthrough: list[str] = field(default_factory=list)
     rows: int | None = None  # known up front for .npy and .parquet; None for .csv
     files: list[Path] = field(default_factory=list)
+    schema: Schema | None = None  # None: a model made before schemas (numbers, no missing cell)
+
+    def rows_of(self, table: pa.Table, first_row: int) -> np.ndarray:
+        """The model's matrix of a table of this source's columns."""
+        if self.schema is None:
+            return arrow_to_rows(table.select(self.feature_names), str(self.path), first_row)
+        return self.schema.from_arrow(table, str(self.path), first_row)
+
+    def array_rows(self, x: np.ndarray, first_row: int) -> np.ndarray:
+        """The model's matrix of rows of a .npy file (by position)."""
+        if self.schema is None:
+            return finite_rows(x, str(self.path), None, first_row)
+        infinite = np.argwhere(np.isinf(x))
+        if len(infinite):
+            r, c = infinite[0]
+            raise InputError(f"{self.path}: row {first_row + r}, column {c} is infinite; "
+                             f"expected finite numbers or NaN for a missing cell")
+        return np.ascontiguousarray(x)
 
 
 def open_source(path: str | os.PathLike, feature_names: list[str],
-                passthrough: list[str] = ()) -> Source:
-    """Check a file (or directory) against the model before any row is scored."""
+                passthrough: list[str] = (), schema: Schema | None = None) -> Source:
+    """Check a file (or directory) against the model before any row is scored. With a
+    schema, categorical columns may hold text and any column missing cells."""
+    source = _open_source(path, feature_names, passthrough, schema)
+    source.schema = schema
+    return source
+
+
+def _open_source(path: str | os.PathLike, feature_names: list[str], passthrough: list[str],
+                 schema: Schema | None) -> Source:
     path = Path(path)
     passthrough = list(passthrough)
     if path.is_dir():
@@ -41,7 +68,7 @@ def open_source(path: str | os.PathLike, feature_names: list[str],
         if not files:
             raise InputError(f"{path} is a directory without .parquet files; expected a "
                              f"directory of .parquet files or one .csv, .parquet or .npy file")
-        rows = sum(_parquet_schema(f, feature_names, passthrough) for f in files)
+        rows = sum(_parquet_schema(f, feature_names, passthrough, schema) for f in files)
         return Source(path, "dir", feature_names, passthrough, rows, files)
     kind = table_format(path, also=" or a directory of .parquet files")
     if not path.is_file():
@@ -56,10 +83,33 @@ def open_source(path: str | os.PathLike, feature_names: list[str],
                              f"{len(feature_names)} (taken by position from a .npy file)")
         return Source(path, kind, feature_names, passthrough, array.shape[0])
     if kind == ".parquet":
-        rows = _parquet_schema(path, feature_names, passthrough)
+        rows = _parquet_schema(path, feature_names, passthrough, schema)
         return Source(path, kind, feature_names, passthrough, rows, [path])
-    _csv_reader(path, feature_names, passthrough).close()  # reads the header and first block
+    _csv_reader(path, feature_names, passthrough, schema).close()  # the header, a first block
     return Source(path, kind, feature_names, passthrough)
+
+
+def file_columns(path: str | os.PathLike) -> list[str]:
+    """The column names of a .csv or .parquet file (or the first file of a directory), [] for
+    .npy or what cannot be read (open_source then says why)."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            files = sorted(path.glob("*.parquet"))
+            path = files[0] if files else path
+        if path.suffix.lower() == ".parquet":
+            from pyarrow import parquet
+            return list(parquet.ParquetFile(path).schema_arrow.names)
+        if path.suffix.lower() == ".csv":
+            from pyarrow import csv
+            reader = csv.open_csv(path, convert_options=csv.ConvertOptions(
+                null_values=NULL_VALUES, strings_can_be_null=True))
+            names = list(reader.schema.names)
+            reader.close()
+            return names
+    except (pa.ArrowInvalid, OSError, IndexError):
+        pass
+    return []
 
 
 def chunks(source: Source, chunk_rows: int, start_row: int = 0
@@ -69,10 +119,11 @@ def chunks(source: Source, chunk_rows: int, start_row: int = 0
         array = open_npy(source.path)
         for start in range(start_row, array.shape[0], chunk_rows):
             x = np.asarray(array[start:start + chunk_rows], dtype=np.float32)
-            yield start, finite_rows(x, str(source.path), None, start), None
+            yield start, source.array_rows(x, start), None
         return
     if source.kind == ".csv":
-        reader = _csv_reader(source.path, source.feature_names, source.passthrough)
+        reader = _csv_reader(source.path, source.feature_names, source.passthrough,
+                             source.schema)
         batches = _csv_batches(reader, source.path)
     else:
         batches = (batch for f in source.files for batch in _parquet_batches(
@@ -83,30 +134,33 @@ def chunks(source: Source, chunk_rows: int, start_row: int = 0
         if end > start_row:
             skip = max(0, start_row - start)
             table = table.slice(skip)
-            x = arrow_to_rows(table.select(source.feature_names), str(source.path), start + skip)
+            x = source.rows_of(table, start + skip)
             yield start + skip, x, table.select(source.passthrough) if source.passthrough else None
         start = end
 
 
-def _check_columns(schema: pa.Schema, where: str, feature_names: list[str],
-                   passthrough: list[str]) -> None:
-    match_columns(schema.names, feature_names, where)
-    missing = [c for c in passthrough if c not in schema.names]
+def _check_columns(columns: pa.Schema, where: str, feature_names: list[str],
+                   passthrough: list[str], schema: Schema | None) -> None:
+    match_columns(columns.names, feature_names, where)
+    missing = [c for c in passthrough if c not in columns.names]
     if missing:
         raise InputError(f"{where} has no column {missing[0]!r} to pass through (--columns); "
-                         f"its columns are {', '.join(schema.names[:8])}"
-                         f"{', ...' if len(schema.names) > 8 else ''}")
-    for name in feature_names:
-        check_numeric(name, schema.field(name).type, where, allow_null=True)
+                         f"its columns are {', '.join(columns.names[:8])}"
+                         f"{', ...' if len(columns.names) > 8 else ''}")
+    numeric = feature_names if schema is None else [schema.names[j]
+                                                    for j in schema.numeric_index]
+    for name in numeric:
+        check_numeric(name, columns.field(name).type, where, allow_null=True)
 
 
-def _parquet_schema(path: Path, feature_names: list[str], passthrough: list[str]) -> int:
+def _parquet_schema(path: Path, feature_names: list[str], passthrough: list[str],
+                    schema: Schema | None) -> int:
     from pyarrow import parquet
     try:
         metadata = parquet.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as e:
         raise arrow_error(path, ".parquet", e) from None
-    _check_columns(metadata.schema_arrow, str(path), feature_names, passthrough)
+    _check_columns(metadata.schema_arrow, str(path), feature_names, passthrough, schema)
     return metadata.metadata.num_rows
 
 
@@ -118,26 +172,37 @@ def _parquet_batches(path: Path, columns: list[str], batch_rows: int) -> Iterato
     yield from reader.iter_batches(batch_size=batch_rows, columns=columns)
 
 
-def _csv_reader(path: Path, feature_names: list[str], passthrough: list[str]):
+def _csv_reader(path: Path, feature_names: list[str], passthrough: list[str],
+                schema: Schema | None):
     from pyarrow import csv
     try:
-        header = csv.open_csv(path)
-        _check_columns(header.schema, str(path), feature_names, passthrough)
+        header = csv.open_csv(path, convert_options=csv.ConvertOptions(
+            null_values=NULL_VALUES, strings_can_be_null=True))
+        _check_columns(header.schema, str(path), feature_names, passthrough, schema)
         header.close()
-        options = csv_convert_options(feature_names, passthrough)
+        options = csv_convert_options(feature_names, passthrough, schema)
         return csv.open_csv(path, convert_options=options,
                             read_options=csv.ReadOptions(block_size=1 << 22))
     except (pa.ArrowInvalid, OSError) as e:
         raise arrow_error(path, ".csv", e) from None
 
 
-def csv_convert_options(feature_names: list[str], passthrough: list[str]):
-    """Features as float32; pass-through columns as the text they hold, never re-typed (a
-    timestamp 2024-01-01T00:00:00 stays that text, not pyarrow's 2024-01-01 00:00:00)."""
+def csv_convert_options(feature_names: list[str], passthrough: list[str],
+                        schema: Schema | None = None):
+    """Numeric features as float32, categorical ones as text; pass-through columns as the
+    text they hold, never re-typed (a timestamp 2024-01-01T00:00:00 stays that text, not
+    pyarrow's 2024-01-01 00:00:00). With a schema, the cells of serving.tables.read's
+    NULL_VALUES are missing."""
     from pyarrow import csv
-    return csv.ConvertOptions(include_columns=feature_names + passthrough,
-                              column_types={**{name: pa.float32() for name in feature_names},
-                                            **{name: pa.string() for name in passthrough}})
+    text = set(passthrough)
+    if schema is not None:
+        text |= {schema.names[j] for j in schema.categorical_index}
+    types = {name: pa.string() if name in text else pa.float32()
+             for name in feature_names + passthrough}
+    if schema is None:
+        return csv.ConvertOptions(include_columns=feature_names + passthrough, column_types=types)
+    return csv.ConvertOptions(include_columns=feature_names + passthrough, column_types=types,
+                              null_values=NULL_VALUES, strings_can_be_null=True)
 
 
 def _csv_batches(reader, path: Path) -> Iterator[pa.RecordBatch]:

@@ -43,7 +43,7 @@ def test_direct_calls_match_the_runtime(service, runtime, digits_x):
     for k in (0, 4):
         rebuilt = run(service.reconstruct(x.tolist(), n_samples=k, seed=2))
         np.testing.assert_array_equal(np.float32(rebuilt.x_mean),
-                                      runtime.reconstruct(x, k, seed=2))
+                                      runtime.reconstruct(x, k, seed=2)[0])
 
     meta = service.metadata()
     assert meta["version"] == runtime.version and "quantiles" not in meta["calibration"]
@@ -75,10 +75,10 @@ BAD_REQUESTS = [
     ("/anomaly_score", {"x": [[1.0] * 63]}, 400,
      "x has 63 columns; this model expects 64 (feature_names in /metadata)"),
     ("/anomaly_score", {"x": [ROW, [1.0] * 65]}, 400, "x[1] has 65 values; this model expects 64"),
-    ("/anomaly_score", '{"x": [[NaN' + ", 1" * 63 + "]]}", 400,
-     "x[0][0] is NaN; expected finite numbers"),
+    ("/anomaly_score", {"x": [ROW, [None] * 64]}, 400,
+     "x[1] has no observed cell; expected at least one value per row"),
     ("/anomaly_score", '{"x": [[1' + ", 1" * 62 + ", Infinity]]}", 400,
-     "x[0][63] is infinite (or beyond float32's range); expected finite numbers"),
+     "x[0][63] is infinite (or beyond float32's range); expected finite numbers or null"),
     ("/anomaly_score", {"x": [[1e39] * 64]}, 400, "x[0][0] is infinite (or beyond float32's"),
     ("/anomaly_score", {"x": [ROW[:-1] + ["7"]]}, 400, "x[0][63]: Input should be a valid number"),
     ("/anomaly_score", {"x": [[True] * 64]}, 400, "x[0][0]: Input should be a valid number"),
