@@ -38,9 +38,11 @@ def test_bad_arguments_fail_in_one_line(tmp_path):
         assert result.stderr.startswith("vae train: error: ")
     result = run_cli_here("train", "--hidden", "256,x", "--out", str(tmp_path / "run"))
     assert result.returncode == 2 and "'256,x' is not a list of layer widths" in result.stderr
-    (tmp_path / "bad.csv").write_text("a,b\n1,x\n")
-    result = run_cli_here("train", "--data", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "r"))
-    assert result.returncode == 1 and "column 'b' is string, not numeric" in result.stderr
+    (tmp_path / "bad.csv").write_text("a,b\n1,x\n2,y\n")
+    result = run_cli_here("train", "--data", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "r"),
+                          "--numeric", "b")
+    assert result.returncode == 1 and "column 'b' row 0 is 'x'; expected a number or an empty " \
+        "cell" in result.stderr
 
 
 def test_a_refused_training_leaves_no_run_directory(tmp_path):
@@ -54,11 +56,11 @@ def test_a_score_job_stopped_by_a_bad_row_leaves_no_parts(tmp_path, bundle_dir, 
     import numpy as np
 
     x = np.resize(digits_x, (5000, 64)).copy()
-    x[4500, 3] = np.nan  # found only once the first chunks are scored
+    x[4500, 3] = np.inf  # found only once the first chunks are scored
     np.save(tmp_path / "rows.npy", x)
     result = run_cli("score", str(tmp_path / "rows.npy"), "--model", str(bundle_dir), "--out",
                      str(tmp_path / "out.parquet"), "--chunk-rows", "1000")
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("vae score: error: ") and "row 4500, column 3 is NaN" in last
+    assert last.startswith("vae score: error: ") and "row 4500, column 3 is infinite" in last
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.npy"]  # no parts, no output

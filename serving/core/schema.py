@@ -89,7 +89,7 @@ class Schema(BaseModel):
                 x[:, j] = _numeric_cells(values, column.name, where, first_row)
             else:
                 x[:, j] = _codes(values, column.levels)
-        return x
+        return observed_rows(x, where, first_row)
 
     def from_records(self, records, field: str = "records") -> np.ndarray:
         """The matrix of JSON records: objects keyed by column name, whose values are numbers,
@@ -142,6 +142,15 @@ class Schema(BaseModel):
         names = [self.columns[j].name for j in self.categorical_index]
         values = chance[:, self.categorical_index].tolist()
         return [dict(zip(names, row)) for row in values]
+
+
+def observed_rows(x: np.ndarray, where: str, first_row: int = 0) -> np.ndarray:
+    """x, unless a row has no observed cell: then a one-line error naming it."""
+    empty = np.flatnonzero(np.isnan(x).all(axis=1))
+    if len(empty):
+        raise InputError(f"{where}: row {first_row + int(empty[0])} has no observed cell in "
+                         f"the model's columns; expected at least one value per row")
+    return x
 
 
 def level_key(value) -> str | None:

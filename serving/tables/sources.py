@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from serving.core.rows import InputError
-from serving.core.schema import Schema
+from serving.core.schema import Schema, observed_rows
 from serving.tables.columns import arrow_to_rows, check_numeric, finite_rows, match_columns
 from serving.tables.formats import table_format
 from serving.tables.read import NULL_VALUES, arrow_error, open_npy
@@ -47,7 +47,7 @@ class Source:
             r, c = infinite[0]
             raise InputError(f"{self.path}: row {first_row + r}, column {c} is infinite; "
                              f"expected finite numbers or NaN for a missing cell")
-        return np.ascontiguousarray(x)
+        return observed_rows(np.ascontiguousarray(x), str(self.path), first_row)
 
 
 def open_source(path: str | os.PathLike, feature_names: list[str],

@@ -84,7 +84,7 @@ BAD_REQUESTS = [
     ("/anomaly_score", {"x": [[True] * 64]}, 400, "x[0][0]: Input should be a valid number"),
     ("/anomaly_score", {"x": "rows"}, 400, "x: Input should be a valid array"),
     ("/anomaly_score", {"x": []}, 400, "x is empty; expected at least one row of 64 numbers"),
-    ("/anomaly_score", {}, 400, "x is required"),
+    ("/anomaly_score", {}, 400, "give either x (rows of numbers) or records (objects keyed by"),
     ("/anomaly_score", {"x": [ROW] * 501}, 400,
      "x has 501 rows; at most 500 are accepted per request"),
     ("/anomaly_score", {"x": [ROW], "n_samples": 1025}, 400,
@@ -224,7 +224,8 @@ def test_file_endpoint_gives_the_same_format_and_answers(http, runtime, digits_x
     assert response.headers["x-vae-seed"] == "5"
     scores = read_scores(response.content, suffix)
     expected = runtime.score(x, 8, seed=5)
-    assert list(scores) == ["row", "score", "recon_nll", "kl", "percentile", "is_anomaly"]
+    assert list(scores) == ["row", "score", "recon_nll", "kl", "percentile", "is_anomaly",
+                            "observed"]
     np.testing.assert_array_equal(scores["row"], np.arange(300))
     tolerance = 1e-6 if suffix == ".csv" else 0  # CSV writes decimal text
     np.testing.assert_allclose(scores["score"], expected.score, rtol=tolerance)
