@@ -109,3 +109,51 @@ def service_module(bundle_dir):
 @pytest.fixture(scope="session")
 def service(service_module):
     return service_module.VAE()
+
+
+# -- a mixed table (issue 23): ids, a label column, categories, missing cells ----------------
+
+N = 6000
+
+
+def transactions(n: int, seed: int):
+    """A transactions table: an id, a timestamp, amounts that depend on the merchant, a few
+    frauds (huge or tiny amounts at night), a label column and 8% of some cells blank."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    merchant = rng.choice(["grocery", "fuel", "travel", "cafe"], n, p=[.4, .3, .1, .2])
+    base = {"grocery": 40.0, "fuel": 60.0, "travel": 400.0, "cafe": 8.0}
+    amount = np.array([base[m] for m in merchant]) * rng.lognormal(0, 0.2, n)
+    hour = rng.integers(8, 22, n).astype(float)
+    fraud = np.zeros(n, int)
+    bad = rng.choice(n, n // 50, replace=False)
+    fraud[bad] = 1
+    amount[bad] *= rng.choice([20.0, 0.02], len(bad))
+    hour[bad] = rng.integers(0, 5, len(bad))
+    table = pd.DataFrame({"txn_id": [f"t{seed}-{i:06d}" for i in range(n)],
+                          "timestamp": pd.date_range("2026-01-01", periods=n, freq="min")
+                          .astype(str),
+                          "amount": amount.round(2), "merchant": merchant, "hour": hour,
+                          "country": rng.choice(["FR", "DE"], n), "is_fraud": fraud})
+    for column in ("amount", "merchant", "hour"):
+        table[column] = table[column].astype(object)
+        table.loc[rng.random(n) < 0.08, column] = None
+    return table
+
+
+@pytest.fixture(scope="session")
+def mixed(tmp_path_factory):
+    """A trained and exported mixed model, its training CSV and `vae train`'s lines."""
+    tmp = tmp_path_factory.mktemp("mixed")
+    transactions(N, 0).to_csv(tmp / "tx.csv", index=False)
+    trained = run_cli("train", "--data", str(tmp / "tx.csv"), "--out", str(tmp / "run"),
+                      "--label-column", "is_fraud", "--epochs", "30", "--hidden", "32,32",
+                      "--latent-dim", "2", "--quiet")
+    assert trained.returncode == 0, trained.stderr
+    exported = run_cli("export", str(tmp / "run"), "--out", str(tmp / "bundle"),
+                       "--target-fpr", "0.05")
+    assert exported.returncode == 0, exported.stderr
+    from serving.store import load_runtime
+    return {"dir": tmp, "lines": trained.stderr, "runtime": load_runtime(tmp / "bundle"),
+            "bundle": tmp / "bundle"}

@@ -1,7 +1,10 @@
 """The Open Inference Protocol (KServe V2 / Triton HTTP), mounted at /v2 beside the service.
 
 Server and model metadata, liveness and readiness, and `infer` with one FP32 input `x`
-[B, n_features] and the request parameters `n_samples` and `seed`. An infer request goes
+[B, n_features] (NaN for a missing cell, with a column schema) or, for a model with a column
+schema, one input per column named as it: FP32 [B] for a numeric column, BYTES [B] for a
+categorical one ("" for a missing cell; an absent column is missing in every row); and the
+request parameters `n_samples` and `seed`. An infer request goes
 through the service's own checks, noise and merger, so its outputs are bit-identical to
 /anomaly_score. Errors follow the protocol: a 4xx with `{"error": "..."}`.
 Tensors travel as JSON (`binary_data=False` in tritonclient); the binary extension is refused.
@@ -74,14 +77,19 @@ async def model_ready(request: Request) -> JSONResponse:
 async def model_metadata(request: Request) -> JSONResponse:
     svc = _model(request)
     manifest = svc.manifest
+    schema = svc.runtime.schema
+    inputs = [{"name": "x", "datatype": "FP32", "shape": [-1, manifest.n_features]}]
+    if schema is not None and not schema.all_numeric:
+        inputs = [{"name": c.name, "datatype": "FP32" if c.kind == "numeric" else "BYTES",
+                   "shape": [-1]} for c in schema.columns]
     return JSONResponse({
         "name": manifest.name, "versions": [manifest.version], "platform": "onnxruntime",
-        "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, manifest.n_features]}],
+        "inputs": inputs,
         "outputs": [{"name": name, "datatype": kind, "shape": [-1]}
                     for name, kind in OUTPUTS.items()]})
 
 
-def read_infer_request(body: Any, n_features: int, max_samples: int
+def read_infer_request(body: Any, n_features: int, max_samples: int, schema=None
                        ) -> tuple[np.ndarray, int, int | None, str | None, list[str]]:
     """x (B, F), n_samples, seed, the request id and the outputs asked for, from an infer
     request, or a ProtocolError naming what is wrong."""
@@ -109,7 +117,13 @@ def read_infer_request(body: Any, n_features: int, max_samples: int
         raise ProtocolError(f"parameter seed is {seed!r}; expected a whole number from 0 to "
                             f"2**63 - 1")
     inputs = body.get("inputs")
-    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+    if not isinstance(inputs, list) or not inputs or \
+            not all(isinstance(t, dict) for t in inputs):
+        raise ProtocolError("inputs must be a list of tensors: x, or one per column")
+    outputs = _outputs(body.get("outputs"))
+    if schema is not None and not (len(inputs) == 1 and inputs[0].get("name") == "x"):
+        return _columns(inputs, schema), n_samples, seed, body.get("id"), outputs
+    if len(inputs) != 1:
         raise ProtocolError("inputs must hold exactly one tensor, x")
     tensor = inputs[0]
     if tensor.get("name") != "x":
@@ -133,7 +147,12 @@ def read_infer_request(body: Any, n_features: int, max_samples: int
     if flat.size != shape[0] * shape[1]:
         raise ProtocolError(f"input x has {flat.size} values; its shape {shape} needs "
                             f"{shape[0] * shape[1]}")
-    outputs = body.get("outputs")
+    with np.errstate(over="ignore"):
+        x = flat.astype(np.float32).reshape(shape)
+    return x, n_samples, seed, body.get("id"), outputs
+
+
+def _outputs(outputs) -> list[str]:
     names = list(OUTPUTS)
     if outputs is not None:
         if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
@@ -143,9 +162,54 @@ def read_infer_request(body: Any, n_features: int, max_samples: int
             if name not in OUTPUTS:
                 raise ProtocolError(f"output {name!r} is not known; expected some of "
                                     f"{', '.join(OUTPUTS)}")
-    with np.errstate(over="ignore"):
-        x = flat.astype(np.float32).reshape(shape)
-    return x, n_samples, seed, body.get("id"), names
+    return names
+
+
+def _columns(inputs: list[dict], schema) -> np.ndarray:
+    """The model's matrix from one tensor per column (serving.core.schema's conversion)."""
+    import pyarrow as pa
+
+    kinds = {c.name: c.kind for c in schema.columns}
+    columns, rows = {}, None
+    for tensor in inputs:
+        name, kind = tensor.get("name"), tensor.get("datatype")
+        if name not in kinds:
+            raise ProtocolError(f"input {name!r} is not a column of this model; expected inputs "
+                                f"named as its columns (model metadata)")
+        expected = "FP32" if kinds[name] == "numeric" else "BYTES"
+        if kind != expected:
+            raise ProtocolError(f"input {name!r} has datatype {kind!r}; expected {expected}")
+        if (tensor.get("parameters") or {}).get("binary_data_size"):
+            raise ProtocolError("binary tensor data is not supported; send inputs as JSON "
+                                "(binary_data=False)", 415)
+        shape, data = tensor.get("shape"), tensor.get("data")
+        if not (isinstance(shape, list) and 1 <= len(shape) <= 2 and all(
+                isinstance(s, int) and not isinstance(s, bool) for s in shape)
+                and (len(shape) == 1 or shape[1] == 1)):
+            raise ProtocolError(f"input {name!r} has shape {shape!r}; expected [rows] or "
+                                f"[rows, 1]")
+        if not isinstance(data, list) or len(data) != shape[0]:
+            raise ProtocolError(f"input {name!r} holds {len(data) if isinstance(data, list) else 0}"
+                                f" values; its shape {shape} needs {shape[0]}")
+        if rows is not None and shape[0] != rows:
+            raise ProtocolError(f"input {name!r} has {shape[0]} rows; the other inputs have "
+                                f"{rows}")
+        rows = shape[0]
+        if expected == "BYTES":
+            if not all(isinstance(v, str) for v in data):
+                raise ProtocolError(f"input {name!r} holds values that are not text; expected "
+                                    f"BYTES as JSON strings")
+            columns[name] = pa.array([v if v else None for v in data], pa.string())
+        else:
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in data):
+                raise ProtocolError(f"input {name!r} holds values that are not numbers; "
+                                    f"expected FP32 numbers (NaN for a missing cell)")
+            columns[name] = pa.array(data, pa.float64())
+    for name, kind in kinds.items():
+        if name not in columns:
+            columns[name] = pa.nulls(rows, pa.float64() if kind == "numeric" else pa.string())
+    x = schema.from_arrow(pa.table(columns), "the inputs")
+    return x
 
 
 async def infer(request: Request) -> JSONResponse:
@@ -159,7 +223,7 @@ async def infer(request: Request) -> JSONResponse:
         raise ProtocolError(f"the body is not valid JSON ({e}); expected an inference "
                             f"request") from None
     x, n_samples, seed, request_id, names = read_infer_request(
-        body, svc.manifest.n_features, svc.settings.max_samples)
+        body, svc.manifest.n_features, svc.settings.max_samples, svc.runtime.schema)
     seed, scored = await svc.score_request(x, n_samples, seed, "infer")
     answer = {"model_name": svc.manifest.name, "model_version": svc.version,
               "parameters": {"seed": seed, "model_version": svc.version},

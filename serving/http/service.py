@@ -140,7 +140,8 @@ class VAE:
                                      f"{SETTINGS.max_rows} are accepted per request")
                 x = schema.from_records(records)
                 return check_rows(x, width, "records", None, name, allow_missing=True)
-            if schema is not None and not schema.all_numeric:
+            if schema is not None and not schema.all_numeric and \
+                    not isinstance(x, np.ndarray):  # an array: the matrix, converted already (OIP)
                 raise InputError("x is for models whose columns are all numeric; this one has "
                                  "categorical columns: send records, objects keyed by column "
                                  "name (schema in /metadata)")

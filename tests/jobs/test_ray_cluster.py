@@ -61,6 +61,23 @@ def test_ray_engine_on_the_cluster_matches_the_local_engine(cluster, tmp_path, b
     assert (tmp_path / "cluster.parquet").read_bytes() == (tmp_path / "local.parquet").read_bytes()
 
 
+def test_a_mixed_table_scores_to_the_same_bytes_on_the_cluster(cluster, tmp_path, mixed):
+    """Categories, missing cells and pass-through columns: the Ray engine reads the CSV through
+    the bundle's schema as the local job does."""
+    from tests.conftest import transactions
+    transactions(3000, 6).to_csv(tmp_path / "tx.csv", index=False)
+    common = ["--model", str(mixed["bundle"]), "--seed", "9", "--chunk-rows", "700",
+              "--columns", "txn_id", "--quiet"]
+    on_cluster = run_cli("score", str(tmp_path / "tx.csv"), "--out",
+                         str(tmp_path / "cluster.parquet"), "--engine", "ray",
+                         "--ray-address", cluster, *common, env=RAY_ENV, timeout=600)
+    assert on_cluster.returncode == 0, on_cluster.stderr[-3000:]
+    local = run_cli("score", str(tmp_path / "tx.csv"), "--out",
+                    str(tmp_path / "local.parquet"), *common)
+    assert local.returncode == 0, local.stderr
+    assert (tmp_path / "cluster.parquet").read_bytes() == (tmp_path / "local.parquet").read_bytes()
+
+
 def test_a_ray_client_address_without_ray_client_is_one_line(tmp_path, bundle_dir, digits_x):
     pytest.importorskip("ray")
     if __import__("importlib").util.find_spec("grpc") is not None:

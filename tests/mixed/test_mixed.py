@@ -7,54 +7,10 @@ import signal
 
 import httpx
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pytest
 
-from tests.conftest import run_cli, run_cli_here
-
-N = 6000
-
-
-def transactions(n: int, seed: int) -> pd.DataFrame:
-    """A transactions table: an id, a timestamp, amounts that depend on the merchant, a few
-    frauds (huge or tiny amounts at night), a label column and 8% of some cells blank."""
-    rng = np.random.default_rng(seed)
-    merchant = rng.choice(["grocery", "fuel", "travel", "cafe"], n, p=[.4, .3, .1, .2])
-    base = {"grocery": 40.0, "fuel": 60.0, "travel": 400.0, "cafe": 8.0}
-    amount = np.array([base[m] for m in merchant]) * rng.lognormal(0, 0.2, n)
-    hour = rng.integers(8, 22, n).astype(float)
-    fraud = np.zeros(n, int)
-    bad = rng.choice(n, n // 50, replace=False)
-    fraud[bad] = 1
-    amount[bad] *= rng.choice([20.0, 0.02], len(bad))
-    hour[bad] = rng.integers(0, 5, len(bad))
-    table = pd.DataFrame({"txn_id": [f"t{seed}-{i:06d}" for i in range(n)],
-                          "timestamp": pd.date_range("2026-01-01", periods=n, freq="min")
-                          .astype(str),
-                          "amount": amount.round(2), "merchant": merchant, "hour": hour,
-                          "country": rng.choice(["FR", "DE"], n), "is_fraud": fraud})
-    for column in ("amount", "merchant", "hour"):
-        table[column] = table[column].astype(object)
-        table.loc[rng.random(n) < 0.08, column] = None
-    return table
-
-
-@pytest.fixture(scope="module")
-def mixed(tmp_path_factory):
-    """A trained and exported mixed model, its training CSV and `vae train`'s lines."""
-    tmp = tmp_path_factory.mktemp("mixed")
-    transactions(N, 0).to_csv(tmp / "tx.csv", index=False)
-    trained = run_cli("train", "--data", str(tmp / "tx.csv"), "--out", str(tmp / "run"),
-                      "--label-column", "is_fraud", "--epochs", "30", "--hidden", "32,32",
-                      "--latent-dim", "2", "--quiet")
-    assert trained.returncode == 0, trained.stderr
-    exported = run_cli("export", str(tmp / "run"), "--out", str(tmp / "bundle"),
-                       "--target-fpr", "0.05")
-    assert exported.returncode == 0, exported.stderr
-    from serving.store import load_runtime
-    return {"dir": tmp, "lines": trained.stderr, "runtime": load_runtime(tmp / "bundle"),
-            "bundle": tmp / "bundle"}
+from tests.conftest import N, run_cli, run_cli_here, transactions
 
 
 def test_train_decides_every_column_in_one_line_per_kind(mixed, tmp_path):
@@ -198,3 +154,45 @@ def test_calibration_holds_when_cells_are_blanked(mixed):
         blanked = blanked[~np.isnan(blanked).all(axis=1)]
         rate = runtime.score(blanked, 16, seed=0).is_anomaly.mean()
         assert abs(rate - 0.05) <= 0.015, (share, rate)
+
+
+def test_the_open_inference_protocol_takes_categories_as_bytes(mixed, tmp_path):
+    """tritonclient, unchanged: one tensor per column, BYTES for a categorical one, NaN and ""
+    for missing cells; the scores equal the records' bit for bit."""
+    import tritonclient.http as triton
+    from tritonclient.utils import InferenceServerException
+
+    runtime = mixed["runtime"]
+    table = transactions(40, 5)
+    records = json.loads(table.to_json(orient="records"))
+    expected = runtime.score(runtime.schema.from_records(records), 16, seed=3)
+    from tests.http.test_serve import start_server
+    served = start_server(mixed["bundle"], tmp_path / "home", tmp_path / "serve.log")
+    try:
+        client = triton.InferenceServerClient(served["url"].removeprefix("http://"))
+        inputs = client.get_model_metadata("vae")["inputs"]
+        assert inputs == [{"name": "amount", "datatype": "FP32", "shape": [-1]},
+                          {"name": "merchant", "datatype": "BYTES", "shape": [-1]},
+                          {"name": "hour", "datatype": "FP32", "shape": [-1]},
+                          {"name": "country", "datatype": "BYTES", "shape": [-1]}]
+        tensors = []
+        for spec in inputs:
+            column = table[spec["name"]]
+            if spec["datatype"] == "FP32":
+                values = np.asarray(column.astype(float), np.float32)  # None -> NaN
+            else:
+                values = np.asarray(["" if v is None else v for v in column], dtype=object)
+            tensor = triton.InferInput(spec["name"], [len(values)], spec["datatype"])
+            tensor.set_data_from_numpy(values, binary_data=False)
+            tensors.append(tensor)
+        result = client.infer("vae", tensors, parameters={"n_samples": 16, "seed": 3},
+                              outputs=[triton.InferRequestedOutput("score", binary_data=False)])
+        np.testing.assert_array_equal(result.as_numpy("score"), expected.score)
+        wrong = triton.InferInput("merchant", [2], "FP32")
+        wrong.set_data_from_numpy(np.zeros(2, np.float32), binary_data=False)
+        with pytest.raises(InferenceServerException, match="input 'merchant' has datatype "
+                                                           "'FP32'; expected BYTES"):
+            client.infer("vae", [wrong])
+    finally:
+        os.killpg(served["process"].pid, signal.SIGTERM)
+        served["process"].wait(timeout=30)
