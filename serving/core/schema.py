@@ -137,6 +137,11 @@ class Schema(BaseModel):
                                 for v in x[:, j].tolist()])
         return [dict(zip(self.names, row)) for row in zip(*columns)]
 
+    def level_names_of(self, j: int, codes: np.ndarray) -> list[str | None]:
+        """The level names of column j's codes (None for NaN)."""
+        levels = self.columns[j].levels
+        return [None if math.isnan(c) else levels[int(c)] for c in codes.tolist()]
+
     def level_chances(self, chance: np.ndarray) -> list[dict[str, float]]:
         """Each row's categorical columns' probabilities (serving.core.impute.expected_rows)."""
         names = [self.columns[j].name for j in self.categorical_index]

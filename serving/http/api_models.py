@@ -97,7 +97,10 @@ class DecodeAnswer(Answer):
 
 
 class SampleAnswer(Seeded):
-    x: list[list[float]] = Field(description="decoder means of the sampled codes")
+    x: list[list[float]] | None = Field(None, description="decoder means of the sampled codes")
+    records: list[dict] | None = Field(None, description="with categorical columns: the rows "
+                                                         "as records, each level the most "
+                                                         "likely")
     z: list[list[float]]
 
 

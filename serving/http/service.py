@@ -210,10 +210,15 @@ class VAE:
     @bentoml.api
     async def sample(self, n: T.SampleCount = 16, seed: Seed = None,
                      temperature: Temperature = 1.0) -> SampleAnswer:
-        """n new rows: decoder means of z = temperature * N(0, I)."""
+        """n new rows: decoder means of z = temperature * N(0, I) (with categorical columns, as
+        records with each one's most likely level)."""
         seed = seed_or_new(seed)
         x, z = await self._on_graph_thread(self.runtime.sample, n, seed, temperature)
         self._count("sample", n)
+        schema = self.runtime.schema
+        if schema is not None and not schema.all_numeric:
+            return SampleAnswer.model_construct(records=schema.to_records(x), z=z.tolist(),
+                                                seed=seed, model_version=self.version)
         return SampleAnswer.model_construct(x=x.tolist(), z=z.tolist(), seed=seed,
                                             model_version=self.version)
 

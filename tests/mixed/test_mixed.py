@@ -113,6 +113,15 @@ def test_rows_with_missing_cells_score_alike_through_records_files_http_and_ray(
                            json={"records": [{"amount": "lots"}]}, timeout=60)
         assert wrong.status_code == 400
         assert "records[0]['amount'] is 'lots'; expected a number or null" in wrong.text
+        metadata = httpx.get(f"{served['url']}/metadata", timeout=60).json()
+        assert [c["name"] for c in metadata["schema"]["columns"]] == runtime.schema.names
+        assert metadata["calibration"]["by_observed"][0]["observed"] == 4
+        sampled = httpx.post(f"{served['url']}/sample", json={"n": 3, "seed": 1},
+                             timeout=60).json()
+        assert sampled["records"][0]["merchant"] in runtime.schema.columns[1].levels
+        rebuilt = httpx.post(f"{served['url']}/reconstruct",
+                             json={"records": records[:2], "seed": 1}, timeout=60).json()
+        assert set(rebuilt["probability"][0]) == {"merchant", "country"}
         imputed = [httpx.post(f"{served['url']}/impute",
                               json={"records": records[:20], "draws": 2, "seed": 9},
                               timeout=60).json() for _ in range(2)]
@@ -196,3 +205,27 @@ def test_the_open_inference_protocol_takes_categories_as_bytes(mixed, tmp_path):
     finally:
         os.killpg(served["process"].pid, signal.SIGTERM)
         served["process"].wait(timeout=30)
+
+
+def test_evaluate_reads_the_held_out_rows_through_the_schema(mixed):
+    done = run_cli("evaluate", "--model", str(mixed["bundle"]), "--data",
+                   str(mixed["dir"] / "run" / "evaluation.parquet"), "--label-column",
+                   "is_fraud", "--out", str(mixed["dir"] / "evaluation"))
+    assert done.returncode == 0, done.stderr
+    assert "AUROC" in done.stdout or "auroc" in done.stdout.lower()
+
+
+def test_vae_impute_writes_filled_rows_and_draws(mixed, tmp_path):
+    transactions(100, 8).to_csv(tmp_path / "new.csv", index=False)
+    done = run_cli("impute", str(tmp_path / "new.csv"), "--model", str(mixed["bundle"]),
+                   "--out", str(tmp_path / "filled.csv"), "--draws", "2", "--seed", "4")
+    assert done.returncode == 0, done.stderr
+    import pyarrow.csv as csv
+    filled = csv.read_csv(tmp_path / "filled.csv")
+    assert filled.num_rows == 200 and filled["draw"].to_pylist()[:2] == [0, 0]
+    assert filled["amount"].null_count == 0 and filled["merchant"].null_count == 0
+    assert "txn_id" in filled.column_names  # ignored columns pass through
+    again = run_cli("impute", str(tmp_path / "new.csv"), "--model", str(mixed["bundle"]),
+                    "--out", str(tmp_path / "again.csv"), "--draws", "2", "--seed", "4")
+    assert again.returncode == 0
+    assert (tmp_path / "again.csv").read_bytes() == (tmp_path / "filled.csv").read_bytes()
