@@ -195,6 +195,8 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         raw = json.loads(manifest_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BundleError(f"{manifest_path} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise BundleError(f"{manifest_path} is nested too deeply to be a manifest") from None
     if not isinstance(raw, dict):
         raise BundleError(f"{manifest_path} holds a {type(raw).__name__}; expected an object")
     if raw.get("format_version") != FORMAT_VERSION:
@@ -202,6 +204,8 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
                           f"this runtime reads format_version {FORMAT_VERSION}")
     try:
         manifest = Manifest.model_validate(raw)
+    except RecursionError:
+        raise BundleError(f"{manifest_path} is nested too deeply to be a manifest") from None
     except ValidationError as e:
         raise BundleError(f"{manifest_path} is invalid: {_one_line(e)}") from None
     for name in GRAPH_FILES:

@@ -5,6 +5,7 @@
 and draws the noise by the rule of `serving.core.noise`.
 """
 
+import json
 import os
 from dataclasses import dataclass
 
@@ -141,6 +142,15 @@ class VAEGraphs:
         return Scores.concat(terms), mus[0] if len(mus) == 1 else np.concatenate(mus)
 
 
+def _without_none(value):
+    """A JSON value with the null fields of its objects left out (written either way)."""
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
+
+
 class VAERuntime:
     """A verified bundle on onnxruntime, scoring rows by the contract's draw rule and maths."""
 
@@ -160,15 +170,28 @@ class VAERuntime:
         return self.manifest.version
 
     def _check_identity(self) -> None:
-        """The graphs carry their model's name and version (ONNX metadata_props): a manifest
-        that names another model is refused."""
+        """The graphs carry their model's identity (ONNX metadata_props: name, version,
+        feature names, normalization, schema, ...): a manifest that differs from them in any
+        field they carry is refused, so an edited manifest is never served as the model."""
+        fields = _without_none(self.manifest.model_dump(by_alias=True, mode="json"))
         for name, session in (("encoder", self.graphs.encoder), ("decoder", self.graphs.decoder)):
             props = session.get_modelmeta().custom_metadata_map
-            for key in ("name", "version"):
-                if key in props and props[key] != getattr(self.manifest, key):
-                    raise BundleError(f"the manifest's {key} is {getattr(self.manifest, key)!r} "
-                                      f"but {name}.onnx says {props[key]!r}: the manifest does "
-                                      f"not belong to these graphs")
+            for key in sorted(props, key=lambda k: (k not in ("name", "version"), k)):
+                if key not in fields:
+                    continue
+                ours, carried = fields[key], props[key]
+                if isinstance(ours, str):
+                    same = carried == ours
+                else:
+                    try:
+                        same = _without_none(json.loads(carried)) == ours
+                    except (ValueError, RecursionError):
+                        same = False
+                if not same:
+                    what = f"is {ours!r} but {name}.onnx says {carried[:80]!r}" \
+                        if isinstance(ours, str) else f"differs from what {name}.onnx carries"
+                    raise BundleError(f"the manifest's {key} {what}: the manifest does not "
+                                      f"belong to these graphs")
 
     def check(self, x, field: str = "x", max_rows: int | None = None) -> np.ndarray:
         return check_rows(x, self.n_features, field, max_rows,
@@ -197,8 +220,9 @@ class VAERuntime:
         score = saturate(terms.score)
         observed = np.count_nonzero(~np.isnan(x), axis=1)
         share, is_anomaly = self.calibrator.judge(score, observed)
+        feature_nll = None if terms.feature_nll is None else saturate(terms.feature_nll)
         return ScoredRows(score=score, recon_nll=saturate(terms.recon_nll),
-                          kl=saturate(terms.kl), feature_nll=terms.feature_nll,
+                          kl=saturate(terms.kl), feature_nll=feature_nll,
                           percentile=share, is_anomaly=is_anomaly, observed=observed,
                           mu=mu if with_latent else None)
 

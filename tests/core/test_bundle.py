@@ -127,3 +127,37 @@ def test_a_manifest_of_other_graphs_is_refused(copy):
     with pytest.raises(BundleError, match=r"the manifest's version is '0123456789ab' but "
                                           r"encoder.onnx says '[0-9a-f]{12}'"):
         load_runtime(copy)
+
+
+def test_a_manifest_with_two_feature_names_swapped_is_refused(copy):
+    """Issue 24 #9: every identity field the graphs carry is compared, not only the version."""
+    def swap(m):
+        names = m["feature_names"]
+        names[0], names[1] = names[1], names[0]
+        columns = m["schema"]["columns"]
+        columns[0], columns[1] = columns[1], columns[0]
+    edit_manifest(copy, swap)
+    with pytest.raises(BundleError, match=r"the manifest's feature_names differs from what "
+                                          r"encoder.onnx carries"):
+        load_runtime(copy)
+
+
+def test_the_decoder_in_the_encoders_place_is_refused_in_one_line(copy):
+    """Issue 24 #10: graphs swapped (sha256 updated to match) fail the graph contract."""
+    from serving.core.bundle import file_sha256
+    encoder, decoder = (copy / "encoder.onnx").read_bytes(), (copy / "decoder.onnx").read_bytes()
+    (copy / "encoder.onnx").write_bytes(decoder)
+    (copy / "decoder.onnx").write_bytes(encoder)
+    edit_manifest(copy, lambda m: m["sha256"].update(
+        {"encoder.onnx": file_sha256(copy / "encoder.onnx"),
+         "decoder.onnx": file_sha256(copy / "decoder.onnx")}))
+    with pytest.raises(BundleError, match=r"the encoder graph has inputs \['z'\]"):
+        load_runtime(copy)
+
+
+def test_a_deeply_nested_manifest_is_one_line(copy):
+    """Issue 24 #11: 100,000 levels of nesting are refused without a RecursionError."""
+    (copy / "manifest.json").write_text('{"format_version": 1, "name": ' + "[" * 100_000
+                                        + "]" * 100_000 + "}")
+    with pytest.raises(BundleError, match="nested too deeply"):
+        load_bundle(copy)
