@@ -27,6 +27,14 @@ def _natural(text: str) -> int:
     return int(text)
 
 
+def _seed(text: str) -> int:
+    """A seed in the one range every surface takes (the service's: 0 to 2**63 - 1)."""
+    from serving.core.noise import MAX_SEED
+    if not text.isdigit() or int(text) > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a seed from 0 to 2**63 - 1")
+    return int(text)
+
+
 def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
@@ -104,7 +112,7 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=_positive,
                        help="torch threads (default: 1 for a network narrower than 256, else "
                             "the CPUs, at most 4)")
-    train.add_argument("--seed", type=_natural, default=0)
+    train.add_argument("--seed", type=_seed, default=0)
     train.add_argument("--no-sampling", action="store_true",
                        help="the deterministic ablation: z = mu, penalty ½‖mu‖²")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run")
@@ -125,7 +133,7 @@ def parser() -> argparse.ArgumentParser:
     score.add_argument("--out", required=True, metavar="OUTPUT",
                        help=".csv, .parquet or .npy: the format follows the extension")
     score.add_argument("--n-samples", type=_positive, default=16, help="K (16)")
-    score.add_argument("--seed", type=_natural, help="noise seed (default: a fresh one, printed)")
+    score.add_argument("--seed", type=_seed, help="noise seed (default: a fresh one, printed)")
     score.add_argument("--engine", choices=("local", "ray"), default="local")
     score.add_argument("--ray-address", help="an existing Ray cluster (default: a local Ray)")
     score.add_argument("--chunk-rows", type=_positive, default=1 << 16,
@@ -143,7 +151,7 @@ def parser() -> argparse.ArgumentParser:
     impute.add_argument("--n-samples", type=_positive, default=16, help="K (16)")
     impute.add_argument("--draws", type=_natural, default=0,
                         help="0: each missing cell's expected value; N: N multiple imputations")
-    impute.add_argument("--seed", type=_natural, help="noise seed (default: a fresh one, printed)")
+    impute.add_argument("--seed", type=_seed, help="noise seed (default: a fresh one, printed)")
     impute.add_argument("--threads", type=_positive, help="onnxruntime threads (VAE_ORT_THREADS)")
     evaluate = commands.add_parser("evaluate", help="AUROC, average precision and detection "
                                    "rates of a model on a labelled file")
@@ -153,7 +161,7 @@ def parser() -> argparse.ArgumentParser:
                           help="the column saying which rows are normal (an index for .npy)")
     evaluate.add_argument("--normal-value", metavar="V", help="the label of normal rows (0)")
     evaluate.add_argument("--n-samples", type=_positive, default=16, help="K (16)")
-    evaluate.add_argument("--seed", type=_natural, default=0, help="noise seed (0)")
+    evaluate.add_argument("--seed", type=_seed, default=0, help="noise seed (0)")
     evaluate.add_argument("--out", default="evaluation", metavar="DIR",
                           help="where evaluation.json, roc.png and scores.png go (evaluation)")
     return top

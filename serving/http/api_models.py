@@ -19,7 +19,7 @@ Seed = Annotated[Annotated[int, Strict(), Field(ge=0, le=MAX_SEED)] | None, Fiel
 Temperature = Annotated[float, Strict(), Field(ge=0.0, le=100.0, allow_inf_nan=False,
                                                description="scale of z ~ N(0, I)",
                                                examples=[1.0])]
-Explain = Annotated[bool, Field(description="add feature_nll: each feature's share of "
+Explain = Annotated[bool, Strict(), Field(description="add feature_nll: each feature's share of "
                                             "recon_nll", examples=[False])]
 
 

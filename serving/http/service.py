@@ -31,7 +31,7 @@ from serving.http.merger import Job, Merger
 from serving.http.settings import Settings
 from serving.jobs.chunk import score_chunk
 from serving.core.bundle import BundleError, load_bundle
-from serving.core.runtime import VAERuntime
+from serving.core.runtime import VAERuntime, saturate
 from serving.store import is_model_tag, locate_bundle
 from serving.tables.sources import chunks, file_columns, open_source
 from serving.tables.write import write_table
@@ -44,6 +44,7 @@ SETTINGS = Settings.from_env()
 try:  # `bentoml serve` imports this before it starts workers: a damaged bundle stops it here,
     # in one line and with a non-zero exit, instead of workers crashing over and over
     BUNDLE = load_bundle(locate_bundle(SETTINGS.model))
+    VAERuntime(BUNDLE, 1)  # the graphs against the manifest: inputs, outputs, identity
 except BundleError as e:
     raise SystemExit(f"vae-service: cannot serve {SETTINGS.model}: {e}") from None
 DESCRIPTION = """A variational autoencoder served on onnxruntime: anomaly scores (an
@@ -54,6 +55,7 @@ bit for bit. Errors are HTTP 4xx with `{"error": "..."}`. The Open Inference Pro
 V2) is served under /v2."""
 T = RequestTypes(SETTINGS, BUNDLE.manifest.n_features, BUNDLE.manifest.latent_dim,
                  missing=BUNDLE.manifest.schema_ is not None)
+MAX_CODE = 1e4  # |z| accepted by /decode: 1e4 standard deviations of the prior
 MEDIA_TYPES = {".csv": "text/csv", ".parquet": "application/vnd.apache.parquet",
                ".npy": "application/octet-stream"}
 
@@ -202,7 +204,13 @@ class VAE:
     async def decode(self, z: T.Latents) -> DecodeAnswer:
         """Mean and log-variance of p(x|z) for each code, in raw feature units."""
         codes = self._rows(z, "z")
-        x_mean, x_logvar = await self._on_graph_thread(self.runtime.graphs.decode, codes)
+        far = np.argwhere(np.abs(codes) > MAX_CODE)
+        if len(far):
+            r, c = far[0]
+            raise invalid(InputError(f"z[{r}][{c}] is {float(codes[r, c]):g}; expected codes "
+                                     f"within ±{MAX_CODE:g} (the prior is N(0, I))"))
+        decoded = await self._on_graph_thread(self.runtime.graphs.decode, codes)
+        x_mean, x_logvar = saturate(decoded[0]), saturate(decoded[1])
         self._count("decode", len(codes))
         return DecodeAnswer.model_construct(x_mean=x_mean.tolist(), x_logvar=x_logvar.tolist(),
                                             model_version=self.version)

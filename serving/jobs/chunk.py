@@ -39,6 +39,9 @@ def check_job(job: ScoreJob) -> None:
     if job.chunk_rows < 1:
         raise InputError(f"--chunk-rows is {job.chunk_rows}; expected at least 1")
     table_format(job.out, f"--out {job.out}", " (the output format follows it)")
+    if Path(job.out).resolve() == Path(job.input).resolve():
+        raise InputError(f"--out {job.out} is the input file; expected another path (the "
+                         f"scores would replace the rows they score)")
 
 
 def check_passthrough(source: Source) -> None:

@@ -94,6 +94,9 @@ BAD_REQUESTS = [
     ("/anomaly_score", {"x": [ROW], "n_samples": "4"}, 400, "n_samples: Input should be a valid"),
     ("/anomaly_score", {"x": [ROW], "seed": -1}, 400, "seed: Input should be greater than or"),
     ("/anomaly_score", {"x": [ROW], "explain": "maybe"}, 400, "explain: Input should be a valid"),
+    ("/anomaly_score", {"x": [ROW], "explain": "yes"}, 400, "explain: Input should be a valid"),
+    ("/anomaly_score", {"x": [ROW], "explain": 1}, 400, "explain: Input should be a valid"),
+    ("/decode", {"z": [[3e38] * 4]}, 400, "z[0][0] is 3e+38; expected codes within ±10000"),
     ("/anomaly_score", '{"x": [[1, 2', 400, "the body is not valid JSON"),
     ("/encode", {"x": [ROW], "n_samples": 2000}, 400, "n_samples: Input should be less than"),
     ("/reconstruct", {"x": [[0.5]]}, 400, "x has 1 columns; this model expects 64"),
@@ -272,7 +275,7 @@ def test_bad_upload_width(http, tmp_path):
 def test_a_huge_finite_cell_is_an_anomaly_with_a_number(http):
     """1e19 overflows the float32 maths; the answer is still a number, flagged."""
     row = [1.0] * 64
-    row[5] = 1e19
+    row[5] = 3e38
     answer = http.post("/anomaly_score", json={"x": [row, [1.0] * 64], "seed": 1}).json()
     assert all(isinstance(v, float) for v in answer["score"] + answer["percentile"])
     assert answer["is_anomaly"][0] is True and answer["percentile"][0] == 100.0
@@ -294,3 +297,12 @@ def test_binary_input_is_not_echoed_in_the_error(http):
     assert response.status_code == 400
     message = response.json()["error"]
     assert message.isprintable() and len(message) <= 400 and "\x93NUMPY" not in message
+
+
+def test_a_huge_cell_gives_numbers_in_explain_not_null(http):
+    """Issue 24 #7: a feature_nll that overflows saturates like the score: never null."""
+    row = [1.0] * 64
+    row[5] = 3e38
+    answer = http.post("/anomaly_score", json={"x": [row], "explain": True, "seed": 1}).json()
+    nll = answer["feature_nll"][0]
+    assert None not in nll and all(np.isfinite(nll))
