@@ -44,16 +44,19 @@ def validation_scores(graphs: VAEGraphs, x: np.ndarray, sampling: bool) -> np.nd
 
 def observed_levels(graphs: VAEGraphs, x: np.ndarray, sampling: bool,
                     target_fpr: float) -> list[dict]:
-    """The calibration at each observed count of OBSERVED_SHARES: the validation rows with at
-    least that many cells, cells blanked at random (seeded) down to exactly that many."""
-    n_features = x.shape[1]
-    counts = sorted({max(1, round(share * n_features)) for share in OBSERVED_SHARES},
-                    reverse=True)
+    """The calibration at observed counts: the most cells that MIN_LEVEL_ROWS validation rows
+    have (all of them, when rows are complete), and that count times OBSERVED_SHARES. At each
+    count, the validation rows with at least that many cells, blanked at random (seeded) down
+    to exactly that many; a count with fewer than MIN_LEVEL_ROWS such rows is left out (the
+    top one never is)."""
     observed = ~np.isnan(x)
+    per_row = np.sort(observed.sum(axis=1))[::-1]
+    top = int(per_row[min(MIN_LEVEL_ROWS, len(per_row)) - 1])
+    counts = sorted({max(1, round(share * top)) for share in OBSERVED_SHARES}, reverse=True)
     levels = []
     for count in counts:
         rows = np.flatnonzero(observed.sum(axis=1) >= count)
-        if len(rows) < MIN_LEVEL_ROWS and not (count == counts[0] and not levels and len(rows)):
+        if count < top and len(rows) < MIN_LEVEL_ROWS:
             continue
         rng = np.random.default_rng([CALIBRATION_SEED, count])
         kept = x[rows].copy()

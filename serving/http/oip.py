@@ -10,9 +10,10 @@ through the service's own checks, noise and merger, so its outputs are bit-ident
 Tensors travel as JSON (`binary_data=False` in tritonclient); the binary extension is refused.
 """
 
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -89,20 +90,69 @@ async def model_metadata(request: Request) -> JSONResponse:
                     for name, kind in OUTPUTS.items()]})
 
 
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class TensorIn(_Closed):
+    """An input tensor of the protocol's JSON form (binary data is refused)."""
+    name: str = Field(max_length=1000)
+    datatype: str = Field(max_length=20)
+    shape: list[Annotated[int, Field(ge=0, le=2**31)]] = Field(max_length=4)
+    data: list
+    parameters: dict[str, Any] | None = None
+
+
+class TensorOut(_Closed):
+    name: str = Field(max_length=1000)
+    parameters: dict[str, Any] | None = None
+
+
+class InferRequest(_Closed):
+    id: str | None = Field(None, max_length=1000)
+    parameters: dict[str, Any] | None = None
+    inputs: list[TensorIn] = Field(min_length=1, max_length=1000)
+    outputs: list[TensorOut] | None = Field(None, max_length=len(OUTPUTS))
+
+
+def _parsed(body: Any) -> InferRequest:
+    if not isinstance(body, dict):
+        raise ProtocolError("the body is not a JSON object; expected an inference request "
+                            "with 'inputs'")
+    try:
+        return InferRequest.model_validate(body)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "the request"
+        if first["type"] == "extra_forbidden" and len(first["loc"]) == 1:
+            raise ProtocolError(f"{first['loc'][0]!r} is not a field of an inference request; "
+                                f"expected id, parameters, inputs, outputs") from None
+        raise ProtocolError(f"{where}: {first['msg']}") from None
+
+
+def _flat_numbers(data: list, name: str) -> np.ndarray:
+    """A tensor's data, flat or nested one level (a list of rows), as float64; booleans,
+    text, deeper nesting and integers beyond float range are refused."""
+    flat = []
+    for value in data:
+        for cell in value if isinstance(value, list) else [value]:
+            if isinstance(cell, bool) or not isinstance(cell, (int, float)):
+                raise ProtocolError(f"input {name} holds {type(cell).__name__} values; "
+                                    f"expected FP32 numbers")
+            flat.append(cell)
+    try:
+        return np.asarray(flat, dtype=np.float64)
+    except OverflowError:
+        raise ProtocolError(f"input {name} holds an integer beyond FP32's range; expected "
+                            f"FP32 numbers") from None
+
+
 def read_infer_request(body: Any, n_features: int, max_samples: int, schema=None
                        ) -> tuple[np.ndarray, int, int | None, str | None, list[str]]:
     """x (B, F), n_samples, seed, the request id and the outputs asked for, from an infer
     request, or a ProtocolError naming what is wrong."""
-    if not isinstance(body, dict):
-        raise ProtocolError("the body is not a JSON object; expected an inference request "
-                            "with 'inputs'")
-    unknown = set(body) - {"id", "parameters", "inputs", "outputs"}
-    if unknown:
-        raise ProtocolError(f"{sorted(unknown)[0]!r} is not a field of an inference request; "
-                            f"expected id, parameters, inputs, outputs")
-    parameters = body.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise ProtocolError("parameters is not an object")
+    request = _parsed(body)
+    parameters = request.parameters or {}
     for name in parameters:
         if name not in PARAMETERS + IGNORED_PARAMETERS:
             raise ProtocolError(f"parameter {name!r} is not known; expected n_samples, seed")
@@ -110,54 +160,43 @@ def read_infer_request(body: Any, n_features: int, max_samples: int, schema=None
     seed = parameters.get("seed")
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or \
             not 1 <= n_samples <= max_samples:
-        raise ProtocolError(f"parameter n_samples is {n_samples!r}; expected a whole number "
-                            f"from 1 to {max_samples}")
+        raise ProtocolError(f"parameter n_samples is {str(n_samples)[:40]}; expected a whole "
+                            f"number from 1 to {max_samples}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
                              or not 0 <= seed < 2**63):
-        raise ProtocolError(f"parameter seed is {seed!r}; expected a whole number from 0 to "
-                            f"2**63 - 1")
-    inputs = body.get("inputs")
-    if not isinstance(inputs, list) or not inputs or \
-            not all(isinstance(t, dict) for t in inputs):
-        raise ProtocolError("inputs must be a list of tensors: x, or one per column")
-    outputs = _outputs(body.get("outputs"))
-    if schema is not None and not (len(inputs) == 1 and inputs[0].get("name") == "x"):
-        return _columns(inputs, schema), n_samples, seed, body.get("id"), outputs
+        raise ProtocolError(f"parameter seed is {str(seed)[:40]}; expected a whole number from "
+                            f"0 to 2**63 - 1")
+    outputs = _outputs(request.outputs)
+    inputs = request.inputs
+    if schema is not None and not (len(inputs) == 1 and inputs[0].name == "x"):
+        return _columns(inputs, schema), n_samples, seed, request.id, outputs
     if len(inputs) != 1:
         raise ProtocolError("inputs must hold exactly one tensor, x")
     tensor = inputs[0]
-    if tensor.get("name") != "x":
-        raise ProtocolError(f"input {tensor.get('name')!r} is not known; expected one input "
+    if tensor.name != "x":
+        raise ProtocolError(f"input {tensor.name[:80]!r} is not known; expected one input "
                             f"named x")
-    if tensor.get("datatype") != "FP32":
-        raise ProtocolError(f"input x has datatype {tensor.get('datatype')!r}; expected FP32")
-    if "parameters" in tensor and (tensor["parameters"] or {}).get("binary_data_size"):
+    if tensor.datatype != "FP32":
+        raise ProtocolError(f"input x has datatype {tensor.datatype!r}; expected FP32")
+    if (tensor.parameters or {}).get("binary_data_size"):
         raise ProtocolError("binary tensor data is not supported; send x as JSON "
                             "(binary_data=False)", 415)
-    shape = tensor.get("shape")
-    if not (isinstance(shape, list) and len(shape) == 2
-            and all(isinstance(s, int) and not isinstance(s, bool) for s in shape)):
+    shape = tensor.shape
+    if len(shape) != 2:
         raise ProtocolError(f"input x has shape {shape!r}; expected [rows, {n_features}]")
-    data = np.asarray(tensor.get("data"), dtype=object)
-    try:
-        flat = np.asarray(data.reshape(-1), dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ProtocolError("input x holds values that are not numbers; expected FP32 "
-                            "numbers") from None
+    flat = _flat_numbers(tensor.data, "x")
     if flat.size != shape[0] * shape[1]:
         raise ProtocolError(f"input x has {flat.size} values; its shape {shape} needs "
                             f"{shape[0] * shape[1]}")
     with np.errstate(over="ignore"):
         x = flat.astype(np.float32).reshape(shape)
-    return x, n_samples, seed, body.get("id"), outputs
+    return x, n_samples, seed, request.id, outputs
 
 
-def _outputs(outputs) -> list[str]:
+def _outputs(outputs: list[TensorOut] | None) -> list[str]:
     names = list(OUTPUTS)
     if outputs is not None:
-        if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
-            raise ProtocolError("outputs is not a list of {\"name\": ...} objects")
-        names = [o.get("name") for o in outputs]
+        names = [o.name for o in outputs]
         for name in names:
             if name not in OUTPUTS:
                 raise ProtocolError(f"output {name!r} is not known; expected some of "
@@ -172,25 +211,23 @@ def _columns(inputs: list[dict], schema) -> np.ndarray:
     kinds = {c.name: c.kind for c in schema.columns}
     columns, rows = {}, None
     for tensor in inputs:
-        name, kind = tensor.get("name"), tensor.get("datatype")
+        name, kind = tensor.name, tensor.datatype
         if name not in kinds:
             raise ProtocolError(f"input {name!r} is not a column of this model; expected inputs "
                                 f"named as its columns (model metadata)")
         expected = "FP32" if kinds[name] == "numeric" else "BYTES"
         if kind != expected:
             raise ProtocolError(f"input {name!r} has datatype {kind!r}; expected {expected}")
-        if (tensor.get("parameters") or {}).get("binary_data_size"):
+        if (tensor.parameters or {}).get("binary_data_size"):
             raise ProtocolError("binary tensor data is not supported; send inputs as JSON "
                                 "(binary_data=False)", 415)
-        shape, data = tensor.get("shape"), tensor.get("data")
-        if not (isinstance(shape, list) and 1 <= len(shape) <= 2 and all(
-                isinstance(s, int) and not isinstance(s, bool) for s in shape)
-                and (len(shape) == 1 or shape[1] == 1)):
+        shape, data = tensor.shape, tensor.data
+        if not (1 <= len(shape) <= 2 and (len(shape) == 1 or shape[1] == 1)):
             raise ProtocolError(f"input {name!r} has shape {shape!r}; expected [rows] or "
                                 f"[rows, 1]")
-        if not isinstance(data, list) or len(data) != shape[0]:
-            raise ProtocolError(f"input {name!r} holds {len(data) if isinstance(data, list) else 0}"
-                                f" values; its shape {shape} needs {shape[0]}")
+        if len(data) != shape[0]:
+            raise ProtocolError(f"input {name!r} holds {len(data)} values; its shape {shape} "
+                                f"needs {shape[0]}")
         if rows is not None and shape[0] != rows:
             raise ProtocolError(f"input {name!r} has {shape[0]} rows; the other inputs have "
                                 f"{rows}")
@@ -201,10 +238,7 @@ def _columns(inputs: list[dict], schema) -> np.ndarray:
                                     f"BYTES as JSON strings")
             columns[name] = pa.array([v if v else None for v in data], pa.string())
         else:
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in data):
-                raise ProtocolError(f"input {name!r} holds values that are not numbers; "
-                                    f"expected FP32 numbers (NaN for a missing cell)")
-            columns[name] = pa.array(data, pa.float64())
+            columns[name] = pa.array(_flat_numbers(data, repr(name)), pa.float64())
     for name, kind in kinds.items():
         if name not in columns:
             columns[name] = pa.nulls(rows, pa.float64() if kind == "numeric" else pa.string())
@@ -219,6 +253,8 @@ async def infer(request: Request) -> JSONResponse:
                             "(binary_data=False)", 415)
     try:
         body = await request.json()
+    except RecursionError:
+        raise ProtocolError("the body is nested too deeply; expected an inference request")
     except ValueError as e:
         raise ProtocolError(f"the body is not valid JSON ({e}); expected an inference "
                             f"request") from None

@@ -306,3 +306,33 @@ def test_a_huge_cell_gives_numbers_in_explain_not_null(http):
     answer = http.post("/anomaly_score", json={"x": [row], "explain": True, "seed": 1}).json()
     nll = answer["feature_nll"][0]
     assert None not in nll and all(np.isfinite(nll))
+
+
+INFER = "/v2/models/vae/infer"
+TENSOR = {"name": "x", "datatype": "FP32", "shape": [1, 64], "data": ROW}
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"inputs": [{**TENSOR, "shape": [-8, -8]}]}, "inputs.0.shape.0: Input should be greater"),
+    ({"inputs": [{**TENSOR, "shape": [-1, -64]}]}, "inputs.0.shape.0: Input should be greater"),
+    ({"inputs": [{**TENSOR, "data": [10 ** 400] + ROW[1:]}]}, "integer beyond FP32's range"),
+    ({"inputs": [{**TENSOR, "data": [True] + ROW[1:]}]}, "input x holds bool values"),
+    ({"inputs": [{**TENSOR, "data": [[[1.0]]]}]}, "input x holds list values"),
+    ({"inputs": [{**TENSOR, "parameters": ["a"]}]}, "inputs.0.parameters: Input should be a "
+                                                     "valid dictionary"),
+    ({"inputs": [{**TENSOR, "parameters": "a"}]}, "inputs.0.parameters: Input should be a "
+                                                   "valid dictionary"),
+    ({"inputs": [TENSOR], "outputs": [{"name": ["score"]}]}, "outputs.0.name: Input should be a "
+                                                            "valid string"),
+])
+def test_open_inference_protocol_mistakes_are_400s(http, body, message):
+    """Issue 24 #4: each of these was a 500 with a traceback."""
+    answer = http.post(INFER, json=body)
+    assert answer.status_code == 400, answer.text
+    assert message in answer.json()["error"]
+
+
+def test_a_deeply_nested_infer_body_is_a_400(http):
+    body = '{"inputs": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    answer = http.post(INFER, content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 400 and "nested too deeply" in answer.json()["error"]
