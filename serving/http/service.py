@@ -27,6 +27,7 @@ from serving.http.api_models import (DecodeAnswer, EncodeAnswer, Explain, Impute
                                      Seed, Temperature)
 from serving.http import oip
 from serving.http.errors import JSONErrorMiddleware
+from serving.http.guard import BodyGuard, Budget
 from serving.http.merger import Job, Merger
 from serving.http.settings import Settings
 from serving.jobs.chunk import score_chunk
@@ -103,6 +104,7 @@ class VAE:
         # Every graph call of the process runs on this one thread: onnxruntime's threads are
         # never oversubscribed, and the arrays come and go in one allocator arena.
         self.graph_thread = ThreadPoolExecutor(1, thread_name_prefix="graphs")
+        self.budget = Budget(SETTINGS.max_inflight_row_samples)
         self.scorer = Merger(self._score_rows, self.graph_thread, SETTINGS.merge_max_rows)
         self.encoder = Merger(self._encode_rows, self.graph_thread, SETTINGS.merge_max_rows)
 
@@ -172,8 +174,9 @@ class VAE:
                             records=None) -> tuple[int, dict[str, np.ndarray]]:
         """The seed and the scores of one request's rows: checked, noised, merged."""
         rows = self._rows(x, records=records)
-        seed, eps = self._noise(seed, len(rows), n_samples)
-        scored = await self.scorer.submit(Job(rows, eps, explain))
+        async with self.budget.hold(len(rows) * n_samples):
+            seed, eps = self._noise(seed, len(rows), n_samples)
+            scored = await self.scorer.submit(Job(rows, eps, explain))
         self._count(endpoint, len(rows), scored["is_anomaly"], scored["score"])
         return seed, scored
 
@@ -193,8 +196,9 @@ class VAE:
                      seed: Seed = None, records: T.Records = None) -> EncodeAnswer:
         """mu and logvar of q(z|x) and, with n_samples > 0, z = mu + sigma * eps."""
         rows = self._rows(x, records=records)
-        seed, eps = self._noise(seed, len(rows), n_samples)
-        out = await self.encoder.submit(Job(rows, eps))
+        async with self.budget.hold(len(rows) * max(1, n_samples)):
+            seed, eps = self._noise(seed, len(rows), n_samples)
+            out = await self.encoder.submit(Job(rows, eps))
         self._count("encode", len(rows))
         return EncodeAnswer.model_construct(
             mu=out["mu"].tolist(), logvar=out["logvar"].tolist(),
@@ -239,8 +243,9 @@ class VAE:
         rows = self._rows(x, records=records)
         self._bound(len(rows), n_samples)
         seed = seed_or_new(seed)
-        x_mean, chance = await self._on_graph_thread(self.runtime.reconstruct, rows, n_samples,
-                                                     seed)
+        async with self.budget.hold(len(rows) * max(1, n_samples)):
+            x_mean, chance = await self._on_graph_thread(self.runtime.reconstruct, rows,
+                                                         n_samples, seed)
         self._count("reconstruct", len(rows))
         if chance is not None:
             return ReconstructAnswer.model_construct(
@@ -260,7 +265,9 @@ class VAE:
         rows = self._rows(x, records=records)
         self._bound(len(rows), n_samples * max(1, draws))
         seed = seed_or_new(seed)
-        filled = await self._on_graph_thread(self.runtime.impute, rows, n_samples, seed, draws)
+        async with self.budget.hold(len(rows) * n_samples * max(1, draws)):
+            filled = await self._on_graph_thread(self.runtime.impute, rows, n_samples, seed,
+                                                 draws)
         self._count("impute", len(rows))
         schema = self.runtime.schema
         if records is not None:
@@ -364,6 +371,11 @@ VAE.add_asgi_middleware(JSONErrorMiddleware, max_json_bytes=SETTINGS.max_json_by
                         max_file_bytes=SETTINGS.max_file_bytes,
                         body_timeout=SETTINGS.body_timeout, readable=("/metadata",),
                         fields=FIELDS)
+VAE.add_asgi_middleware(BodyGuard, max_rows=SETTINGS.max_rows,  # inside: after the size checks
+                        width=max(BUNDLE.manifest.n_features, BUNDLE.manifest.latent_dim),
+                        max_uploads=SETTINGS.max_uploads,
+                        max_inflight_bytes=SETTINGS.max_inflight_bytes,
+                        max_json_bytes=SETTINGS.max_json_bytes)
 describe(VAE, DESCRIPTION)
 metrics_directory_per_server()  # in `bentoml serve`'s main process, before it starts workers
 quiet_client_errors()

@@ -19,7 +19,13 @@ class Settings:
     max_file_rows: int = 1_000_000  # VAE_MAX_FILE_ROWS: rows per uploaded file (larger files
     # belong to `vae score`)
     max_json_bytes: int = 64 << 20  # VAE_MAX_JSON_BYTES: body of a JSON request
-    max_file_bytes: int = 1 << 30  # VAE_MAX_FILE_BYTES: body of a file upload
+    max_file_bytes: int = 256 << 20  # VAE_MAX_FILE_BYTES: body of a file upload (BentoML
+    # holds an upload in memory: 1 GiB took a worker to 1.2 GB)
+    max_uploads: int = 2  # VAE_MAX_UPLOADS: uploads taken in at once per worker (503 beyond)
+    max_inflight_bytes: int = 128 << 20  # VAE_MAX_INFLIGHT_BYTES: JSON bodies being read at
+    # once per worker (503 beyond; one body alone is always read)
+    max_inflight_row_samples: int = 1 << 19  # VAE_MAX_INFLIGHT_ROW_SAMPLES: graph work in
+    # flight per worker; a request waits for its share
     merge_max_rows: int = 4096  # VAE_MERGE_MAX_ROWS: rows of concurrent requests merged
     # into one graph call (a larger request runs alone)
     file_chunk_rows: int = 8192  # VAE_FILE_CHUNK_ROWS: rows per graph call for files

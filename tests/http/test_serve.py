@@ -325,11 +325,16 @@ def test_the_largest_legal_request_of_each_endpoint_stays_under_its_bound(server
 
     figures = measure(server["url"], worker_pid(server["process"].pid), Settings.from_env({}),
                       runtime.n_features, runtime.latent_dim, tmp_path)
-    assert set(figures) == {"encode", "decode", "sample", "reconstruct", "anomaly_score",
-                            "anomaly_score_file"}
+    legal = {"encode", "decode", "sample", "reconstruct", "anomaly_score", "anomaly_score_file"}
+    assert legal < set(figures)
     for name, figure in figures.items():
-        assert figure["status"] == 200, (name, figure)
-        assert figure["peak_mb"] < LIMIT_MB, (name, figure)
+        assert figure["peak_mb"] < LIMIT_MB, (name, figure)  # issue 24: the worst bodies too
+        if name in legal:
+            assert figure["status"] == 200, (name, figure)
+        elif "one-cell rows" in name:
+            assert figure["status"] == 400, (name, figure)  # refused before parsing
+        elif "concurrent" in name:
+            assert set(figure["statuses"]) <= {200, 503} and 200 in figure["statuses"]
 
 
 def test_sigterm_stops_cleanly(server):

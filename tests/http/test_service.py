@@ -335,4 +335,19 @@ def test_open_inference_protocol_mistakes_are_400s(http, body, message):
 def test_a_deeply_nested_infer_body_is_a_400(http):
     body = '{"inputs": ' + "[" * 100_000 + "]" * 100_000 + "}"
     answer = http.post(INFER, content=body, headers={"content-type": "application/json"})
-    assert answer.status_code == 400 and "nested too deeply" in answer.json()["error"]
+    assert answer.status_code == 400  # refused on its count of brackets, or by the parser
+    assert "nested too deeply" in answer.json()["error"] or \
+        "the body holds about 99998 rows" in answer.json()["error"]
+
+
+def test_a_body_of_too_many_rows_is_refused_before_it_is_parsed(http):
+    """Issue 24 #1: the rows and cells of a JSON body are counted on its bytes first."""
+    body = b'{"x":[' + b",".join([b"[0]"] * 100_000) + b"]}"
+    for endpoint in ("/anomaly_score", "/decode", "/v2/models/vae/infer"):
+        answer = http.post(endpoint, content=body, headers={"content-type": "application/json"})
+        assert answer.status_code == 400, (endpoint, answer.text)
+        assert answer.json()["error"].startswith("the body holds about 99999 rows; at most 500")
+    cells = b'{"x":[[' + b",".join([b"0"] * 100_000) + b"]]}"
+    answer = http.post("/anomaly_score", content=cells, headers={"content-type":
+                                                                  "application/json"})
+    assert answer.status_code == 400 and "the body holds about 100000 values" in answer.text
