@@ -22,7 +22,7 @@ from starlette.routing import Route
 from serving.core.rows import InputError
 
 OUTPUTS = {"score": "FP32", "recon_nll": "FP32", "kl": "FP32", "percentile": "FP32",
-           "is_anomaly": "BOOL"}
+           "is_anomaly": "BOOL", "observed": "INT32"}
 PARAMETERS = ("n_samples", "seed")
 # the binary tensor extension's request flag: outputs are answered as JSON all the same
 IGNORED_PARAMETERS = ("binary_data_output",)

@@ -351,3 +351,21 @@ def test_a_body_of_too_many_rows_is_refused_before_it_is_parsed(http):
     answer = http.post("/anomaly_score", content=cells, headers={"content-type":
                                                                   "application/json"})
     assert answer.status_code == 400 and "the body holds about 100000 values" in answer.text
+
+
+def test_null_cells_in_x_are_missing_cells_scored_as_nan_rows(http, runtime, digits_x):
+    """Issue 23: a numeric model takes JSON null as a missing cell, and answers as the runtime
+    does for NaN; the answer counts each row's observed cells."""
+    rows = digits_x[:3].tolist()
+    rows[1][5] = rows[2][0] = rows[2][9] = None
+    answer = http.post("/anomaly_score", json={"x": rows, "seed": 4}).json()
+    x = np.asarray([[np.nan if v is None else v for v in row] for row in rows], np.float32)
+    expected = runtime.score(x, 16, seed=4)
+    assert answer["score"] == expected.score.tolist() and answer["observed"] == [64, 63, 62]
+    import json
+    body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [3, 64],
+                                   "data": x.ravel().tolist()}], "parameters": {"seed": 4}})
+    infer = http.post("/v2/models/vae/infer", content=body,  # NaN, as tritonclient sends it
+                      headers={"content-type": "application/json"}).json()
+    outputs = {o["name"]: o["data"] for o in infer["outputs"]}
+    assert outputs["score"] == answer["score"] and outputs["observed"] == [64, 63, 62]
