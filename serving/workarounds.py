@@ -198,6 +198,30 @@ def unreadable_bodies_are_client_errors() -> None:
     ServiceAppFactory.api_endpoint = api_endpoint
 
 
+def uploads_only() -> None:
+    """BentoML takes a text field in place of a file part as a URL and downloads it (an
+    outbound request on a client's behalf; here it failed for want of uvloop, a 500), and
+    saves an upload under a temporary name ending in the client's whole filename (a
+    300-character name failed with ENAMETOOLONG, a 500). A file field must be an uploaded
+    part, and its name is kept to its extension."""
+    from _bentoml_impl.serde import MultipartSerde
+    from bentoml.exceptions import BadInput
+    from starlette.datastructures import UploadFile
+
+    if getattr(MultipartSerde.ensure_file, "uploads_only", False):
+        return
+
+    async def ensure_file(obj):
+        if not isinstance(obj, UploadFile):
+            raise BadInput("file is a text field, not an uploaded file; expected a file part "
+                           "(curl -F file=@rows.parquet); URLs are not fetched")
+        suffix = Path(obj.filename or "").suffix
+        obj.filename = "upload" + (suffix if len(suffix) <= 16 else "")
+        return obj
+    ensure_file.uploads_only = True
+    MultipartSerde.ensure_file = staticmethod(ensure_file)
+
+
 UNKNOWN_PATH = "/__unknown__"
 INFRA_PREFIXES = ("/static_content/", "/assets/", "/v2")  # BentoML's docs page, the protocol
 INFRA_PATHS = ("/", "/docs.json", "/schema.json", "/livez", "/readyz", "/healthz", "/metrics")

@@ -39,7 +39,7 @@ from serving.tables.write import write_table
 from serving.workarounds import (describe, forbid_unknown_fields, header_timeout,
                                  metrics_directory_per_server, quiet_client_errors,
                                  request_timers_cancelled, unknown_paths_as_one_metric_label,
-                                 unreadable_bodies_are_client_errors)
+                                 unreadable_bodies_are_client_errors, uploads_only)
 
 SETTINGS = Settings.from_env()
 try:  # `bentoml serve` imports this before it starts workers: a damaged bundle stops it here,
@@ -380,6 +380,7 @@ describe(VAE, DESCRIPTION)
 metrics_directory_per_server()  # in `bentoml serve`'s main process, before it starts workers
 quiet_client_errors()
 unreadable_bodies_are_client_errors()
+uploads_only()
 unknown_paths_as_one_metric_label(list(FIELDS))
 header_timeout(SETTINGS.header_timeout)
 request_timers_cancelled()

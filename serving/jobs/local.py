@@ -114,6 +114,22 @@ def content_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
+def file_stats(path: Path) -> list:
+    """(name, size, mtime, inode) of the input's files: what a rewrite almost always changes."""
+    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    stats = [f.stat() for f in files]
+    return [[f.name, s.st_size, s.st_mtime_ns, s.st_ino] for f, s in zip(files, stats)]
+
+
+def check_unchanged(path: Path, stats: list, sha256: str) -> None:
+    """A one-line error if the input changed while it was scored (its stats differ, and then
+    its content does too: a touch alone is no change)."""
+    if file_stats(path) == stats or content_hash(path) == sha256:
+        return
+    raise InputError(f"{path} changed while it was scored (its content differs from when the "
+                     f"job began); no output was written: run the job again, which starts over")
+
+
 def fingerprint(job: ScoreJob, runtime: VAERuntime) -> dict:
     """What must match for a restarted job to continue: input, model, arguments."""
     path = Path(job.input).resolve()
@@ -185,6 +201,7 @@ def _score_parts(job: ScoreJob, runtime: VAERuntime, source: Source, started: fl
                  progress: bool) -> Summary:
     from tqdm import tqdm
 
+    stats = file_stats(Path(job.input))  # before the hash: a change after it is seen
     parts, state = resume_or_start(job, runtime)
     done = parts.done()
     resumed = sum(feather.read_table(p, columns=["row"]).num_rows for p in done)
@@ -201,6 +218,7 @@ def _score_parts(job: ScoreJob, runtime: VAERuntime, source: Source, started: fl
         raise
     finally:
         bar.close()  # an error is then printed on a line of its own, not on the bar's
+    check_unchanged(Path(job.input), stats, state["input_sha256"])  # parts kept, for a look
     return finish(parts, Path(job.out), state["seed"], resumed, started)
 
 

@@ -9,6 +9,7 @@ The bundle directory must be readable by the workers (on a cluster: shared stora
 
 import importlib.util
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from serving.tables.sources import csv_convert_options
 from serving.tables.write import write_table
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours its task errors
 POSITION = "__vae_row__"  # the column carrying each row's position through the pipeline
 
 
@@ -105,7 +107,31 @@ def run_ray(job: ScoreJob, address: str | None = None, threads: int | None = Non
     runtime = load_runtime(job.model, threads)
     source = open_job(job, runtime)
     with output_lock(Path(job.out)):
-        return _run(ray, job, runtime, source, address, threads, progress, started)
+        try:
+            return _run(ray, job, runtime, source, address, threads, progress, started)
+        except Exception as e:
+            if (message := client_error(e)) is not None:
+                raise InputError(message) from None  # one line, as the local engine says it
+            raise
+
+
+def client_error(error: BaseException) -> str | None:
+    """The message of the InputError a Ray task raised, found through Ray's wrappers (a task
+    error, a user-code exception, their causes), or None if there is none."""
+    seen, pending = set(), [error]
+    while pending:
+        error = pending.pop(0)
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        lines = [ANSI.sub("", line).strip() for line in str(error).splitlines()]
+        for line in reversed(lines):  # Ray's task error ends with the original's own line
+            if line.startswith(f"{InputError.__module__}.InputError: "):
+                return line.split("InputError: ", 1)[1]
+        if isinstance(error, InputError) and len(lines) == 1:
+            return lines[0]
+        pending += [getattr(error, "cause", None), error.__cause__, error.__context__]
+    return None
 
 
 def _run(ray, job: ScoreJob, runtime, source, address: str | None, threads: int | None,

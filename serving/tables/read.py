@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from serving.core.rows import InputError
+from serving.core.rows import InputError, printable
 from serving.tables.columns import arrow_to_rows, finite_rows, match_columns
 from serving.tables.formats import table_format
 
@@ -38,9 +38,20 @@ def existing_table(path: str | os.PathLike) -> tuple[Path, str]:
     """The path of a table file that exists, and its format (its lower-case extension)."""
     path = Path(path)
     suffix = table_format(path)
-    if not path.is_file():
-        raise InputError(f"{path} does not exist; expected a {suffix} file")
+    check_regular(path, f"a {suffix} file")
     return path, suffix
+
+
+def check_regular(path: Path, expected: str) -> None:
+    """A one-line error unless path is a regular file: missing, or a FIFO, a device or a
+    directory, each said as what it is."""
+    if path.is_file():
+        return
+    if not path.exists():
+        raise InputError(f"{path} does not exist; expected {expected}")
+    kind = "a directory" if path.is_dir() else "a FIFO" if path.is_fifo() else \
+        "a device" if path.is_char_device() or path.is_block_device() else "not a regular file"
+    raise InputError(f"{path} is {kind}; expected {expected}")
 
 
 def open_npy(path: Path) -> np.ndarray:
@@ -48,8 +59,11 @@ def open_npy(path: Path) -> np.ndarray:
     try:
         x = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, EOFError, OSError) as e:  # EOFError: an empty file
-        raise InputError(f"{path} is not a readable .npy array ({e}); expected a 2-D numeric "
-                         f"array saved with numpy.save") from None
+        raise InputError(f"{path} is not a readable .npy array ({printable(str(e), 120)}); "
+                         f"expected a 2-D numeric array saved with numpy.save") from None
+    if not isinstance(x, np.ndarray):  # np.load opens an .npz archive whatever its name
+        raise InputError(f"{path} is an .npz archive (numpy.savez), not a .npy array; expected "
+                         f"one 2-D array saved with numpy.save")
     if x.dtype.kind not in "fiu":
         raise InputError(f"{path} holds {x.dtype} values; expected a numeric array")
     if x.ndim != 2:
@@ -58,12 +72,31 @@ def open_npy(path: Path) -> np.ndarray:
     return x
 
 
+MAGIC = {b"\x93NUMPY": ".npy", b"PAR1": ".parquet", b"PK\x03\x04": ".npz or .zip"}
+
+
 def arrow_error(path: Path, suffix: str, error: Exception) -> InputError:
-    """A one-line InputError for a file pyarrow could not read."""
+    """A one-line InputError for a file pyarrow could not read; the file's own bytes are
+    never echoed (a binary file named .csv would put them in the message)."""
     first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        head = b""
+    for magic, kind in MAGIC.items():
+        if head.startswith(magic) and kind != suffix:
+            return InputError(f"{path} holds {kind} bytes but is named {suffix}; rename it "
+                              f"{kind.split()[0]}")
     if "Empty CSV file" in first:
+        if path.stat().st_size > 0:
+            return InputError(f"{path} has no complete header row in its first block (4 MiB); "
+                              f"expected a header row of column names shorter than that")
         return InputError(f"{path} is empty; expected a header row and numeric rows")
-    return InputError(f"{path} could not be read as {suffix} ({first})")
+    if "CSV parse error" in first:  # pyarrow appends the offending row
+        first = first.split(":")[0] + ": " + first.split(":")[1] if first.count(":") > 1 \
+            else first
+    return InputError(f"{path} could not be read as {suffix} ({printable(first, 160)})")
 
 
 NULL_VALUES = ["", "?", "NA", "N/A", "n/a", "NaN", "nan", "-nan", "NULL", "null", "None",
@@ -77,6 +110,14 @@ def csv_null_options(**options):
 
 
 def read_arrow(path: Path, suffix: str) -> pa.Table:
+    try:
+        return _read_arrow(path, suffix)
+    except UnicodeDecodeError:
+        raise InputError(f"{path} has a header or cell that is not UTF-8 text; expected a "
+                         f"UTF-8 {suffix} file") from None
+
+
+def _read_arrow(path: Path, suffix: str) -> pa.Table:
     try:
         if suffix == ".csv":
             from pyarrow import csv

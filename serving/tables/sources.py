@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from serving.core.rows import InputError
+from serving.core.rows import InputError, printable
 from serving.core.schema import Schema, observed_rows
 from serving.tables.columns import arrow_to_rows, check_numeric, finite_rows, match_columns
 from serving.tables.formats import table_format
-from serving.tables.read import NULL_VALUES, arrow_error, open_npy
+from serving.tables.read import NULL_VALUES, arrow_error, check_regular, open_npy
 
 
 @dataclass
@@ -71,8 +71,7 @@ def _open_source(path: str | os.PathLike, feature_names: list[str], passthrough:
         rows = sum(_parquet_schema(f, feature_names, passthrough, schema) for f in files)
         return Source(path, "dir", feature_names, passthrough, rows, files)
     kind = table_format(path, also=" or a directory of .parquet files")
-    if not path.is_file():
-        raise InputError(f"{path} does not exist; expected a {kind} file")
+    check_regular(path, f"a {kind} file")
     if kind == ".npy":
         if passthrough:
             raise InputError(f"{path} has no column names; --columns needs a .csv or .parquet "
@@ -116,9 +115,7 @@ def chunks(source: Source, chunk_rows: int, start_row: int = 0
            ) -> Iterator[tuple[int, np.ndarray, pa.Table | None]]:
     """(first_row, x (B, F) float32, passthrough columns or None), B = chunk_rows but the last."""
     if source.kind == ".npy":
-        array = open_npy(source.path)
-        for start in range(start_row, array.shape[0], chunk_rows):
-            x = np.asarray(array[start:start + chunk_rows], dtype=np.float32)
+        for start, x in _npy_chunks(source.path, chunk_rows, start_row):
             yield start, source.array_rows(x, start), None
         return
     if source.kind == ".csv":
@@ -137,6 +134,30 @@ def chunks(source: Source, chunk_rows: int, start_row: int = 0
             x = source.rows_of(table, start + skip)
             yield start + skip, x, table.select(source.passthrough) if source.passthrough else None
         start = end
+
+
+def _npy_chunks(path: Path, chunk_rows: int, start_row: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Rows of a .npy file read with plain reads, not a memory map: a file truncated while it
+    is read gives a one-line error here, where a mapped page would have killed the process
+    with SIGBUS."""
+    array = open_npy(path)  # checks dtype and shape
+    rows, width = array.shape
+    if np.isfortran(array):  # columns first: rows are not contiguous, read as mapped
+        for start in range(start_row, rows, chunk_rows):
+            yield start, np.asarray(array[start:start + chunk_rows], dtype=np.float32)
+        return
+    dtype, offset = array.dtype, array.offset
+    del array
+    row_bytes = width * dtype.itemsize
+    with open(path, "rb") as f:
+        for start in range(start_row, rows, chunk_rows):
+            n = min(chunk_rows, rows - start)
+            f.seek(offset + start * row_bytes)
+            block = f.read(n * row_bytes)
+            if len(block) < n * row_bytes:
+                raise InputError(f"{path} ends before row {start + len(block) // row_bytes} of "
+                                 f"its {rows}: it was truncated while it was read")
+            yield start, np.frombuffer(block, dtype).reshape(n, width).astype(np.float32)
 
 
 def _check_columns(columns: pa.Schema, where: str, feature_names: list[str],
@@ -168,8 +189,11 @@ def _parquet_batches(path: Path, columns: list[str], batch_rows: int) -> Iterato
     from pyarrow import parquet
     # pre_buffer (pyarrow's default) keeps every row group read so far alive until the file is
     # closed: the memory of a job grew with its input. Without it, memory stays flat.
-    reader = parquet.ParquetFile(path, pre_buffer=False)
-    yield from reader.iter_batches(batch_size=batch_rows, columns=columns)
+    try:
+        reader = parquet.ParquetFile(path, pre_buffer=False)
+        yield from reader.iter_batches(batch_size=batch_rows, columns=columns)
+    except (pa.ArrowException, OSError) as e:  # a corrupt page, found when it is read
+        raise arrow_error(path, ".parquet", e) from None
 
 
 def _csv_reader(path: Path, feature_names: list[str], passthrough: list[str],
@@ -185,6 +209,9 @@ def _csv_reader(path: Path, feature_names: list[str], passthrough: list[str],
                             read_options=csv.ReadOptions(block_size=1 << 22))
     except (pa.ArrowInvalid, OSError) as e:
         raise arrow_error(path, ".csv", e) from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path} has a header that is not UTF-8 text; expected a UTF-8 "
+                         f".csv file") from None
 
 
 def csv_convert_options(feature_names: list[str], passthrough: list[str],
@@ -212,8 +239,11 @@ def _csv_batches(reader, path: Path) -> Iterator[pa.RecordBatch]:
         except StopIteration:
             return
         except pa.ArrowInvalid as e:
-            raise InputError(f"{path}: {str(e).splitlines()[0]}; expected numbers in every "
-                             f"feature column") from None
+            raise InputError(f"{path}: {printable(str(e).splitlines()[0], 200)}; expected "
+                             f"numbers in every feature column") from None
+        except UnicodeDecodeError:
+            raise InputError(f"{path} has a cell that is not UTF-8 text; expected a UTF-8 "
+                             f".csv file") from None
         yield batch
 
 

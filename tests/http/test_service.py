@@ -369,3 +369,37 @@ def test_null_cells_in_x_are_missing_cells_scored_as_nan_rows(http, runtime, dig
                       headers={"content-type": "application/json"}).json()
     outputs = {o["name"]: o["data"] for o in infer["outputs"]}
     assert outputs["score"] == answer["score"] and outputs["observed"] == [64, 63, 62]
+
+
+@pytest.mark.parametrize("request_kwargs, message", [
+    ({"data": {"file": "http://169.254.169.254/latest"}}, "file is a text field, not an "
+                                                          "uploaded file"),
+    ({"data": {"file": "rows.csv"}}, "file is a text field, not an uploaded file"),
+])
+def test_a_file_field_must_be_an_uploaded_part(http, request_kwargs, message):
+    """Issue 24 #5: BentoML would download a URL given as text (a 500 here, for want of
+    uvloop); the file field takes uploaded parts only."""
+    answer = http.post("/anomaly_score_file", files={"n_samples": (None, "1")},
+                       **request_kwargs)
+    assert answer.status_code == 400 and message in answer.json()["error"], answer.text
+
+
+def test_a_long_filename_and_a_corrupt_parquet_are_400s(http, digits_x, tmp_path):
+    """Issue 24 #5: a 300-character filename (ENAMETOOLONG), and a Parquet file whose data
+    page is damaged, found only when it is read."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    buffer = io.BytesIO()
+    np.save(buffer, digits_x[:5])
+    answer = http.post("/anomaly_score_file",
+                       files={"file": ("r" * 300 + ".npy", buffer.getvalue())})
+    assert answer.status_code == 200, answer.text
+    pq.write_table(pa.table({f"pixel_{i // 8}_{i % 8}": digits_x[:2000, i] for i in range(64)}),
+                   tmp_path / "rows.parquet", compression="none")
+    data = bytearray((tmp_path / "rows.parquet").read_bytes())
+    data[len(data) // 2:len(data) // 2 + 4096] = b"\xff" * 4096
+    answer = http.post("/anomaly_score_file", files={"file": ("rows.parquet", bytes(data))})
+    assert answer.status_code == 400, answer.text
+    assert "could not be read as .parquet" in answer.json()["error"]

@@ -78,6 +78,21 @@ def test_a_mixed_table_scores_to_the_same_bytes_on_the_cluster(cluster, tmp_path
     assert (tmp_path / "cluster.parquet").read_bytes() == (tmp_path / "local.parquet").read_bytes()
 
 
+def test_a_bad_row_on_the_cluster_is_the_local_engines_one_line(cluster, tmp_path,
+                                                               bundle_dir, digits_x):
+    """Issue 24 #16: Ray's task error is unwrapped into the same line as the local engine's."""
+    x = np.resize(digits_x, (3000, 64)).copy()
+    x[2500, 3] = np.inf
+    np.save(tmp_path / "rows.npy", x)
+    done = run_cli("score", str(tmp_path / "rows.npy"), "--model", str(bundle_dir), "--out",
+                   str(tmp_path / "out.parquet"), "--engine", "ray", "--ray-address", cluster,
+                   "--chunk-rows", "1000", "--quiet", env=RAY_ENV, timeout=600)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("vae score: error: ") and "is infinite" in last, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+
+
 def test_a_ray_client_address_without_ray_client_is_one_line(tmp_path, bundle_dir, digits_x):
     pytest.importorskip("ray")
     if __import__("importlib").util.find_spec("grpc") is not None:
