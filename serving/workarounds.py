@@ -24,6 +24,7 @@ BentoML upgrade means reading this one file. Of ours, it imports only serving.co
 
 import logging
 import os
+import threading
 from pathlib import Path
 
 from serving.core.rows import printable
@@ -220,6 +221,39 @@ def uploads_only() -> None:
         return obj
     ensure_file.uploads_only = True
     MultipartSerde.ensure_file = staticmethod(ensure_file)
+
+
+def exit_when_the_bundle_is_gone(bundle: Path, every: float = 2.0) -> None:
+    """`bentoml serve`'s main process outlives its workers: with the bundle deleted, a worker
+    that died could not be restarted (it exits at import), and the server stayed up with no
+    worker while clients hung. The main process watches the bundle and, once its manifest is
+    gone, stops itself in one line, so that Kubernetes restarts the pod."""
+    import _bentoml_impl.server as server
+
+    original = server.serve_http
+    if getattr(original, "watched", False):
+        return
+
+    def serve_http(*args, **kwargs):
+        threading.Thread(target=_watch, args=(bundle, every), daemon=True,
+                         name="bundle-watch").start()
+        return original(*args, **kwargs)
+    serve_http.watched = True
+    server.serve_http = serve_http
+
+
+def _watch(bundle: Path, every: float) -> None:
+    import signal
+    import sys
+    import time
+
+    while (bundle / "manifest.json").is_file():
+        time.sleep(every)
+    print(f"vae-service: the bundle {bundle} is gone; stopping the server (its workers could "
+          f"not be restarted without it)", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)
+    os._exit(1)
 
 
 UNKNOWN_PATH = "/__unknown__"

@@ -36,7 +36,8 @@ from serving.core.runtime import VAERuntime, saturate
 from serving.store import is_model_tag, locate_bundle
 from serving.tables.sources import chunks, file_columns, open_source
 from serving.tables.write import write_table
-from serving.workarounds import (describe, forbid_unknown_fields, header_timeout,
+from serving.workarounds import (describe, exit_when_the_bundle_is_gone, forbid_unknown_fields,
+                                 header_timeout,
                                  metrics_directory_per_server, quiet_client_errors,
                                  request_timers_cancelled, unknown_paths_as_one_metric_label,
                                  unreadable_bodies_are_client_errors, uploads_only)
@@ -378,6 +379,7 @@ VAE.add_asgi_middleware(BodyGuard, max_rows=SETTINGS.max_rows,  # inside: after 
                         max_json_bytes=SETTINGS.max_json_bytes)
 describe(VAE, DESCRIPTION)
 metrics_directory_per_server()  # in `bentoml serve`'s main process, before it starts workers
+exit_when_the_bundle_is_gone(BUNDLE.path)
 quiet_client_errors()
 unreadable_bodies_are_client_errors()
 uploads_only()

@@ -341,3 +341,20 @@ def test_sigterm_stops_cleanly(server):
     process = server["process"]
     os.killpg(process.pid, signal.SIGTERM)
     assert process.wait(timeout=30) == 0  # last: it stops the module's server
+
+
+def test_the_server_stops_when_its_bundle_is_deleted(bundle_dir, tmp_path):
+    """Issue 24 #12: without its bundle no worker could be restarted; the server stops in one
+    line instead of staying up with no worker."""
+    import shutil
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, copy)
+    served = start_server(copy, tmp_path / "home", tmp_path / "serve.log")
+    try:
+        shutil.rmtree(copy)
+        served["process"].wait(timeout=60)
+    finally:
+        if served["process"].poll() is None:
+            os.killpg(served["process"].pid, signal.SIGKILL)
+    log = served["log"].read_text()
+    assert f"vae-service: the bundle {copy} is gone; stopping the server" in log
