@@ -10,7 +10,7 @@ import pyarrow as pa
 from serving.core.rows import InputError
 from serving.core.schema import Schema
 from serving.tables.infer import infer_schema
-from serving.tables.labels import DEFAULT_NORMAL_VALUE, normal_rows, read_labelled
+from serving.tables.labels import DEFAULT_NORMAL_VALUE, read_labelled, split_labels
 from serving.tables.read import existing_table, open_npy, read_arrow
 
 EMBEDDED = ("digits", "breast-cancer", "wine", "iris")
@@ -74,17 +74,8 @@ def _file(path: Path, suffix: str, label_column: str | None, normal_value: str |
     labels = anomalous = None
     features = table
     if label_column is not None:
-        if label_column not in table.column_names:
-            raise InputError(f"{path} has no column {label_column!r}; expected --label-column "
-                             f"to be one of {', '.join(table.column_names[:8])}")
-        column = table.column(label_column)
-        if column.null_count:
-            raise InputError(f"{path}: label column {label_column!r} is empty in "
-                             f"{column.null_count} rows; expected a label in every row")
-        labels = column.to_numpy(zero_copy_only=False)
         value = DEFAULT_NORMAL_VALUE if normal_value is None else normal_value
-        anomalous = ~normal_rows(labels, value, label_column, path)
-        features = table.drop_columns([label_column])
+        features, labels, anomalous = split_labels(table, label_column, value, path)
     schema, notes = infer_schema(features, numeric, categorical, ignore, where=str(path))
     if label_column is not None:  # rows to score may carry it: it passes through
         schema.ignored[label_column] = "the label column (--label-column)"

@@ -40,27 +40,33 @@ def read_labelled(path: str | os.PathLike, label_column: str, normal_value: str 
         x, labels = _split_npy(path, label_column, allow_missing or schema is not None)
         return LabelledTable(x, None, labels,
                              ~normal_rows(labels, normal_value, label_column, path))
-    table = read_arrow(path, suffix)
+    features, labels, anomalous = split_labels(read_arrow(path, suffix), label_column,
+                                               normal_value, path)
+    if schema is not None:  # a bundle's column schema (serving.core.schema)
+        match_columns(features.column_names, schema.names, str(path))
+        return LabelledTable(schema.from_arrow(features, str(path)), schema.names, labels,
+                             anomalous)
+    if feature_names is not None:
+        features = features.select(match_columns(features.column_names, feature_names,
+                                                 str(path)))
+    x, names = arrow_to_rows(features, str(path)), list(features.column_names)
+    return LabelledTable(x, names, labels, anomalous)
+
+
+def split_labels(table, label_column: str, normal_value: str,
+                 path: Path) -> tuple[object, np.ndarray, np.ndarray]:
+    """(the other columns, the label column's values, which rows are anomalous) of a pyarrow
+    table; the label column must be there, in every row, and label some row normal."""
     if label_column not in table.column_names:
         raise InputError(f"{path} has no column {label_column!r}; expected --label-column to "
                          f"be one of {_shown(table.column_names)}")
     column = table.column(label_column)
     if column.null_count:
         raise InputError(f"{path}: label column {label_column!r} is empty at row "
-                         f"{first_null(column)}; "
-                         f"expected a label in every row")
+                         f"{first_null(column)}; expected a label in every row")
     labels = column.to_numpy(zero_copy_only=False)
-    normal = normal_rows(labels, normal_value, label_column, path)
-    features = table.drop_columns([label_column])
-    if schema is not None:  # a bundle's column schema (serving.core.schema)
-        match_columns(features.column_names, schema.names, str(path))
-        return LabelledTable(schema.from_arrow(features, str(path)), schema.names, labels,
-                             ~normal)
-    if feature_names is not None:
-        features = features.select(match_columns(features.column_names, feature_names,
-                                                 str(path)))
-    x, names = arrow_to_rows(features, str(path)), list(features.column_names)
-    return LabelledTable(x, names, labels, ~normal)
+    anomalous = ~normal_rows(labels, normal_value, label_column, path)
+    return table.drop_columns([label_column]), labels, anomalous
 
 
 def _split_npy(path: Path, label_column: str,

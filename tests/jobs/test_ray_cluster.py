@@ -47,18 +47,23 @@ def test_the_cluster_has_two_nodes(cluster):
     assert done.stdout.strip().splitlines()[-1] == "2"
 
 
+def scored_alike(cluster: str, rows, tmp_path, *options: str) -> None:
+    """`vae score` of rows on the cluster and on this machine: the same output bytes."""
+    outputs = []
+    for engine in (["--engine", "ray", "--ray-address", cluster], []):
+        out = tmp_path / f"scores-{len(outputs)}.parquet"
+        done = run_cli("score", str(rows), "--out", str(out), *engine, *options,
+                       env=RAY_ENV, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1]
+
+
 def test_ray_engine_on_the_cluster_matches_the_local_engine(cluster, tmp_path, bundle_dir,
                                                             digits_x):
     np.save(tmp_path / "rows.npy", np.resize(digits_x, (4000, 64)))
-    common = ["--model", str(bundle_dir), "--seed", "9", "--chunk-rows", "1000", "--quiet"]
-    on_cluster = run_cli("score", str(tmp_path / "rows.npy"), "--out",
-                         str(tmp_path / "cluster.parquet"), "--engine", "ray",
-                         "--ray-address", cluster, *common, env=RAY_ENV, timeout=600)
-    assert on_cluster.returncode == 0, on_cluster.stderr[-3000:]
-    local = run_cli("score", str(tmp_path / "rows.npy"), "--out",
-                    str(tmp_path / "local.parquet"), *common)
-    assert local.returncode == 0, local.stderr
-    assert (tmp_path / "cluster.parquet").read_bytes() == (tmp_path / "local.parquet").read_bytes()
+    scored_alike(cluster, tmp_path / "rows.npy", tmp_path, "--model", str(bundle_dir),
+                 "--seed", "9", "--chunk-rows", "1000", "--quiet")
 
 
 def test_a_mixed_table_scores_to_the_same_bytes_on_the_cluster(cluster, tmp_path, mixed):
@@ -66,16 +71,8 @@ def test_a_mixed_table_scores_to_the_same_bytes_on_the_cluster(cluster, tmp_path
     the bundle's schema as the local job does."""
     from tests.conftest import transactions
     transactions(3000, 6).to_csv(tmp_path / "tx.csv", index=False)
-    common = ["--model", str(mixed["bundle"]), "--seed", "9", "--chunk-rows", "700",
-              "--columns", "txn_id", "--quiet"]
-    on_cluster = run_cli("score", str(tmp_path / "tx.csv"), "--out",
-                         str(tmp_path / "cluster.parquet"), "--engine", "ray",
-                         "--ray-address", cluster, *common, env=RAY_ENV, timeout=600)
-    assert on_cluster.returncode == 0, on_cluster.stderr[-3000:]
-    local = run_cli("score", str(tmp_path / "tx.csv"), "--out",
-                    str(tmp_path / "local.parquet"), *common)
-    assert local.returncode == 0, local.stderr
-    assert (tmp_path / "cluster.parquet").read_bytes() == (tmp_path / "local.parquet").read_bytes()
+    scored_alike(cluster, tmp_path / "tx.csv", tmp_path, "--model", str(mixed["bundle"]),
+                 "--seed", "9", "--chunk-rows", "700", "--columns", "txn_id", "--quiet")
 
 
 def test_a_bad_row_on_the_cluster_is_the_local_engines_one_line(cluster, tmp_path,
