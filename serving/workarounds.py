@@ -256,6 +256,31 @@ def _watch(bundle: Path, every: float) -> None:
     os._exit(1)
 
 
+def protocol_errors_as_json() -> None:
+    """uvicorn answers a request it cannot parse (`Content-Length: -1`, a bad request line)
+    itself, in plain text, before any ASGI middleware sees it: the same 400 is sent as
+    `{"error": ...}` like every other client mistake (h11, uvicorn's parser without
+    httptools, which this image does not install)."""
+    import json
+
+    import h11
+    from uvicorn.protocols.http import h11_impl
+
+    if getattr(h11_impl.H11Protocol.send_400_response, "as_json", False):
+        return
+
+    def send_400_response(self, msg: str) -> None:
+        body = json.dumps({"error": f"the request could not be parsed: {msg}"}).encode()
+        headers = [(b"content-type", b"application/json"),
+                   (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
+        for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+                      h11.Data(data=body), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
+    send_400_response.as_json = True
+    h11_impl.H11Protocol.send_400_response = send_400_response
+
+
 UNKNOWN_PATH = "/__unknown__"
 INFRA_PREFIXES = ("/static_content/", "/assets/", "/v2")  # BentoML's docs page, the protocol
 INFRA_PATHS = ("/", "/docs.json", "/schema.json", "/livez", "/readyz", "/healthz", "/metrics")

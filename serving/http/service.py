@@ -38,7 +38,8 @@ from serving.tables.sources import chunks, file_columns, open_source
 from serving.tables.write import write_table
 from serving.workarounds import (describe, exit_when_the_bundle_is_gone, forbid_unknown_fields,
                                  header_timeout,
-                                 metrics_directory_per_server, quiet_client_errors,
+                                 metrics_directory_per_server, protocol_errors_as_json,
+                                 quiet_client_errors,
                                  request_timers_cancelled, unknown_paths_as_one_metric_label,
                                  unreadable_bodies_are_client_errors, uploads_only)
 
@@ -383,6 +384,7 @@ exit_when_the_bundle_is_gone(BUNDLE.path)
 quiet_client_errors()
 unreadable_bodies_are_client_errors()
 uploads_only()
+protocol_errors_as_json()
 unknown_paths_as_one_metric_label(list(FIELDS))
 header_timeout(SETTINGS.header_timeout)
 request_timers_cancelled()

@@ -358,3 +358,42 @@ def test_the_server_stops_when_its_bundle_is_deleted(bundle_dir, tmp_path):
             os.killpg(served["process"].pid, signal.SIGKILL)
     log = served["log"].read_text()
     assert f"vae-service: the bundle {copy} is gone; stopping the server" in log
+
+
+def test_an_unparsable_request_gets_the_json_error_shape(server):
+    """Issue 24 #6: `Content-Length: -1` is answered by uvicorn itself; still `{"error": ...}`."""
+    host, port = server["url"].removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"POST /anomaly_score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                  b"\r\nContent-Length: -1\r\n\r\n{}")
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and b"application/json" in head.lower()
+    assert json.loads(body)["error"].startswith("the request could not be parsed")
+
+
+def test_graphs_that_do_not_match_the_manifest_stop_the_server_in_one_line(bundle_dir,
+                                                                          tmp_path):
+    """Issue 24 #10: the decoder in the encoder's place (sha256 updated) is refused when
+    `bentoml serve` starts, not in a crash-loop of workers."""
+    import shutil
+
+    from serving.core.bundle import file_sha256
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, copy)
+    encoder, decoder = (copy / "encoder.onnx").read_bytes(), (copy / "decoder.onnx").read_bytes()
+    (copy / "encoder.onnx").write_bytes(decoder)
+    (copy / "decoder.onnx").write_bytes(encoder)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["sha256"] = {name: file_sha256(copy / name) for name in manifest["sha256"]}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    done = subprocess.run([str(Path(sys.executable).with_name("bentoml")), "serve", "--port",
+                           str(free_port())], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "VAE_MODEL": str(copy),
+                                            "BENTOML_HOME": str(tmp_path / "home")})
+    assert done.returncode != 0
+    assert f"vae-service: cannot serve {copy}: the encoder graph has inputs ['z']" in \
+        done.stderr
+    assert "Traceback" not in done.stderr
