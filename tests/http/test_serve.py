@@ -337,12 +337,6 @@ def test_the_largest_legal_request_of_each_endpoint_stays_under_its_bound(server
             assert set(figure["statuses"]) <= {200, 503} and 200 in figure["statuses"]
 
 
-def test_sigterm_stops_cleanly(server):
-    process = server["process"]
-    os.killpg(process.pid, signal.SIGTERM)
-    assert process.wait(timeout=30) == 0  # last: it stops the module's server
-
-
 def test_the_server_stops_when_its_bundle_is_deleted(bundle_dir, tmp_path):
     """Issue 24 #12: without its bundle no worker could be restarted; the server stops in one
     line instead of staying up with no worker."""
@@ -397,3 +391,9 @@ def test_graphs_that_do_not_match_the_manifest_stop_the_server_in_one_line(bundl
     assert f"vae-service: cannot serve {copy}: the encoder graph has inputs ['z']" in \
         done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_sigterm_stops_cleanly(server):
+    process = server["process"]
+    os.killpg(process.pid, signal.SIGTERM)
+    assert process.wait(timeout=30) == 0  # last: it stops the module's server
