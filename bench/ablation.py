@@ -12,8 +12,6 @@ feature space. Last, the latent space: how many units are active, and how much o
 near the codes of real rows.
 """
 
-import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +78,7 @@ def latent_space(runtime, x_train: np.ndarray, x_test: np.ndarray, seed: int) ->
             "code_rms": float(np.sqrt((train[:, active] ** 2).mean()))}
 
 
-def one_seed(seed: int, workdir: Path) -> tuple[dict, dict]:
+def one_seed(seed: int) -> tuple[dict, dict]:
     bunch = load_digits()
     x, y = bunch.data.astype(np.float32), bunch.target
     order = np.random.default_rng([seed, 200]).permutation(len(x))
@@ -93,8 +91,7 @@ def one_seed(seed: int, workdir: Path) -> tuple[dict, dict]:
                                                   judge.test_features)
     grids = {"real rows": x[test][:100]}
     for name, options in MODELS.items():
-        model = OurVAE(seed=seed, workdir=workdir / f"{seed}-{name.strip('-')}",
-                       **options).fit(x[train])
+        model = OurVAE(seed=seed, **options).fit(x[train])
         runtime = model.runtime
         x_test = x[test]
         reconstruction = runtime.reconstruct(x_test, n_samples=0, seed=0)[0]
@@ -106,7 +103,7 @@ def one_seed(seed: int, workdir: Path) -> tuple[dict, dict]:
             "iwae_1000": float(model.scored(x_test, IWAE_K, seed=0).score.mean())
             if options["sampling"] else None,
             **judge(samples), **latent_space(runtime, x[train], x_test, seed),
-            "epochs": json.loads((model.workdir / "run" / "metrics.json").read_text())["epochs"],
+            "epochs": model.metrics["epochs"],
         }
         grids[name] = samples[:100]
         print(f"ablation seed {seed} {name}: {figures[name]}", flush=True)
@@ -129,11 +126,10 @@ def sample_grid(grids: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def run(seeds: int = 3, workdir: Path | None = None, plots: Path | None = None) -> dict:
-    workdir = Path(workdir or tempfile.mkdtemp(prefix="vae-ablation-"))
+def run(seeds: int = 3, plots: Path | None = None) -> dict:
     results = {}
     for seed in range(seeds):
-        results[seed], grids = one_seed(seed, workdir)
+        results[seed], grids = one_seed(seed)
         if seed == 0 and plots is not None:
             plots.mkdir(parents=True, exist_ok=True)
             sample_grid(grids, plots / "samples.png")

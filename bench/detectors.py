@@ -1,22 +1,20 @@
 """The detectors the report compares, each fitted on normal rows and scoring rows (higher =
 more anomalous).
 
-This project's VAE goes the way a user's does: `vae train` → `vae export` → the onnxruntime
-runtime (the Python functions behind the commands, called in-process). The peers run with
+This project's VAE goes the way a user's does: `training.VAE().fit(rows)`, which trains,
+exports and loads the bundle on onnxruntime as `vae train` and `vae export` do. The peers run with
 their library defaults; the distance-based ones see standardized features (fitted on the
 training rows), as they would in practice.
 """
 
 import contextlib
 import io
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from serving.core.runtime import ScoredRows, VAERuntime
-from serving.store import load_runtime
 from training.data import fit_normalization
 
 
@@ -38,24 +36,23 @@ def train_and_export(config, directory: Path) -> tuple[dict, float]:
 
 @dataclass
 class OurVAE:
-    """A run of this project's VAE: trained on rows, exported, loaded on onnxruntime."""
+    """This project's VAE as a user's notebook runs it: `training.VAE` (train, export, load
+    on onnxruntime), scored by the bundle."""
     sampling: bool = True
     beta: float | None = None  # None: as `vae train` chooses it (training/sizing.py)
     seed: int = 0
-    options: dict = field(default_factory=dict)  # other TrainConfig fields
-    workdir: Path | None = None
+    options: dict = field(default_factory=dict)  # other parameters of training.VAE
     runtime: VAERuntime | None = None
+    metrics: dict | None = None  # the run's (metrics.json)
 
     def fit(self, x: np.ndarray) -> "OurVAE":
-        from training.config import TrainConfig
+        from training import VAE
 
-        workdir = Path(self.workdir or tempfile.mkdtemp(prefix="vae-bench-"))
-        workdir.mkdir(parents=True, exist_ok=True)
-        np.save(workdir / "train.npy", x)
-        config = TrainConfig(data=str(workdir / "train.npy"), sampling=self.sampling,
-                             beta=self.beta, seed=self.seed, **self.options)
-        train_and_export(config, workdir)
-        self.workdir, self.runtime = workdir, load_runtime(workdir / "bundle", threads=1)
+        with contextlib.redirect_stdout(io.StringIO()):  # torch.onnx's progress lines
+            estimator = VAE(sampling=self.sampling, beta=self.beta, seed=self.seed,
+                            **self.options).fit(x)
+        self.runtime, self.metrics = estimator.detector_.runtime, estimator.metrics_
+        self._estimator = estimator  # owns the bundle's directory
         return self
 
     def scored(self, x: np.ndarray, n_samples: int = 16, seed: int = 0) -> ScoredRows:

@@ -10,8 +10,6 @@ draws per seed). Every method is fitted on the same rows and scores the same row
 measure how much its scores move when nothing changes.
 """
 
-import tempfile
-from pathlib import Path
 
 import numpy as np
 from sklearn.datasets import load_breast_cancer
@@ -28,12 +26,11 @@ METHODS = [*VAE_METHODS, *PEERS]
 WDBC_DRAWS, WDBC_ANOMALY_SHARE = 5, 0.05
 
 
-def score_pool(x_train: np.ndarray, pool: np.ndarray, seed: int, workdir: Path,
-               vae_options: dict) -> dict:
+def score_pool(x_train: np.ndarray, pool: np.ndarray, seed: int, vae_options: dict) -> dict:
     """Each method's scores of the pool rows, twice over: {method: (first, second)}, and, for
     the VAE, the scores under another noise seed."""
     scores, other_seed = {}, {}
-    vae = OurVAE(seed=seed, options=vae_options, workdir=workdir / "vae").fit(x_train)
+    vae = OurVAE(seed=seed, options=vae_options).fit(x_train)
     for k in VAE_K:
         first, second = (vae.scored(pool, k, seed=0) for _ in range(2))
         other = vae.scored(pool, k, seed=1)
@@ -42,8 +39,7 @@ def score_pool(x_train: np.ndarray, pool: np.ndarray, seed: int, workdir: Path,
         if k == 16:
             scores["VAE recon_nll, K = 16"] = (first.recon_nll, second.recon_nll)
             other_seed["VAE recon_nll, K = 16"] = other.recon_nll
-    plain = OurVAE(sampling=False, seed=seed, options=vae_options,
-                   workdir=workdir / "no-sampling").fit(x_train)
+    plain = OurVAE(sampling=False, seed=seed, options=vae_options).fit(x_train)
     scores["VAE --no-sampling"] = tuple(plain.scored(pool, 1, seed=0).score for _ in range(2))
     for name, make in PEERS.items():
         detector = Peer(make, seed).fit(x_train)
@@ -70,22 +66,21 @@ def measure(pool_scores: dict, anomalous: np.ndarray, subsets: list[np.ndarray])
     return out
 
 
-def digits(seeds: int, workdir: Path) -> dict:
+def digits(seeds: int) -> dict:
     """{seed: {held-out class: {method: figures}}}."""
     results = {}
     for seed in range(seeds):
         results[seed] = {}
         for held_out in range(10):
             task = tasks.hold_one_out(seed, held_out)
-            pool = score_pool(task.fit, task.score, seed, workdir / f"digits-{seed}-{held_out}",
-                              {})
+            pool = score_pool(task.fit, task.score, seed, {})
             results[seed][held_out] = measure(pool, task.anomalous, [np.arange(len(task.score))])
             print(f"digits seed {seed} class {held_out}: VAE K=16 AUROC "
                   f"{results[seed][held_out]['VAE score, K = 16']['auroc']:.3f}", flush=True)
     return results
 
 
-def wdbc(seeds: int, workdir: Path) -> dict:
+def wdbc(seeds: int) -> dict:
     """{seed: {method: figures, averaged over the malignant draws}}."""
     bunch = load_breast_cancer()
     x, benign = bunch.data.astype(np.float32), bunch.target == 1
@@ -102,7 +97,7 @@ def wdbc(seeds: int, workdir: Path) -> dict:
         subsets = [np.concatenate([np.arange(len(test_normal)), len(test_normal)
                                    + rng.choice(len(malignant), n_anomalies, replace=False)])
                    for _ in range(WDBC_DRAWS)]
-        pool = score_pool(x[train], x[pool_rows], seed, workdir / f"wdbc-{seed}", {})
+        pool = score_pool(x[train], x[pool_rows], seed, {})
         results[seed] = measure(pool, anomalous, subsets)
         results[seed]["_test"] = {"normal": len(test_normal), "anomalous": n_anomalies}
         print(f"wdbc seed {seed}: VAE K=16 AUROC {results[seed]['VAE score, K = 16']['auroc']:.3f}",
@@ -110,9 +105,8 @@ def wdbc(seeds: int, workdir: Path) -> dict:
     return results
 
 
-def run(seeds: int = 3, workdir: Path | None = None) -> dict:
-    workdir = Path(workdir or tempfile.mkdtemp(prefix="vae-quality-"))
-    return {"seeds": seeds, "digits": digits(seeds, workdir), "wdbc": wdbc(seeds, workdir)}
+def run(seeds: int = 3) -> dict:
+    return {"seeds": seeds, "digits": digits(seeds), "wdbc": wdbc(seeds)}
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """Training data: scikit-learn's embedded data sets or a file, its columns decided
 (serving.tables.infer), split and normalized."""
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,41 @@ class Dataset:
     schema: Schema | None = None  # set by load_dataset for every source
     table: pa.Table | None = None  # a file's columns as read (held-out rows are written from it)
     notes: list[str] = field(default_factory=list)  # what was decided about the columns
+
+
+def in_memory(data) -> pa.Table | np.ndarray | None:
+    """Training rows passed as objects rather than named (a pandas DataFrame, a pyarrow table,
+    a 2-D array), as a pyarrow table or an array; None for a name or a path."""
+    if isinstance(data, (str, os.PathLike)):
+        return None
+    if isinstance(data, pa.Table):
+        return data
+    if hasattr(data, "columns") and hasattr(data, "iloc"):
+        return pa.Table.from_pandas(data, preserve_index=False)
+    array = np.asarray(data)
+    if array.ndim != 2 or array.dtype.kind not in "fiub":
+        raise InputError(f"the training rows are a {type(data).__name__} of shape "
+                         f"{list(array.shape)}; expected a 2-D numeric array, a DataFrame or "
+                         f"a pyarrow table")
+    return array
+
+
+def table_dataset(data, label_column: str | None = None, normal_value: str | None = None,
+                  numeric=(), categorical=(), ignore=()) -> Dataset:
+    """A Dataset of rows in memory (training.in_memory's kinds): an array's columns are
+    numeric (f0, f1, ...); a table's are decided as a file's are."""
+    rows = in_memory(data)
+    if isinstance(rows, np.ndarray):
+        if label_column is not None or numeric or categorical or ignore:
+            raise InputError("an array has no column names: pass a DataFrame to use "
+                             "label_column, numeric, categorical or ignore")
+        names = [f"f{i}" for i in range(rows.shape[1])]
+        data = Dataset("array", rows.astype(np.float32), names, schema=Schema.numeric(names))
+    else:
+        data = _file_table(rows, "the table", label_column, normal_value, numeric, categorical,
+                           ignore)
+    _check_cells(data)
+    return data
 
 
 def load_dataset(source: str, label_column: str | None = None, normal_value: str | None = None,
@@ -68,7 +104,12 @@ def load_dataset(source: str, label_column: str | None = None, normal_value: str
 
 def _file(path: Path, suffix: str, label_column: str | None, normal_value: str | None,
           numeric, categorical, ignore) -> Dataset:
-    table = read_arrow(path, suffix)
+    return _file_table(read_arrow(path, suffix), path, label_column, normal_value, numeric,
+                       categorical, ignore)
+
+
+def _file_table(table: pa.Table, path, label_column: str | None, normal_value: str | None,
+                numeric, categorical, ignore) -> Dataset:
     if table.num_rows == 0:
         raise InputError(f"{path} has no rows; expected at least two rows to train on")
     labels = anomalous = None
@@ -140,7 +181,8 @@ def split_rows(n_rows: int, val_fraction: float, seed: int,
                stream: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Row indices (rest, share), shuffled by (seed, stream); both sides keep at least one row."""
     if n_rows < 2:
-        raise InputError(f"the data has {n_rows} row; expected at least 2 (train and validation)")
+        raise InputError(f"the data has {n_rows} row (n_samples = {n_rows}); expected at least 2 "
+                         f"(train and validation)")
     order = np.random.default_rng([seed, stream]).permutation(n_rows)
     n_val = min(max(1, round(n_rows * val_fraction)), n_rows - 1)
     return np.sort(order[n_val:]), np.sort(order[:n_val])

@@ -6,6 +6,7 @@ resumed from its checkpoint ends with exactly the weights of an uninterrupted ru
 """
 
 import copy
+import dataclasses
 import json
 import os
 import shutil
@@ -21,7 +22,8 @@ from serving.core.rows import InputError
 from serving.core.schema import Schema
 from serving.tables.files import atomic_write
 from training.config import TrainConfig
-from training.data import Dataset, Split, fit_normalization, load_dataset, split_dataset
+from training.data import (Dataset, Split, fit_normalization, in_memory, load_dataset,
+                           split_dataset, table_dataset)
 from training.model import VAE, Layout
 from training.sizing import choose_sizes, choose_threads, trim_share
 
@@ -101,8 +103,15 @@ def trimmed_mean(loss: torch.Tensor, share: float | None, outlying: float = 5.0)
 
 
 def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True,
-          threads: int | None = None) -> dict:
-    """Train a new run in run_dir (which must not hold one) and return its metrics."""
+          threads: int | None = None, explain: bool = True) -> dict:
+    """Train a new run in run_dir (which must not hold one) and return its metrics.
+    config.data may be rows in memory (a DataFrame, a pyarrow table, a 2-D array): such a run
+    cannot be resumed, and its config names the data as "in memory". With explain, what was
+    decided about a table's columns is printed on stderr, one line per kind."""
+    rows = None
+    if in_memory(config.data) is not None:
+        rows = config.data
+        config = dataclasses.replace(config, data=f"in memory ({type(rows).__name__})")
     run_dir = Path(run_dir)
     if (run_dir / CHECKPOINT).is_file() or (run_dir / MODEL).is_file():
         raise RunError(f"{run_dir} already holds a run; pass --resume to continue it, "
@@ -110,7 +119,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return _fit(config, run_dir, None, progress, threads)
+        return _fit(config, run_dir, None, progress, threads, rows, explain)
     except InputError:  # refused data: nothing was trained, so no empty run is left behind
         if created:
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -125,16 +134,20 @@ def resume(run_dir: str | os.PathLike, epochs: int | None = None, progress: bool
         raise RunError(f"{run_dir} has no {CHECKPOINT} to resume; run without --resume")
     checkpoint = torch.load(run_dir / CHECKPOINT, weights_only=True)
     config = TrainConfig.from_dict(checkpoint["config"])
+    if config.data.startswith("in memory"):
+        raise RunError(f"{run_dir} was trained from rows in memory, which a resumed run cannot "
+                       f"read again; train it anew")
     if epochs is not None:
         config.epochs = epochs
     return _fit(config, run_dir, checkpoint, progress, threads)
 
 
 def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: bool,
-         threads: int | None) -> dict:
-    data = load_dataset(config.data, config.label_column, config.normal_value, config.numeric,
-                        config.categorical, config.ignore)
-    for line in data.notes:
+         threads: int | None, rows=None, explain: bool = True) -> dict:
+    options = (config.label_column, config.normal_value, config.numeric, config.categorical,
+               config.ignore)
+    data = load_dataset(config.data, *options) if rows is None else table_dataset(rows, *options)
+    for line in data.notes if explain else ():
         print(f"vae train: {line}", file=sys.stderr, flush=True)
     split = split_dataset(data, config.val_fraction, config.seed)
     config, chosen = choose_sizes(config, len(split.train), data.x.shape[1])  # resumed: as saved

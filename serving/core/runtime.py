@@ -142,6 +142,17 @@ class VAEGraphs:
         return Scores.concat(terms), mus[0] if len(mus) == 1 else np.concatenate(mus)
 
 
+def named_table(x):
+    """x as a pyarrow table if it is one or a pandas DataFrame (columns by name), else None."""
+    import pyarrow as pa
+
+    if isinstance(x, pa.Table):
+        return x
+    if hasattr(x, "columns") and hasattr(x, "iloc"):
+        return pa.Table.from_pandas(x, preserve_index=False)
+    return None
+
+
 def _without_none(value):
     """A JSON value with the null fields of its objects left out (written either way)."""
     if isinstance(value, dict):
@@ -194,6 +205,25 @@ class VAERuntime:
                                       f"belong to these graphs")
 
     def check(self, x, field: str = "x", max_rows: int | None = None) -> np.ndarray:
+        """The model's matrix of rows: an array or lists (columns by position), a pandas
+        DataFrame or pyarrow table (by name: reordered or extra columns change nothing), or
+        records (a list of dicts, with a column schema)."""
+        table = named_table(x)
+        if table is not None:
+            from serving.tables.columns import arrow_to_rows, match_columns
+            names = self.manifest.feature_names
+            match_columns(table.column_names, names, field)
+            x = arrow_to_rows(table.select(names), field) if self.schema is None \
+                else self.schema.from_arrow(table, field)
+        elif isinstance(x, list) and x and isinstance(x[0], dict):
+            if self.schema is None:
+                raise InputError(f"{field} holds records, which need a model with a column "
+                                 f"schema; this one was made before them: pass rows of numbers")
+            x = self.schema.from_records(x, field)
+        elif self.schema is not None and not self.schema.all_numeric and \
+                not (isinstance(x, np.ndarray) and x.dtype.kind == "f"):
+            raise InputError(f"{field}: this model has categorical columns: pass a DataFrame, "
+                             f"a pyarrow table or records, whose columns are matched by name")
         return check_rows(x, self.n_features, field, max_rows,
                           allow_missing=self.schema is not None)
 

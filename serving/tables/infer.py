@@ -114,11 +114,9 @@ def _levels(values: pa.ChunkedArray) -> list[str]:
 
 
 def _possible_label(name: str, values: pa.ChunkedArray) -> str:
+    """The column's name if it has two levels, one in under 10% of rows (as a label has)."""
     counts = [c["counts"] for c in pc.value_counts(values.drop_null()).to_pylist()]
-    if len(counts) != 2 or min(counts) >= 0.1 * sum(counts):
-        return ""
-    return (f"{name} (2 levels, one in {100 * min(counts) / sum(counts):.1f}% of rows) is kept "
-            f"as a feature; if it is the label, use --label-column {name}")
+    return name if len(counts) == 2 and min(counts) < 0.1 * sum(counts) else ""
 
 
 def _lines(schema: Schema, table: pa.Table, labels: list[str], notes: list[str]) -> list[str]:
@@ -140,7 +138,11 @@ def _lines(schema: Schema, table: pa.Table, labels: list[str], notes: list[str])
         lines.append(f"missing cells: {missing} of {table.num_rows * len(schema.names)} "
                      f"({100 * missing / (table.num_rows * len(schema.names)):.1f}%), left out "
                      f"of the likelihood")
-    return [line for line in lines + [f"possible label: {n}" for n in notes] if line]
+    if notes:
+        lines.append(f"possible labels, kept as features ({len(notes)}: two levels, one in "
+                     f"under 10% of rows): {_list(notes, 6)}; if one is the label, use "
+                     f"--label-column COL")
+    return [line for line in lines if line]
 
 
 def _list(names: list[str], limit: int = 12) -> str:
