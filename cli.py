@@ -87,7 +87,7 @@ def parser() -> argparse.ArgumentParser:
                             "the others (and a share of the normal ones) for `vae evaluate`")
     train.add_argument("--normal-value", metavar="V",
                        help="the label of the normal rows (0); needs --label-column")
-    # unset sizes are chosen from the table's shape (training/sizing.py; README)
+    # unset sizes are chosen from the table's shape (training/sizing.py; docs/training.md)
     for kind, what in (("numeric", "numeric"), ("categorical", "categorical"),
                        ("ignore", "left out (ignored)")):
         train.add_argument(f"--{kind}", type=_names, default=(), metavar="COL[,COL]",

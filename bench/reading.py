@@ -63,7 +63,7 @@ def protocols_reading(p: dict) -> str:
              f"{signed(-auto['unsupervised'])} and the semi-supervised mean by "
              f"{signed(-auto['semi-supervised'])}; on larger tables it is off by default because "
              f"on clean rows it leaves the tail rows badly fitted, which costs the model its "
-             f"likelihood (the README gives the digits figures). The moving average of the "
+             f"likelihood (docs/training.md gives the digits figures). The moving average of the "
              f"weights that the default saves, against the last step's weights, moves them by "
              f"{signed(averaged['unsupervised'])} and {signed(averaged['semi-supervised'])}")
     text += "."
@@ -223,5 +223,5 @@ def reading(q: dict, a: dict, speed: dict, p: dict, development: dict) -> str:
              "as the fix of a fault rather than a choice: with the weight average, the run of "
              "seed 1 with class 7 held out had stopped at epoch 22 with the model of epoch 2 "
              "(AUROC 0.77, at commit 7ee0120), picked from inside the KL warm-up; since then "
-             "no epoch of the warm-up can be the best (README).", ""]
+             "no epoch of the warm-up can be the best (docs/training.md).", ""]
     return "\n".join(lines)

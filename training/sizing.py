@@ -1,6 +1,6 @@
 """Sizes that fit the table: what `vae train` chooses for the settings a user leaves unset.
 
-The rule (README, "Train and export"), for a table of n training rows and F features:
+The rule (docs/training.md), for a table of n training rows and F features:
     hidden     two layers of width clamp(4·F, 32, 256), rounded down to a power of two
     latent     clamp(F // 4, 2, 16)
     batch      clamp(n // 8, 16, 64)
@@ -8,20 +8,11 @@ The rule (README, "Train and export"), for a table of n training rows and F feat
     patience   a tenth of the epochs, at least 10
     beta       1, the ELBO; 4 below 500 rows
     contamination  0, the plain ELBO; auto below 500 rows
-    threads    1 for a network narrower than 256 units (small models train fastest on one
-               thread, above all on a busy machine), else the CPUs the process may use, at most 4
-It was written before any measurement, from the old fixed sizes (which it keeps for digits), and
-then compared with them on the development draws of bench/develop.py, not on the report's.
-Those draws added the small-table case: fitted on a few hundred rows with unlabelled anomalies
-among them, the network had learned the anomalies as normal long before early stopping (which
-sees held-out rows only) ended the run. A shorter run with a heavier prior ranked them better
-(unsupervised AUROC: WDBC 0.87 -> 0.92, wine 0.80 -> 0.93, iris 0.93 -> 0.96; semi-supervised,
-on clean rows: WDBC 0.959 -> 0.948, iris 0.904 -> 0.931). Batches of at most 64 rows in place
-of 128 then made digits' model a better detector (semi-supervised, classes 1, 8 and 9 held
-out: 0.839 -> 0.865). With those, --contamination auto helped both protocols on all three
-small tables (by 0.002 to 0.014), while on digits it hurt the clean protocol (0.865 -> 0.846)
-and the model's likelihood (a validation -ELBO of 217 nats against 89): it is on for small
-tables only.
+    threads    1 for a network narrower than 256 units, else the CPUs the process may use, at
+               most 4
+Why a small table differs: a few hundred rows cannot hold the network back from learning its
+anomalies as normal before early stopping (which sees held-out rows only) ends the run. The
+measurements behind each choice are in docs/training.md and bench/REPORT.md.
 """
 
 import dataclasses
