@@ -75,6 +75,9 @@ def _contamination(text: str) -> float | str:
 
 
 def parser() -> argparse.ArgumentParser:
+    from serving.core.noise import DEFAULT_SAMPLES as K
+    from training.config import TrainConfig  # dataclasses only: no torch
+
     top = argparse.ArgumentParser(prog="vae", description=__doc__.split("\n")[0])
     commands = top.add_subparsers(dest="command", required=True)
 
@@ -105,8 +108,10 @@ def parser() -> argparse.ArgumentParser:
                             "500 rows, else 0)")
     train.add_argument("--beta", type=_weight,
                        help="KL weight (1, the ELBO; 4 for tables of fewer than 500 rows)")
-    train.add_argument("--warmup-epochs", type=int, default=10, help="KL warm-up epochs (10)")
-    train.add_argument("--weight-average", type=_decay, default=0.998, metavar="DECAY",
+    train.add_argument("--warmup-epochs", type=int, default=TrainConfig.warmup_epochs,
+                       help=f"KL warm-up epochs ({TrainConfig.warmup_epochs})")
+    train.add_argument("--weight-average", type=_decay, default=TrainConfig.weight_average,
+                       metavar="DECAY",
                        help="decay per step of the moving average of the weights that is "
                             "validated and saved (0.998); 0 keeps the last step's weights")
     train.add_argument("--threads", type=_positive,
@@ -132,7 +137,7 @@ def parser() -> argparse.ArgumentParser:
     score.add_argument("--model", required=True, help="bundle directory or model-store tag")
     score.add_argument("--out", required=True, metavar="OUTPUT",
                        help=".csv, .parquet or .npy: the format follows the extension")
-    score.add_argument("--n-samples", type=_positive, default=16, help="K (16)")
+    score.add_argument("--n-samples", type=_positive, default=K, help=f"K ({K})")
     score.add_argument("--seed", type=_seed, help="noise seed (default: a fresh one, printed)")
     score.add_argument("--engine", choices=("local", "ray"), default="local")
     score.add_argument("--ray-address", help="an existing Ray cluster (default: a local Ray)")
@@ -148,7 +153,7 @@ def parser() -> argparse.ArgumentParser:
     impute.add_argument("input", metavar="INPUT", help=".csv, .parquet or a directory")
     impute.add_argument("--model", required=True, help="bundle directory or model-store tag")
     impute.add_argument("--out", required=True, metavar="OUTPUT", help=".csv or .parquet")
-    impute.add_argument("--n-samples", type=_positive, default=16, help="K (16)")
+    impute.add_argument("--n-samples", type=_positive, default=K, help=f"K ({K})")
     impute.add_argument("--draws", type=_natural, default=0,
                         help="0: each missing cell's expected value; N: N multiple imputations")
     impute.add_argument("--seed", type=_seed, help="noise seed (default: a fresh one, printed)")
@@ -160,7 +165,7 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--label-column", required=True, metavar="COL",
                           help="the column saying which rows are normal (an index for .npy)")
     evaluate.add_argument("--normal-value", metavar="V", help="the label of normal rows (0)")
-    evaluate.add_argument("--n-samples", type=_positive, default=16, help="K (16)")
+    evaluate.add_argument("--n-samples", type=_positive, default=K, help=f"K ({K})")
     evaluate.add_argument("--seed", type=_seed, default=0, help="noise seed (0)")
     evaluate.add_argument("--out", default="evaluation", metavar="DIR",
                           help="where evaluation.json, roc.png and scores.png go (evaluation)")

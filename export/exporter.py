@@ -13,13 +13,13 @@ from export.graphs import OPSET, export_graphs
 from export.verify import PARITY_BATCHES, PARITY_SAMPLES, PARITY_TOLERANCE, check_graph, \
     check_parity, parity
 from serving.core.bundle import Bundle, write_bundle
-from serving.core.noise import SeededNoise
+from serving.core.noise import DEFAULT_SAMPLES, SeededNoise
 from serving.core.runtime import VAEGraphs
 from serving.core.scores import calibrate
 from training.model import VAE
 from training.train import load_run, saved_schema
 
-CALIBRATION_SAMPLES = 16  # the default n_samples of /anomaly_score
+CALIBRATION_SAMPLES = DEFAULT_SAMPLES  # the default n_samples of /anomaly_score
 CALIBRATION_SEED = 0
 # Shares of a row's cells kept at the calibration's observed counts (serving.core.calibration);
 # a count needs MIN_LEVEL_ROWS validation rows with at least that many cells observed.

@@ -16,11 +16,10 @@ import os
 
 import numpy as np
 
-from serving.core.noise import MAX_SEED
+from serving.core.noise import DEFAULT_SAMPLES, MAX_SEED
 from serving.core.rows import InputError
 from serving.core.runtime import ScoredRows, VAERuntime
 
-DEFAULT_SAMPLES = 16  # K of every score unless asked: the CLI's, the service's, calibration's
 
 
 def as_rows(runtime: VAERuntime, x) -> np.ndarray:

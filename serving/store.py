@@ -5,7 +5,7 @@ from pathlib import Path
 
 from serving.core.bundle import BundleError, load_bundle
 from serving.core.runtime import VAERuntime
-from serving.workarounds import packaged_model
+from serving.framework.bento import packaged_model
 
 
 def is_model_tag(ref: str | os.PathLike) -> bool:

@@ -28,7 +28,7 @@ class TrainConfig:
     sampling: bool = True  # False: the ablation z = mu with penalty ½‖mu‖² in place of the KL
     # The share of each batch, by loss, left out of the gradient (a trimmed ELBO), so that the
     # few anomalies of an unlabelled table are not learned as normal: a fraction in [0, 0.5),
-    # or "auto": the batch's outlying losses (training.train.trimmed_mean). None: chosen,
+    # or "auto": the batch's outlying losses (training.objective.trimmed_mean). None: chosen,
     # "auto" for a small table, else 0 (training.sizing): on clean digits auto left the tail
     # rows so badly fitted that the validation -ELBO went from 89 to 217 nats.
     contamination: float | str | None = None
@@ -36,7 +36,7 @@ class TrainConfig:
     decoder_variance: str = "row"  # "row": predicted per row; "feature": one per feature
     weight_decay: float = 0.0
     # Decay per step of the moving average of the weights that is validated and saved (Polyak
-    # averaging; training.train.WeightAverage); 0: the last step's weights.
+    # averaging; training.objective.WeightAverage); 0: the last step's weights.
     weight_average: float = 0.998
     seed: int = 0
     learning_rate: float = 1e-3

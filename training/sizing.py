@@ -65,7 +65,7 @@ def choose_sizes(config: TrainConfig, n_rows: int,
 
 def choose_threads(config: TrainConfig) -> int:
     """torch's threads for a run whose sizes are chosen (the rule above)."""
-    from serving.http.settings import container_cpus
+    from serving.core.threads import container_cpus
 
     if max(config.hidden) < 256:
         return 1
@@ -75,7 +75,7 @@ def choose_threads(config: TrainConfig) -> int:
 def trim_share(config: TrainConfig) -> float | None:
     """The share of each training batch left out of the loss, from the first epoch on:
     anomalies are the worst-fitted rows early, and once learned they no longer stand out.
-    None: the outlying rows of each batch (training.train.trimmed_mean).
+    None: the outlying rows of each batch (training.objective.trimmed_mean).
     A run with a label column trains on its normal rows only: auto trims nothing there."""
     if config.contamination == AUTO:
         return 0.0 if config.label_column is not None else None

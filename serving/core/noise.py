@@ -12,7 +12,8 @@ from typing import Protocol
 import numpy as np
 
 BLOCK = 1024
-MAX_SEED = 2**63 - 1
+MAX_SEED = 2**63 - 1  # one seed range for every surface
+DEFAULT_SAMPLES = 16  # K, the samples of z per row, wherever a caller does not choose it
 
 
 def draw(seed: int, start: int, stop: int, shape: tuple, stream: int | None = None,

@@ -19,6 +19,7 @@ from serving.core.rows import InputError, check_rows
 from serving.core.schema import Schema
 from serving.core.impute import draw_imputations, expected_rows, fill_expected
 from serving.core.scores import Scores, log_weights, score_terms
+from serving.core.threads import default_threads, session_options
 
 SAMPLE_ROWS = 1 << 14  # K·B rows per onnxruntime call at most: bounds memory for any request
 LARGEST = np.finfo(np.float32).max
@@ -41,26 +42,6 @@ class ScoredRows(Scores):
     is_anomaly: np.ndarray  # (B,)
     observed: np.ndarray  # (B,) cells observed in each row
     mu: np.ndarray | None = None  # (B, D) when asked for
-
-
-def session_options(threads: int) -> ort.SessionOptions:
-    """Explicit threads: by default onnxruntime sizes itself to the host, not the container."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Batches of every size come through (merged requests, chunks): a memory pattern cached
-    # per input shape and an arena that keeps its high-water mark made a serving worker's
-    # memory grow with each new size. Plain allocations are freed after every call.
-    options.enable_mem_pattern = False
-    options.enable_cpu_mem_arena = False
-    return options
-
-
-def default_threads() -> int:
-    """onnxruntime threads per session: VAE_ORT_THREADS, else 1."""
-    return int(os.environ.get("VAE_ORT_THREADS", "1"))
 
 
 class VAEGraphs:

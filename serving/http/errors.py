@@ -13,7 +13,7 @@ import time
 import logging
 
 from serving.core.rows import printable
-from serving.workarounds import JSON_HEADERS, read_by_get
+from serving.framework.bodies import JSON_HEADERS, read_by_get
 
 LOG = logging.getLogger("bentoml.vae")  # under BentoML's logger, so its handlers write it
 

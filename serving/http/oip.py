@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from serving.core.noise import DEFAULT_SAMPLES, MAX_SEED
 from serving.core.rows import InputError
 
 OUTPUTS = {"score": "FP32", "recon_nll": "FP32", "kl": "FP32", "percentile": "FP32",
@@ -156,14 +157,14 @@ def read_infer_request(body: Any, n_features: int, max_samples: int, schema=None
     for name in parameters:
         if name not in PARAMETERS + IGNORED_PARAMETERS:
             raise ProtocolError(f"parameter {name!r} is not known; expected n_samples, seed")
-    n_samples = parameters.get("n_samples", 16)
+    n_samples = parameters.get("n_samples", DEFAULT_SAMPLES)
     seed = parameters.get("seed")
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or \
             not 1 <= n_samples <= max_samples:
         raise ProtocolError(f"parameter n_samples is {str(n_samples)[:40]}; expected a whole "
                             f"number from 1 to {max_samples}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
-                             or not 0 <= seed < 2**63):
+                             or not 0 <= seed <= MAX_SEED):
         raise ProtocolError(f"parameter seed is {str(seed)[:40]}; expected a whole number from "
                             f"0 to 2**63 - 1")
     outputs = _outputs(request.outputs)

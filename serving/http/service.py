@@ -7,41 +7,39 @@ Settings are read here, once, when `bentoml serve` imports the service.
 """
 
 import asyncio
-import contextlib
 import os
-import queue
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import bentoml
 import numpy as np
-import prometheus_client
 from starlette.background import BackgroundTask
 from starlette.responses import FileResponse
 
-from serving.core.noise import draw_eps, seed_or_new
-from serving.core.rows import InputError, check_rows
+from serving.core.noise import DEFAULT_SAMPLES as K, draw_eps, seed_or_new
+from serving.core.rows import InputError
 from serving.http.api_models import (DecodeAnswer, EncodeAnswer, Explain, ImputeAnswer,
                                      ReconstructAnswer, RequestTypes, SampleAnswer, ScoreAnswer,
                                      Seed, Temperature)
 from serving.http import oip
 from serving.http.errors import JSONErrorMiddleware
 from serving.http.guard import BodyGuard, Budget
+from serving.http.inputs import invalid, request_rows
 from serving.http.merger import Job, Merger
+from serving.http.metrics import count
+from serving.http.uploads import score_upload
 from serving.http.settings import Settings
-from serving.jobs.chunk import score_chunk
 from serving.core.bundle import BundleError, load_bundle
 from serving.core.runtime import VAERuntime, saturate
 from serving.store import is_model_tag, locate_bundle
-from serving.tables.sources import chunks, file_columns, open_source
-from serving.tables.write import write_table
-from serving.workarounds import (describe, exit_when_the_bundle_is_gone, forbid_unknown_fields,
-                                 header_timeout,
-                                 metrics_directory_per_server, protocol_errors_as_json,
-                                 quiet_client_errors,
-                                 request_timers_cancelled, unknown_paths_as_one_metric_label,
-                                 unreadable_bodies_are_client_errors, uploads_only)
+from serving.tables.sources import file_columns, open_source
+from serving.framework.bodies import (describe, forbid_unknown_fields, protocol_errors_as_json,
+                                      unreadable_bodies_are_client_errors, uploads_only)
+from serving.framework.logs import (metrics_directory_per_server, quiet_client_errors,
+                                    unknown_paths_as_one_metric_label)
+from serving.framework.server import (exit_when_the_bundle_is_gone, header_timeout,
+                                      request_timers_cancelled)
 
 SETTINGS = Settings.from_env()
 try:  # `bentoml serve` imports this before it starts workers: a damaged bundle stops it here,
@@ -61,31 +59,6 @@ T = RequestTypes(SETTINGS, BUNDLE.manifest.n_features, BUNDLE.manifest.latent_di
 MAX_CODE = 1e4  # |z| accepted by /decode: 1e4 standard deviations of the prior
 MEDIA_TYPES = {".csv": "text/csv", ".parquet": "application/vnd.apache.parquet",
                ".npy": "application/octet-stream"}
-
-# BentoML serves these at /metrics beside its own (in multiprocess mode it sets
-# PROMETHEUS_MULTIPROC_DIR before the service module is imported).
-ROWS = prometheus_client.Counter("vae_rows", "rows answered, per endpoint", ["endpoint"])
-ANOMALIES = prometheus_client.Counter("vae_anomalies", "rows flagged is_anomaly, per endpoint",
-                                      ["endpoint"])
-SCORES = prometheus_client.Histogram(
-    "vae_anomaly_score", "anomaly scores answered (nats)",
-    buckets=(-100, -20, 0, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, float("inf")))
-
-
-def _until_done(scored: queue.Queue):
-    """The tables put on the queue, until None; an exception put there is raised (so that the
-    writer keeps nothing of a failed upload)."""
-    while (table := scored.get()) is not None:
-        if isinstance(table, BaseException):
-            raise table
-        yield table
-
-
-def invalid(error: InputError, file: str | None = None) -> bentoml.exceptions.InvalidArgument:
-    """A client mistake as BentoML's 400, its message naming an upload as 'the uploaded file'."""
-    message = str(error).replace(file, "the uploaded file") if file else str(error)
-    return bentoml.exceptions.InvalidArgument(message)
-
 
 @bentoml.service(name="vae", workers=SETTINGS.workers, traffic={"timeout": SETTINGS.timeout})
 class VAE:
@@ -128,31 +101,8 @@ class VAE:
     # -- checks shared by the endpoints ---------------------------------------------------
 
     def _rows(self, x, field: str = "x", records=None) -> np.ndarray:
-        """The model's matrix of a request's rows: `x` (numbers, null for a missing cell) or
-        `records` (objects keyed by column name), exactly one of them."""
-        width, name = (self.manifest.latent_dim, "latent_dim") if field == "z" \
-            else (self.manifest.n_features, "feature_names")
-        schema = self.runtime.schema if field == "x" else None
         try:
-            if field == "x" and (x is None) == (records is None):
-                raise InputError("give either x (rows of numbers) or records (objects keyed by "
-                                 "column name); expected exactly one of them")
-            if records is not None:
-                if schema is None:
-                    raise InputError("records needs a model with a column schema; this model "
-                                     "was made before them: send x")
-                if len(records) > SETTINGS.max_rows:
-                    raise InputError(f"records has {len(records)} rows; at most "
-                                     f"{SETTINGS.max_rows} are accepted per request")
-                x = schema.from_records(records)
-                return check_rows(x, width, "records", None, name, allow_missing=True)
-            if schema is not None and not schema.all_numeric and \
-                    not isinstance(x, np.ndarray):  # an array: the matrix, converted already (OIP)
-                raise InputError("x is for models whose columns are all numeric; this one has "
-                                 "categorical columns: send records, objects keyed by column "
-                                 "name (schema in /metadata)")
-            return check_rows(x, width, field, SETTINGS.max_rows, name,
-                              allow_missing=schema is not None)
+            return request_rows(self.runtime, SETTINGS.max_rows, x, field, records)
         except InputError as e:
             raise invalid(e) from None
 
@@ -184,12 +134,7 @@ class VAE:
 
     def _count(self, endpoint: str, rows: int, is_anomaly: np.ndarray | None = None,
                score: np.ndarray | None = None) -> None:
-        ROWS.labels(endpoint=endpoint).inc(rows)
-        if is_anomaly is not None:
-            ANOMALIES.labels(endpoint=endpoint).inc(int(is_anomaly.sum()))
-        if score is not None:
-            for value in score[:1000]:  # a bounded sample keeps the hot path cheap
-                SCORES.observe(float(value))
+        count(endpoint, rows, is_anomaly, score)
 
     # -- endpoints ------------------------------------------------------------------------
 
@@ -259,7 +204,7 @@ class VAE:
 
     @bentoml.api
     async def impute(self, x: T.Rows = None, records: T.Records = None,
-                     n_samples: T.samples(1) = 16, draws: T.Draws = 0,
+                     n_samples: T.samples(1) = K, draws: T.Draws = 0,
                      seed: Seed = None) -> ImputeAnswer:
         """The rows with their missing cells filled with E[x_mis | x_obs] under the model
         (importance-weighted over n_samples codes), or with draws > 0 that many multiple
@@ -281,7 +226,7 @@ class VAE:
                                             model_version=self.version)
 
     @bentoml.api
-    async def anomaly_score(self, x: T.Rows = None, n_samples: T.samples(1) = 16,
+    async def anomaly_score(self, x: T.Rows = None, n_samples: T.samples(1) = K,
                             seed: Seed = None, explain: Explain = False,
                             records: T.Records = None) -> ScoreAnswer:
         """-log p(x) per row (importance-weighted, K = n_samples; over its observed cells),
@@ -298,7 +243,7 @@ class VAE:
             model_version=self.version)
 
     @bentoml.api
-    async def anomaly_score_file(self, file: Path, n_samples: T.samples(1) = 16,
+    async def anomaly_score_file(self, file: Path, n_samples: T.samples(1) = K,
                                  seed: Seed = None, ctx: bentoml.Context = None) -> Path:
         """A .npy, .csv or .parquet file in; the same format out, one row of scores per row
         (row, score, recon_nll, kl, percentile, is_anomaly). Named columns are matched to
@@ -310,7 +255,7 @@ class VAE:
             schema = self.runtime.schema
             kept = [c for c in file_columns(file) if schema and c in schema.ignored]
             source = open_source(file, self.manifest.feature_names, kept, schema)
-            await self._score_file(source, n_samples, seed, ctx.request, Path(out))
+            await score_upload(self, source, n_samples, seed, ctx.request, Path(out))
         except BaseException as e:
             os.unlink(out)
             if isinstance(e, InputError):
@@ -320,46 +265,6 @@ class VAE:
                             filename=f"scores{source.kind}",
                             headers={"X-VAE-Seed": str(seed), "X-VAE-Model-Version": self.version},
                             background=BackgroundTask(os.unlink, out))
-
-    async def _score_file(self, source, n_samples: int, seed: int, request, out: Path) -> None:
-        """Every chunk of an upload through the job step, read and scored on graph_thread
-        (other requests run between chunks), each at most VAE_MAX_ROW_SAMPLES row-samples,
-        the whole at most VAE_MAX_FILE_ROWS rows, and handed to a writer thread as it comes:
-        no more than a few chunks' scores are held at once. A client that went away stops
-        the work, and a failed upload leaves no output."""
-        chunk = max(1, min(SETTINGS.file_chunk_rows, SETTINGS.max_row_samples // n_samples))
-        rows_of = chunks(source, chunk)
-        scored: queue.Queue = queue.Queue()
-        writer = asyncio.get_running_loop().run_in_executor(
-            None, write_table, _until_done(scored), out, source.rows)
-        first = -1
-        try:
-            while (item := await self._on_graph_thread(next, rows_of, None)) is not None:
-                first, rows, passthrough = item
-                if first + len(rows) > SETTINGS.max_file_rows:
-                    raise InputError(f"{source.path} has more than {SETTINGS.max_file_rows} "
-                                     f"rows; at most that many are accepted per upload (score "
-                                     f"larger files with `vae score`)")
-                table = await self._on_graph_thread(score_chunk, self.runtime, first, rows,
-                                                    passthrough, n_samples, seed)
-                self._count("anomaly_score_file", table.num_rows,
-                            table["is_anomaly"].to_numpy(zero_copy_only=False),
-                            table["score"].to_numpy())
-                scored.put(table)
-                if await request.is_disconnected():
-                    raise bentoml.exceptions.BadInput("the client went away; the upload's "
-                                                      "scoring stopped")
-                del table, rows, item, passthrough
-            if first < 0:
-                raise InputError(f"{source.path} has no rows; expected at least one row to "
-                                 f"score")
-        except BaseException as e:
-            scored.put(e)  # the writer drops its partial file
-            with contextlib.suppress(BaseException):
-                await writer
-            raise
-        scored.put(None)
-        await writer
 
     @bentoml.api
     def metadata(self) -> dict:

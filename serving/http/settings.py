@@ -4,6 +4,8 @@ a one-line error."""
 import os
 from dataclasses import dataclass, fields
 
+from serving.core.threads import container_cpus
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -53,15 +55,3 @@ class Settings:
             values["ort_threads"] = max(1, int(container_cpus()) // values.get("workers",
                                                                               cls.workers))
         return cls(**values)
-
-
-def container_cpus() -> float:
-    """CPUs this process may use: the cgroup v2 quota when one is set, else its CPU affinity
-    (onnxruntime by default sizes itself to the host, not the container)."""
-    try:
-        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()
-        if quota != "max":
-            return int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
-    return len(os.sched_getaffinity(0))

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from serving.core.noise import DEFAULT_SAMPLES
 from serving.core.rows import InputError
 from serving.core.runtime import ScoredRows, VAERuntime
 from serving.tables.formats import table_format
@@ -25,7 +26,7 @@ class ScoreJob:
     input: Path
     model: str
     out: Path
-    n_samples: int = 16
+    n_samples: int = DEFAULT_SAMPLES
     seed: int | None = None
     chunk_rows: int = 1 << 16
     columns: list[str] = field(default_factory=list)  # passed through from input to output

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from serving.tables.files import atomic_write
+from serving.core.noise import DEFAULT_SAMPLES
 from serving.core.rows import InputError
 from serving.tables.labels import DEFAULT_NORMAL_VALUE, read_labelled
 from serving.store import load_runtime
@@ -60,7 +61,7 @@ class Evaluation:
 
 
 def evaluate(model: str | os.PathLike, data: str | os.PathLike, label_column: str,
-             normal_value: str | None = None, n_samples: int = 16, seed: int = 0,
+             normal_value: str | None = None, n_samples: int = DEFAULT_SAMPLES, seed: int = 0,
              threads: int | None = None) -> Evaluation:
     """Score every row of a labelled file with the model (the contract's noise, this seed) and
     measure how the scores separate its normal rows from its anomalous ones."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from serving.core.noise import seed_or_new
+from serving.core.noise import DEFAULT_SAMPLES, seed_or_new
 from serving.core.rows import InputError
 from serving.store import load_runtime
 from serving.tables.formats import table_format
@@ -19,7 +19,7 @@ from serving.tables.sources import chunks, file_columns, open_source
 from serving.tables.write import write_table
 
 
-def impute_file(input: Path, model: str, out: Path, n_samples: int = 16, draws: int = 0,
+def impute_file(input: Path, model: str, out: Path, n_samples: int = DEFAULT_SAMPLES, draws: int = 0,
                 seed: int | None = None, chunk_rows: int = 1 << 14,
                 threads: int | None = None) -> tuple[int, int]:
     """(rows written, seed)."""

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from serving.workarounds import request_timers_cancelled
+from serving.framework.server import request_timers_cancelled
 
 
 def run_through_timeout_middleware(app, timeout: float, requests: int = 1):

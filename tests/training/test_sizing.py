@@ -8,7 +8,8 @@ from serving.core.rows import InputError
 from tests.conftest import run_cli_here
 from training.config import TrainConfig
 from training.sizing import choose_sizes, rule
-from training.train import load_run, train, trimmed_mean
+from training.objective import trimmed_mean
+from training.train import load_run, train
 
 
 @pytest.mark.parametrize("rows, features, expected", [
@@ -41,7 +42,7 @@ def test_given_sizes_are_kept_and_the_choice_is_said_in_one_line():
 
 
 def test_threads_follow_the_network():
-    from serving.http.settings import container_cpus
+    from serving.core.threads import container_cpus
     from training.sizing import choose_threads
 
     assert choose_threads(TrainConfig(hidden=(64, 64))) == 1

@@ -11,7 +11,8 @@ from sklearn.datasets import load_digits
 
 from tests.conftest import ROOT, SMALL
 from training.config import TrainConfig
-from training.train import CHECKPOINT, MODEL, RunError, WeightAverage, load_run, resume, train
+from training.objective import WeightAverage
+from training.train import CHECKPOINT, MODEL, RunError, load_run, resume, train
 
 
 def test_short_digits_run_lowers_the_validation_loss(digits_run):

@@ -1,0 +1,41 @@
+"""A request's rows as the model's matrix, and a client mistake as BentoML's 400."""
+
+import bentoml
+import numpy as np
+
+from serving.core.rows import InputError, check_rows
+from serving.core.runtime import VAERuntime
+
+
+def request_rows(runtime: VAERuntime, max_rows: int, x, field: str = "x",
+                 records=None) -> np.ndarray:
+    """The model's matrix of a request's rows: `x` (numbers, null for a missing cell) or
+    `records` (objects keyed by column name), exactly one of them; `z` codes for field "z"."""
+    manifest = runtime.manifest
+    width, name = (manifest.latent_dim, "latent_dim") if field == "z" \
+        else (manifest.n_features, "feature_names")
+    schema = runtime.schema if field == "x" else None
+    if field == "x" and (x is None) == (records is None):
+        raise InputError("give either x (rows of numbers) or records (objects keyed by column "
+                         "name); expected exactly one of them")
+    if records is not None:
+        if schema is None:
+            raise InputError("records needs a model with a column schema; this model was made "
+                             "before them: send x")
+        if len(records) > max_rows:
+            raise InputError(f"records has {len(records)} rows; at most {max_rows} are "
+                             f"accepted per request")
+        return check_rows(schema.from_records(records), width, "records", None, name,
+                          allow_missing=True)
+    if schema is not None and not schema.all_numeric and \
+            not isinstance(x, np.ndarray):  # an array: the matrix, converted already (OIP)
+        raise InputError("x is for models whose columns are all numeric; this one has "
+                         "categorical columns: send records, objects keyed by column name "
+                         "(schema in /metadata)")
+    return check_rows(x, width, field, max_rows, name, allow_missing=schema is not None)
+
+
+def invalid(error: InputError, file: str | None = None) -> bentoml.exceptions.InvalidArgument:
+    """A client mistake as BentoML's 400, its message naming an upload as 'the uploaded file'."""
+    message = str(error).replace(file, "the uploaded file") if file else str(error)
+    return bentoml.exceptions.InvalidArgument(message)
