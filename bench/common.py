@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.http.readiness import wait_ready
+from bench.readiness import wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = ROOT / "bundles" / "digits"
@@ -63,7 +63,7 @@ def free_port() -> int:
 
 def vae(*args: str) -> subprocess.CompletedProcess:
     """`vae ARGS` in a fresh process, as a user runs it: its output captured, a failure raised."""
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "vae_service.cli", *args], cwd=ROOT, capture_output=True,
                           text=True, check=True)
 
 

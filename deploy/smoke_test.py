@@ -21,7 +21,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from serving.http.readiness import wait_ready  # noqa: E402
+from bench.readiness import wait_ready  # noqa: E402
 from serving.store import load_runtime  # noqa: E402
 
 

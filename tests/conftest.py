@@ -14,7 +14,7 @@ SMALL = dict(epochs=12, hidden=(64, 64), latent_dim=4, patience=100)
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """`vae ARGS` in a fresh interpreter, as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "vae_service.cli", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
@@ -24,7 +24,7 @@ def run_cli_here(*args: str) -> subprocess.CompletedProcess:
     import contextlib
     import io
 
-    from cli import main
+    from vae_service.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

@@ -6,7 +6,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from cli import parser
+from vae_service.cli import parser
 from serving.http.settings import Settings
 from tests.conftest import ROOT
 
@@ -107,10 +107,10 @@ def test_deployment_agrees_with_the_service_code():
 
 def test_job_runs_the_score_command():
     [container] = _pod("job.yaml")["containers"]
-    assert container["command"] == ["python", "-m", "cli"]
+    assert container["command"] == ["python", "-m", "vae_service.cli"]
     args = parser().parse_args(container["args"])
     assert args.command == "score" and args.engine == "local"
     assert args.input.startswith("/data/") and args.out.startswith("/data/")
-    assert container["workingDir"] == "/home/bentoml/bento/src"  # where the bento puts cli.py
-    assert "cli.py" in (ROOT / "bentofile.yaml").read_text()
+    assert container["workingDir"] == "/home/bentoml/bento/src"  # where the bento puts vae_service/
+    assert "vae_service/" in (ROOT / "bentofile.yaml").read_text()
     assert container["securityContext"]["readOnlyRootFilesystem"]

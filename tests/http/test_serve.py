@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from serving.http.readiness import wait_ready
+from bench.readiness import wait_ready
 from tests.conftest import ROOT
 
 

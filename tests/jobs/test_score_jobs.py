@@ -153,7 +153,7 @@ def test_a_killed_job_leaves_no_output_and_resumes_to_identical_bytes(tmp_path, 
     out = tmp_path / "out.parquet"
     args = ["score", str(source), "--model", str(bundle_dir), "--out", str(out), "--seed", "9",
             "--chunk-rows", "4000", "--n-samples", "32", "--quiet"]
-    process = subprocess.Popen([sys.executable, "-m", "cli", *args], cwd=ROOT,
+    process = subprocess.Popen([sys.executable, "-m", "vae_service.cli", *args], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     parts = tmp_path / ".out.parquet.parts"
     deadline = time.monotonic() + 120

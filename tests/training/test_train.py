@@ -55,7 +55,7 @@ def _start_and_stop(run_dir, sig, after_epoch: int, *args) -> int:
     """Start `vae train` in a subprocess and send it `sig` once `after_epoch` epochs are saved."""
     # SIGINT as a terminal gives it, even when the suite runs as a background job (whose
     # children start with SIGINT ignored, and Python then never raises KeyboardInterrupt)
-    process = subprocess.Popen([sys.executable, "-m", "cli", "train", *args, "--out",
+    process = subprocess.Popen([sys.executable, "-m", "vae_service.cli", "train", *args, "--out",
                                 str(run_dir)], cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))

@@ -268,8 +268,9 @@ def main(argv: list[str] | None = None) -> int:
             import matplotlib  # noqa: F401
             import sklearn  # noqa: F401
     except ImportError as e:
+        extra = "evaluate" if args.command == "evaluate" else "train"
         print(f"vae {args.command}: error: {e.name} is not installed; {args.command} needs "
-              f"the train extra: pip install '.[train]'", file=sys.stderr)
+              f"the {extra} extra: pip install '.[{extra}]'", file=sys.stderr)
         return 1
     try:
         COMMANDS[args.command](args)
