@@ -61,7 +61,7 @@ def test_rayjob_structure():
     assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob"
     spec = job["spec"]
     command = spec["entrypoint"].split()
-    args = parser().parse_args(command[command.index("cli") + 1:])
+    args = parser().parse_args(command[command.index("vae_service.cli") + 1:])
     assert args.command == "score" and args.engine == "ray"
     cluster = spec["rayClusterSpec"]
     pods = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in
