@@ -264,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
             from export.verify import ExportError
             from training.train import RunError
             expected += (RunError, ExportError)
+        if args.command == "score" and args.engine == "ray":
+            from serving.jobs.ray_engine import ClusterError
+            expected += (ClusterError,)
         if args.command == "evaluate":
             import matplotlib  # noqa: F401
             import sklearn  # noqa: F401

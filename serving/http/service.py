@@ -17,7 +17,7 @@ import numpy as np
 from starlette.background import BackgroundTask
 from starlette.responses import FileResponse
 
-from serving.core.noise import DEFAULT_SAMPLES as K, draw_eps, seed_or_new
+from serving.core.noise import DEFAULT_SAMPLES as K, seed_or_new
 from serving.core.rows import InputError
 from serving.http.api_models import (DecodeAnswer, EncodeAnswer, Explain, ImputeAnswer,
                                      ReconstructAnswer, RequestTypes, SampleAnswer, ScoreAnswer,
@@ -109,7 +109,7 @@ class VAE:
     def _noise(self, seed: int | None, rows: int, n_samples: int) -> tuple[int, np.ndarray]:
         self._bound(rows, n_samples)
         seed = seed_or_new(seed)
-        return seed, draw_eps(seed, 0, rows, n_samples, self.manifest.latent_dim)
+        return seed, self.runtime.noise(seed, n_samples).rows(0, rows)  # the one draw rule
 
     @staticmethod
     def _bound(rows: int, n_samples: int) -> None:

@@ -26,6 +26,10 @@ from serving.tables.sources import csv_convert_options
 from serving.tables.write import write_table
 
 
+class ClusterError(RuntimeError):
+    """The Ray cluster could not be used (not the input's fault): one line, exit 1."""
+
+
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours its task errors
 POSITION = "__vae_row__"  # the column carrying each row's position through the pipeline
 
@@ -84,7 +88,7 @@ def join_ray(ray, address: str | None) -> None:
                  num_cpus=os.cpu_count())
         return
     if address.startswith("ray://") and importlib.util.find_spec("grpc") is None:
-        raise InputError(f"--ray-address {address} is a Ray Client address, which needs "
+        raise ClusterError(f"--ray-address {address} is a Ray Client address, which needs "
                          f"pip install 'ray[client]'; or give the cluster's GCS address "
                          f"HOST:PORT (6379 by default), which joins without it")
     serving = Path(__file__).resolve().parent.parent
@@ -93,7 +97,7 @@ def join_ray(ray, address: str | None) -> None:
                  runtime_env={"py_modules": [str(serving)]})
     except (ConnectionError, RuntimeError, ValueError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise InputError(f"could not join the Ray cluster at {address} ({first}); expected "
+        raise ClusterError(f"could not join the Ray cluster at {address} ({first}); expected "
                          f"the address `ray start --head` printed, such as HOST:6379") from None
 
 
@@ -102,7 +106,7 @@ def run_ray(job: ScoreJob, address: str | None = None, threads: int | None = Non
     try:
         import ray
     except ImportError:
-        raise InputError("--engine ray needs Ray: pip install '.[ray]'") from None
+        raise ClusterError("--engine ray needs Ray: pip install '.[ray]'") from None
     started = time.perf_counter()
     runtime = load_runtime(job.model, threads)
     source = open_job(job, runtime)
