@@ -39,7 +39,10 @@ class TrainConfig:
     # averaging; training.objective.WeightAverage); 0: the last step's weights.
     weight_average: float = 0.998
     seed: int = 0
-    learning_rate: float = 1e-3
+    learning_rate: float | None = None  # chosen: 1e-3, scaled up with a large table's batch
+    # Rows per epoch, a fresh random sample each epoch; None: chosen (a large table's step
+    # budget, training.sizing), 0: every row
+    epoch_rows: int | None = None
     val_fraction: float = 0.2
     # Floor of the decoder's log-variance, in normalized units: a feature's predicted sigma is
     # at least e^-1 of its training std. Lower floors let near-constant pixels dominate the
@@ -54,6 +57,8 @@ class TrainConfig:
         data = dict(data)
         data.setdefault("contamination", 0.0)  # runs saved before the option trained untrimmed
         data.setdefault("weight_average", 0.0)  # and kept their last weights
+        data.setdefault("learning_rate", 1e-3)  # runs saved before the rule chose it
+        data.setdefault("epoch_rows", 0)  # and before epochs could be samples
         for key in ("hidden", "numeric", "categorical", "ignore"):
             if data.get(key) is not None:
                 data[key] = tuple(data[key])

@@ -39,7 +39,7 @@ class VAE(TransformerMixin, BaseEstimator):
 
     def __init__(self, epochs=None, latent_dim=None, hidden=None, batch_size=None,
                  patience=None, beta=None, contamination=None, warmup_epochs=10,
-                 weight_average=0.998, learning_rate=1e-3, val_fraction=0.2, sampling=True,
+                 weight_average=0.998, learning_rate=None, val_fraction=0.2, sampling=True,
                  numeric=(), categorical=(), ignore=(), n_samples=DEFAULT_SAMPLES, seed=0,
                  target_fpr=0.01, threads=None):
         self.epochs, self.latent_dim, self.hidden = epochs, latent_dim, hidden

@@ -59,3 +59,56 @@ def trimmed_mean(loss: torch.Tensor, share: float | None, outlying: float = 5.0)
         return loss.mean()
     kept = max(1, int(np.ceil(len(loss) * (1.0 - share))))
     return loss.topk(kept, largest=False).values.mean()
+
+
+class StepGuard:
+    """Steps that cannot wreck a run: a batch whose loss is not finite, or explodes (beyond
+    the recent batches' median by EXPLODE times their spread), is skipped; a step whose
+    gradient norm exceeds CLIP times the recent median norm is clipped to that. Both wait
+    for WARM batches of history, and neither touches a step they let through (so a run that
+    never trips them trains bit for bit as before). Counts go to the progress bar and the
+    run's history; the state is checkpointed, so a resumed run decides as the first would."""
+
+    WARM, WINDOW, EXPLODE, CLIP = 32, 256, 1e4, 100.0
+
+    def __init__(self):
+        self.losses: list[float] = []
+        self.norms: list[float] = []
+        self.skipped = self.clipped = 0
+
+    def admit(self, loss: torch.Tensor) -> bool:
+        """Whether the batch's loss may be stepped on."""
+        value = loss.item()
+        if not np.isfinite(value):
+            self.skipped += 1
+            return False
+        if len(self.losses) >= self.WARM:
+            median = float(np.median(self.losses))
+            spread = max(float(np.median(np.abs(np.subtract(self.losses, median)))),
+                         1e-3 * abs(median), 1e-6)
+            if value > median + self.EXPLODE * spread:
+                self.skipped += 1
+                return False
+        self.losses = (self.losses + [value])[-self.WINDOW:]
+        return True
+
+    def clip(self, model: torch.nn.Module) -> None:
+        """Clip the gradient norm to CLIP times the recent median (after the warm-up)."""
+        parameters = [p for p in model.parameters() if p.grad is not None]
+        norm = float(torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(p.grad) for p in parameters])))
+        if len(self.norms) >= self.WARM:
+            limit = self.CLIP * float(np.median(self.norms))
+            if norm > limit:
+                torch.nn.utils.clip_grad_norm_(parameters, limit)
+                self.clipped += 1
+        if np.isfinite(norm):
+            self.norms = (self.norms + [norm])[-self.WINDOW:]
+
+    def state_dict(self) -> dict:
+        return {"losses": self.losses, "norms": self.norms, "skipped": self.skipped,
+                "clipped": self.clipped}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.losses, self.norms = list(state["losses"]), list(state["norms"])
+        self.skipped, self.clipped = state["skipped"], state["clipped"]

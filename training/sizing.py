@@ -4,12 +4,15 @@ The rule (docs/training.md), for a table of n training rows and F features:
     hidden     two layers of width clamp(4·F, 32, 256), rounded down to a power of two
     latent     clamp(F // 4, 2, 16)
     batch      clamp(n // 8, 16, 64)
-    epochs     enough for about 3,000 optimizer steps (300 below 500 rows), between 30 and 300
+    epochs     enough for about 3,000 optimizer steps (300 below 500 rows), between 30 and 300;
+               above 100,000 rows an epoch is a fresh random sample of 500 batches, not every
+               row, so that the run's length is a step budget (15,000 steps at least)
+    batch      above 100,000 rows, 256, with the learning rate 1e-3 × sqrt(batch / 64)
     patience   a tenth of the epochs, at least 10
     beta       1, the ELBO; 4 below 500 rows
     contamination  0, the plain ELBO; auto below 500 rows
-    threads    1 for a network narrower than 256 units, else the CPUs the process may use, at
-               most 4
+    threads    1 for a network narrower than 256 units and batches under 256, else the CPUs the
+               process may use, at most 4
 Why a small table differs: a few hundred rows cannot hold the network back from learning its
 anomalies as normal before early stopping (which sees held-out rows only) ends the run. The
 measurements behind each choice are in docs/training.md and bench/REPORT.md.
@@ -20,8 +23,11 @@ import dataclasses
 from serving.core.rows import InputError
 from training.config import AUTO, TrainConfig
 
-SIZES = ("hidden", "latent_dim", "batch_size", "epochs", "patience", "beta", "contamination")
+SIZES = ("hidden", "latent_dim", "batch_size", "epochs", "patience", "beta", "contamination",
+         "learning_rate", "epoch_rows")
 SMALL = 500  # training rows below which a table is small: fewer steps, a heavier prior, auto
+LARGE = 100_000  # training rows above which an epoch is a sample: the length is a step budget
+LARGE_BATCH, EPOCH_STEPS = 256, 500
 
 
 def _clamp(value: float, low: int, high: int) -> int:
@@ -35,13 +41,17 @@ def _power_of_two(value: int) -> int:
 def rule(n_rows: int, n_features: int) -> dict:
     """The sizes of the rule above, for n training rows of F features."""
     width = _power_of_two(_clamp(4 * n_features, 32, 256))
-    batch = _clamp(n_rows // 8, 16, 64)
+    large = n_rows > LARGE
+    batch = LARGE_BATCH if large else _clamp(n_rows // 8, 16, 64)
     small = n_rows < SMALL
-    steps_per_epoch = -(-n_rows // batch)
+    epoch_rows = EPOCH_STEPS * batch if large else 0  # 0: every row, every epoch
+    steps_per_epoch = -(-(epoch_rows or n_rows) // batch)
     epochs = _clamp((300 if small else 3000) / steps_per_epoch, 30, 300)
     return {"hidden": (width, width), "latent_dim": _clamp(n_features // 4, 2, 16),
             "batch_size": batch, "epochs": epochs, "patience": max(10, epochs // 10),
-            "beta": 4.0 if small else 1.0, "contamination": AUTO if small else 0.0}
+            "beta": 4.0 if small else 1.0, "contamination": AUTO if small else 0.0,
+            "learning_rate": 1e-3 * (batch / 64) ** 0.5 if large else 1e-3,
+            "epoch_rows": epoch_rows}
 
 
 def choose_sizes(config: TrainConfig, n_rows: int,
@@ -55,7 +65,9 @@ def choose_sizes(config: TrainConfig, n_rows: int,
                          f"[0, 0.5)")
     sizes = (f"hidden {','.join(map(str, config.hidden))}, latent {config.latent_dim}, "
              f"batch {config.batch_size}, at most {config.epochs} epochs, patience "
-             f"{config.patience}, beta {config.beta:g}, contamination {config.contamination}")
+             f"{config.patience}, beta {config.beta:g}, contamination {config.contamination}"
+             + (f", epochs of {config.epoch_rows} sampled rows, learning rate "
+                f"{config.learning_rate:g}" if config.epoch_rows else ""))
     why = (f"chosen for {n_rows} training rows × {n_features} features" if chosen else "as given")
     given = [k for k in SIZES if k not in chosen]
     if chosen and given:
@@ -67,7 +79,7 @@ def choose_threads(config: TrainConfig) -> int:
     """torch's threads for a run whose sizes are chosen (the rule above)."""
     from serving.core.threads import container_cpus
 
-    if max(config.hidden) < 256:
+    if max(config.hidden) < 256 and config.batch_size < LARGE_BATCH:
         return 1
     return max(1, min(4, int(container_cpus())))
 

@@ -24,7 +24,7 @@ from training.config import TrainConfig
 from training.data import (Dataset, Split, fit_normalization, in_memory, load_dataset,
                            split_dataset, table_dataset)
 from training.model import VAE, Layout
-from training.objective import WeightAverage, kl_weight, trimmed_mean
+from training.objective import StepGuard, WeightAverage, kl_weight, trimmed_mean
 from training.sizing import choose_sizes, choose_threads, trim_share
 
 CHECKPOINT = "checkpoint.pt"  # the state to resume from, rewritten after an epoch
@@ -123,17 +123,21 @@ def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: 
                           generator=epoch_generator(config.seed, VALIDATION_STREAM))
     state = {"epoch": 0, "history": [], "best_val": float("inf"), "best_epoch": -1,
              "best_state": None}
+    guard = StepGuard()
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         if average:
             average.load_state_dict(checkpoint["average"])
+        if checkpoint.get("guard"):  # runs checkpointed before the guard had none
+            guard.load_state_dict(checkpoint["guard"])
         state = {k: checkpoint[k] for k in state}
 
     def save() -> None:
         atomic_save({"config": config.to_dict(), "model": model.state_dict(),
                      "optimizer": optimizer.state_dict(),
-                     "average": average.state_dict() if average else None, **state},
+                     "average": average.state_dict() if average else None,
+                     "guard": guard.state_dict(), **state},
                     run_dir / CHECKPOINT)
 
     started = saved = time.perf_counter()
@@ -142,14 +146,15 @@ def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: 
     for epoch in range(state["epoch"], config.epochs):
         if epoch - state["best_epoch"] >= config.patience and state["best_epoch"] > 0:
             break  # early stopping: no better validation loss for `patience` epochs
-        train_loss = _train_epoch(model, optimizer, average, x_train, config, epoch)
+        train_loss = _train_epoch(model, optimizer, average, x_train, config, epoch, guard)
         with torch.no_grad():
             val = evaluated.loss(x_val, val_eps)  # beta = 1: the negative ELBO
         # Early stopping watches the plain -ELBO of the validation rows: trimmed, it ignored
         # the rows that overfitting hurts first (digits ran 237 epochs to a test -ELBO 47 nats
         # worse); anomalies the gradient leaves out stay badly fitted, so they barely move it.
         record = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val.loss.mean().item(),
-                  "val_recon_nll": val.recon_nll.mean().item(), "val_kl": val.kl.mean().item()}
+                  "val_recon_nll": val.recon_nll.mean().item(), "val_kl": val.kl.mean().item(),
+                  "skipped_steps": guard.skipped, "clipped_steps": guard.clipped}
         state["history"].append(record)
         state["epoch"] = epoch + 1
         # Only a model trained on the whole KL term can be the best: during the warm-up the
@@ -164,7 +169,8 @@ def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: 
             saved = time.perf_counter()
         bar.update(1)
         bar.set_postfix(train=f"{train_loss:.2f}", val=f"{record['val_loss']:.2f}",
-                        best=f"{state['best_val']:.2f}")
+                        best=f"{state['best_val']:.2f}", skipped=guard.skipped,
+                        clipped=guard.clipped)
     bar.close()
     save()  # the state the run ended in (after early stopping too)
     metrics = _finish(model, config, data, state, x_val, split, run_dir,
@@ -173,22 +179,28 @@ def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: 
 
 
 def _train_epoch(model: VAE, optimizer: torch.optim.Optimizer, average: WeightAverage | None,
-                 x_train: torch.Tensor, config: TrainConfig, epoch: int) -> float:
+                 x_train: torch.Tensor, config: TrainConfig, epoch: int,
+                 guard: StepGuard) -> float:
+    """One epoch; the mean loss of the batches stepped on (a skipped batch is left out)."""
     generator = epoch_generator(config.seed, epoch)
     order = torch.randperm(len(x_train), generator=generator)
-    beta, total = kl_weight(config, epoch), 0.0
+    beta, total, rows = kl_weight(config, epoch), 0.0, 0
     share = trim_share(config)
-    for start in range(0, len(x_train), config.batch_size):
+    for start in range(0, min(config.epoch_rows or len(x_train), len(x_train)), config.batch_size):
         x = x_train[order[start:start + config.batch_size]]
         eps = torch.randn(1, len(x), config.latent_dim, generator=generator)  # (K=1, B, D)
         loss = trimmed_mean(model.loss(x, eps, beta).loss, share, config.outlying)
+        if not guard.admit(loss):
+            continue
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        guard.clip(model)
         optimizer.step()
         if average:
             average.update()
         total += loss.item() * len(x)
-    return total / len(x_train)
+        rows += len(x)
+    return total / max(rows, 1)
 
 
 def _finish(model: VAE, config: TrainConfig, data: Dataset, state: dict, x_val: torch.Tensor,

@@ -24,10 +24,15 @@ from training.train import load_run, train
               "patience": 10, "beta": 4.0, "contamination": "auto"}),
     (500, 4, {"hidden": (32, 32), "latent_dim": 2, "batch_size": 62, "epochs": 300,
               "patience": 30, "beta": 1.0, "contamination": 0.0}),
-    (200_000, 200, {"hidden": (256, 256), "latent_dim": 16, "batch_size": 64, "epochs": 30,
-                    "patience": 10, "beta": 1.0, "contamination": 0.0}),
+    # a large table: epochs of 500 sampled batches of 256, the learning rate scaled (issue 26)
+    (200_000, 200, {"hidden": (256, 256), "latent_dim": 16, "batch_size": 256, "epochs": 30,
+                    "patience": 10, "beta": 1.0, "contamination": 0.0,
+                    "learning_rate": 0.002, "epoch_rows": 128_000}),
+    (100_000, 30, {"hidden": (64, 64), "latent_dim": 7, "batch_size": 64, "epochs": 30,
+                   "patience": 10, "beta": 1.0, "contamination": 0.0}),
 ])
 def test_the_rule_fits_the_shape(rows, features, expected):
+    expected = {"learning_rate": 1e-3, "epoch_rows": 0, **expected}
     assert rule(rows, features) == expected
 
 
@@ -41,12 +46,14 @@ def test_given_sizes_are_kept_and_the_choice_is_said_in_one_line():
     assert "\n" not in line
 
 
-def test_threads_follow_the_network():
+def test_threads_follow_the_network_and_the_batch():
     from serving.core.threads import container_cpus
     from training.sizing import choose_threads
 
-    assert choose_threads(TrainConfig(hidden=(64, 64))) == 1
-    assert choose_threads(TrainConfig(hidden=(256, 256))) == min(4, int(container_cpus()))
+    cpus = min(4, int(container_cpus()))
+    assert choose_threads(TrainConfig(hidden=(64, 64), batch_size=64)) == 1
+    assert choose_threads(TrainConfig(hidden=(256, 256), batch_size=64)) == cpus
+    assert choose_threads(TrainConfig(hidden=(64, 64), batch_size=256)) == cpus  # a large table
 
 
 def test_trimmed_mean_leaves_out_the_worst_rows():

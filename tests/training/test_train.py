@@ -134,3 +134,47 @@ def test_a_run_saved_before_the_weight_average_resumes_without_it():
 def test_no_sampling_run_records_its_ablation(no_sampling_run):
     model, saved = load_run(no_sampling_run)
     assert model.sampling is False and saved["config"]["sampling"] is False
+
+
+def test_the_step_guard_skips_non_finite_and_exploding_batches_and_clips_norms():
+    """Issue 26: a batch loss of 1e12 among losses near 80, or a NaN, is not stepped on; a
+    gradient 1,000 times the usual norm is clipped; the counts are kept."""
+    from training.objective import StepGuard
+    guard = StepGuard()
+    rng = np.random.default_rng(0)
+    assert all(guard.admit(torch.tensor(80.0 + rng.normal())) for _ in range(40))
+    assert not guard.admit(torch.tensor(1e12)) and not guard.admit(torch.tensor(float("nan")))
+    assert guard.admit(torch.tensor(95.0)) and guard.skipped == 2
+    layer = torch.nn.Linear(4, 1)
+    for scale in [1.0] * 40 + [1000.0]:
+        layer.zero_grad()
+        (scale * layer(torch.ones(3, 4)).sum()).backward()
+        guard.clip(layer)
+    norm = torch.linalg.vector_norm(torch.cat([p.grad.ravel() for p in layer.parameters()]))
+    assert guard.clipped == 1 and norm < 101 * guard.norms[0]
+
+
+def test_a_run_never_steps_on_an_exploding_batch(tmp_path, monkeypatch):
+    """A batch whose loss explodes mid-run is skipped: the epoch's loss and the weights stay
+    finite, and the run's history counts it."""
+    from training.model import VAE
+    calls = {"n": 0}
+    original = VAE.loss
+
+    def sometimes_huge(self, x, eps, beta=1.0):
+        terms = original(self, x, eps, beta)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 60:
+                terms.loss = terms.loss * 1e12
+        return terms
+    monkeypatch.setattr(VAE, "loss", sometimes_huge)
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "rows.npy", rng.normal(size=(5000, 8)).astype(np.float32))
+    metrics = train(TrainConfig(data=str(tmp_path / "rows.npy"), epochs=2, hidden=(32, 32),
+                                latent_dim=2, patience=100), tmp_path / "run", progress=False,
+                    threads=1)
+    assert [h["skipped_steps"] for h in metrics["history"]] == [1, 1]
+    assert all(h["train_loss"] < 100 for h in metrics["history"])
+    model, _ = load_run(tmp_path / "run")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
