@@ -160,7 +160,10 @@ class VAE(TransformerMixin, BaseEstimator):
             shutil.rmtree(self.directory_, ignore_errors=True)
 
     def __del__(self):
-        self._drop_directory()
+        try:
+            self._drop_directory()
+        except Exception:  # at interpreter exit the modules it needs may be gone already
+            pass
 
     def __getstate__(self):
         """Pickled with the bundle's files (the onnxruntime sessions are not picklable)."""
