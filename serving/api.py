@@ -21,13 +21,6 @@ from serving.core.rows import InputError
 from serving.core.runtime import ScoredRows, VAERuntime
 
 
-
-def as_rows(runtime: VAERuntime, x) -> np.ndarray:
-    """The model's matrix of rows given as an array, a DataFrame, a pyarrow table or records
-    (VAERuntime.check: named columns are matched by name, never by position)."""
-    return runtime.check(x)
-
-
 class Detector:
     """A bundle on onnxruntime with a detector's methods; what `load` returns and what
     `training.VAE` delegates to once fitted."""
@@ -50,7 +43,7 @@ class Detector:
     def scored(self, x) -> ScoredRows:
         """Every score term of the rows (score, recon_nll, kl, percentile, is_anomaly,
         observed), rows numbered from 0 under this detector's seed."""
-        return self.runtime.score(as_rows(self.runtime, x), self.n_samples, self.seed)
+        return self.runtime.score(self.runtime.check(x), self.n_samples, self.seed)
 
     def decision_function(self, x) -> np.ndarray:
         """-log p(x) per row, importance-weighted: higher is more anomalous."""
@@ -66,7 +59,7 @@ class Detector:
 
     def transform(self, x) -> np.ndarray:
         """The latent means mu (B, latent_dim): features for a next step in a Pipeline."""
-        rows = as_rows(self.runtime, x)
+        rows = self.runtime.check(x)
         empty = np.zeros((0, len(rows), self.runtime.latent_dim), np.float32)
         return self.runtime.encode(rows, empty)[0]
 
@@ -79,7 +72,7 @@ class Detector:
 
     def impute(self, x, draws: int = 0):
         """The rows with missing cells filled (serving.core.impute)."""
-        return self.runtime.impute(as_rows(self.runtime, x), self.n_samples, self.seed, draws)
+        return self.runtime.impute(x, self.n_samples, self.seed, draws)
 
 
 def load(model: str | os.PathLike, threads: int | None = None,
