@@ -69,7 +69,7 @@ class StepGuard:
     never trips them trains bit for bit as before). Counts go to the progress bar and the
     run's history; the state is checkpointed, so a resumed run decides as the first would."""
 
-    WARM, WINDOW, EXPLODE, CLIP = 32, 256, 1e4, 100.0
+    WARM, WINDOW, EXPLODE, CLIP = 32, 256, 1e4, 1000.0
 
     def __init__(self):
         self.losses: list[float] = []
