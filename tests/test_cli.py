@@ -13,6 +13,7 @@ def test_train_and_export_from_the_command_line(tmp_path):
                      str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr
     assert "trained breast-cancer: 3 epochs" in result.stdout
+    assert "; peak memory " in result.stdout  # issue 26: the run says what it cost
     assert "train: 100%" in result.stderr  # the progress bar, with its losses
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["train_rows"] + metrics["val_rows"] == 569

@@ -146,7 +146,10 @@ def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: 
     for epoch in range(state["epoch"], config.epochs):
         if epoch - state["best_epoch"] >= config.patience and state["best_epoch"] > 0:
             break  # early stopping: no better validation loss for `patience` epochs
+        epoch_started = time.perf_counter()
         train_loss = _train_epoch(model, optimizer, average, x_train, config, epoch, guard)
+        rows_per_s = min(config.epoch_rows or len(x_train), len(x_train)) / max(
+            time.perf_counter() - epoch_started, 1e-9)
         with torch.no_grad():
             val = evaluated.loss(x_val, val_eps)  # beta = 1: the negative ELBO
         # Early stopping watches the plain -ELBO of the validation rows: trimmed, it ignored
@@ -170,7 +173,7 @@ def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: 
         bar.update(1)
         bar.set_postfix(train=f"{train_loss:.2f}", val=f"{record['val_loss']:.2f}",
                         best=f"{state['best_val']:.2f}", skipped=guard.skipped,
-                        clipped=guard.clipped)
+                        clipped=guard.clipped, rows_s=f"{rows_per_s:.0f}")
     bar.close()
     save()  # the state the run ended in (after early stopping too)
     metrics = _finish(model, config, data, state, x_val, split, run_dir,

@@ -194,9 +194,11 @@ def run_train(args: argparse.Namespace) -> None:
         metrics = train(config, args.out, progress=not args.quiet, threads=args.threads)
     if args.quiet:  # otherwise said before training began
         print(metrics["chosen"])
+    import resource
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
     print(f"trained {metrics['dataset']}: {metrics['epochs']} epochs in {metrics['seconds']} s, "
           f"best validation loss {metrics['val_loss']:.3f} nats at epoch "
-          f"{metrics['best_epoch']}; run in {args.out}")
+          f"{metrics['best_epoch']}; peak memory {peak:.0f} MB; run in {args.out}")
     if "evaluation_rows" in metrics:
         print(f"kept {metrics['evaluation_rows']} rows ({metrics['evaluation_anomalous_rows']} "
               f"anomalous) for evaluation in {Path(args.out) / EVALUATION}")
