@@ -57,10 +57,7 @@ def score_terms(x: np.ndarray, mu: np.ndarray, logvar: np.ndarray, eps: np.ndarr
     recon_nll = -_mean_over_samples(log_px)  # (B,)
     kl = 0.5 * (np.square(mu) + np.exp(logvar) - 1.0 - logvar).sum(axis=1)  # (B,)
     if sampling:
-        # log p(z) - log q(z|x); the log 2π terms cancel and (z - mu)/sigma is eps exactly.
-        log_ratio = 0.5 * (np.square(eps).sum(axis=2) - np.square(z).sum(axis=2)
-                           + logvar.sum(axis=1))  # (K, B)
-        log_w = log_px + log_ratio  # (K, B)
+        log_w = log_px + _log_ratio(eps, z, logvar)  # (K, B)
         top = log_w.max(axis=0)  # (B,)
         log_mean_w = top + np.log(_mean_over_samples(np.exp(log_w - top)))
         score = -log_mean_w
@@ -80,9 +77,13 @@ def log_weights(x: np.ndarray, mu: np.ndarray, logvar: np.ndarray, eps: np.ndarr
                 z: np.ndarray, decoded: tuple[np.ndarray, ...], schema) -> np.ndarray:
     """log p(x_obs|z_k) + log p(z_k) - log q(z_k|x) of each sample, (K, B): the importance
     weights of the score, and of imputation."""
-    log_px = -_cell_terms(x, decoded, schema).sum(axis=2)
-    return log_px + 0.5 * (np.square(eps).sum(axis=2) - np.square(z).sum(axis=2)
-                           + logvar.sum(axis=1))
+    return -_cell_terms(x, decoded, schema).sum(axis=2) + _log_ratio(eps, z, logvar)
+
+
+def _log_ratio(eps: np.ndarray, z: np.ndarray, logvar: np.ndarray) -> np.ndarray:
+    """log p(z) - log q(z|x), (K, B); the log 2π terms cancel and (z - mu)/sigma is eps
+    exactly."""
+    return 0.5 * (np.square(eps).sum(axis=2) - np.square(z).sum(axis=2) + logvar.sum(axis=1))
 
 
 def _gaussian_terms(x: np.ndarray, x_mean: np.ndarray,
