@@ -154,9 +154,10 @@ def main() -> None:
                   f" ({memory['second_over_first']:.2f}x); p50 {first['p50_ms']:.1f} / "
                   f"{second['p50_ms']:.1f} ms, p99 {first['p99_ms']:.0f} / "
                   f"{second['p99_ms']:.0f} ms, non-2xx {first['non_2xx'] + second['non_2xx']}")
-        local = rate(lambda: runtime.score(x[:args.file_rows], K, 1), args.file_rows, 3.0)
+        local = rate(lambda: runtime.score(x[:args.file_rows], runtime.noise(1, K)),
+                     args.file_rows, 3.0)
         uploaded = upload_rate(ours, x[:args.file_rows])
-    job_local = rate(lambda: runtime.score(x[:200_000], K, 1), 200_000, 3.0)
+    job_local = rate(lambda: runtime.score(x[:200_000], runtime.noise(1, K)), 200_000, 3.0)
     job = job_rate(args.model, x[:200_000])
     results["files"] = {"file endpoint (.npy, 50k rows)": uploaded / local,
                         "batch job (vae score, 200k rows)": job / job_local}

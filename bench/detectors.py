@@ -56,7 +56,7 @@ class OurVAE:
         return self
 
     def scored(self, x: np.ndarray, n_samples: int = 16, seed: int = 0) -> ScoredRows:
-        return self.runtime.score(x, n_samples, seed)
+        return self.runtime.score(x, self.runtime.noise(seed, n_samples))
 
 
 class Peer:

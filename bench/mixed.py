@@ -111,7 +111,7 @@ def unsupervised(name: str, seed: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         runtime, seconds = _vae(table, Path(tmp), seed)
         x = runtime.schema.from_arrow(table, name)
-        scored = runtime.score(x, 16, seed)
+        scored = runtime.score(x, runtime.noise(seed, 16))
         result = {"table": name, "rows": table.num_rows, "anomalies": int(anomalous.sum()),
                   "columns": table.num_columns,
                   "missing": float(np.isnan(x).mean()),
@@ -181,19 +181,19 @@ def calibration(name: str, seed: int) -> dict:
         bad = np.asarray(held.column("label").to_pylist()) == 1
         x = runtime.schema.from_arrow(held.drop_columns(["label"]), name)
     rng = np.random.default_rng([seed, 7])
-    rates = {}
+    rates, noise = {}, runtime.noise(seed, 16)
     for share in BLANKED_SHARES:
         rows = x[~bad].copy()
         rows[rng.random(rows.shape) < share] = np.nan
         rows = rows[~np.isnan(rows).all(axis=1)]
-        rates[f"{share:.0%}"] = float(runtime.score(rows, 16, seed).is_anomaly.mean())
+        rates[f"{share:.0%}"] = float(runtime.score(rows, noise).is_anomaly.mean())
     detected = {}
     for share in (0.0, 0.2):
         rows = x[bad].copy()
         rows[rng.random(rows.shape) < share] = np.nan
         keep = ~np.isnan(rows).all(axis=1)
-        detected[f"{share:.0%}"] = float(runtime.score(rows[keep], 16, seed).is_anomaly.mean())
-    scores = runtime.score(x, 16, seed).score
+        detected[f"{share:.0%}"] = float(runtime.score(rows[keep], noise).is_anomaly.mean())
+    scores = runtime.score(x, noise).score
     return {"table": name, "normal_rows": int((~bad).sum()), "anomalies": int(bad.sum()),
             "false_positive_rate": rates, "detection_rate": detected,
             "auroc": float(roc_auc_score(bad, scores))}

@@ -151,7 +151,7 @@ def run(rows: int = 50_000, seconds: float = 3.0, workdir: Path | None = None) -
     x = digits_rows(rows)
     eager = eager_scorer(trained["run"], runtime)
     for k in K_VALUES:  # the two engines agree before they are timed, as `vae export` checks
-        ours = runtime.score(x[:1000], k, seed=0).score  # up to ~10^4 nats on odd rows
+        ours = runtime.score(x[:1000], runtime.noise(0, k)).score  # up to ~10^4 nats on odd rows
         gap = (np.abs(eager(x[:1000], k) - ours) / np.maximum(1.0, np.abs(ours))).max()
         assert gap <= PARITY_TOLERANCE, \
             f"PyTorch and onnxruntime scores differ by {gap:.2g} of the score at K = {k}"
@@ -162,14 +162,14 @@ def run(rows: int = 50_000, seconds: float = 3.0, workdir: Path | None = None) -
         lambda: pyod_vae.decision_function(x), rows, seconds)
     for k in K_VALUES:
         scoring[f"this runtime in-process, K = {k}"] = rate(
-            lambda k=k: runtime.score(x, k, seed=0), rows, seconds)
+            lambda k=k: runtime.score(x, runtime.noise(0, k)), rows, seconds)
         scoring[f"PyTorch eager, same network, K = {k}"] = rate(
             lambda k=k: eager(x, k), rows, seconds)
     for hidden in WIDTHS:
         other = load_runtime(workdir / f"hidden-{hidden[0]}" / "bundle", threads=1)
         for k in K_VALUES:
             scoring[f"this runtime in-process, K = {k}, hidden {hidden[0]},{hidden[1]}"] = rate(
-                lambda k=k, other=other: other.score(x, k, seed=0), rows, seconds)
+                lambda k=k, other=other: other.score(x, other.noise(0, k)), rows, seconds)
     with served(trained["bundle"], {"VAE_WORKERS": "1", "VAE_ORT_THREADS": "1"}) as url:
         http = wrk(f"{url}/anomaly_score", body(x, HTTP_ROWS), HTTP_CONCURRENCY, seconds * 2)
         scoring[f"HTTP JSON /anomaly_score, K = 16 ({HTTP_ROWS} rows/request, "

@@ -43,7 +43,7 @@ class Detector:
     def scored(self, x) -> ScoredRows:
         """Every score term of the rows (score, recon_nll, kl, percentile, is_anomaly,
         observed), rows numbered from 0 under this detector's seed."""
-        return self.runtime.score(self.runtime.check(x), self.n_samples, self.seed)
+        return self.runtime.score(x, self.runtime.noise(self.seed, self.n_samples))
 
     def decision_function(self, x) -> np.ndarray:
         """-log p(x) per row, importance-weighted: higher is more anomalous."""

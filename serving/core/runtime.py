@@ -14,7 +14,7 @@ import onnxruntime as ort
 
 from serving.core.bundle import Bundle, BundleError
 from serving.core.calibration import Calibrator
-from serving.core.noise import DrawnNoise, Noise, SeededNoise, draw_latent
+from serving.core.noise import Noise, SeededNoise, draw_latent
 from serving.core.rows import InputError, check_rows
 from serving.core.schema import Schema
 from serving.core.impute import draw_imputations, expected_rows, fill_expected
@@ -212,20 +212,12 @@ class VAERuntime:
         """The contract's noise for rows numbered start, start+1, ... of this model."""
         return SeededNoise(seed, n_samples, self.latent_dim, start)
 
-    def score(self, x, n_samples: int, seed: int, start: int = 0, explain: bool = False,
+    def score(self, x, noise: Noise, explain: bool = False,
               with_latent: bool = False) -> ScoredRows:
-        """Scores of rows numbered start, start+1, ... (their positions fix their noise)."""
-        return self.score_noised(self.check(x), self.noise(seed, n_samples, start), explain,
-                                 with_latent)
-
-    def score_with_eps(self, x: np.ndarray, eps: np.ndarray, explain: bool = False,
-                       with_latent: bool = False) -> ScoredRows:
-        """Scores of checked rows x (B, F) under the given noise eps (K, B, D)."""
-        return self.score_noised(x, DrawnNoise(eps), explain, with_latent)
-
-    def score_noised(self, x: np.ndarray, noise: Noise, explain: bool = False,
-                     with_latent: bool = False) -> ScoredRows:
-        """Scores of checked rows x (B, F) under the given noise, with the calibration."""
+        """Scores of rows x (B, F) under the noise of their positions, with the calibration.
+        Every surface scores here, with `self.noise(seed, K, start)` (the contract's draw) or
+        the part of it that a merged request holds (DrawnNoise)."""
+        x = self.check(x)
         with np.errstate(over="ignore", invalid="ignore"):  # saturated below
             terms, mu = self.graphs.score_rows(x, noise, self.manifest.sampling, explain)
         score = saturate(terms.score)
@@ -275,4 +267,4 @@ class VAERuntime:
     def warm_up(self) -> None:
         """Run both graphs once at a few shapes so the first request pays no set-up cost."""
         for rows, k in ((1, 1), (64, 16)):
-            self.score(np.zeros((rows, self.n_features), np.float32), k, seed=0)
+            self.score(np.zeros((rows, self.n_features), np.float32), self.noise(0, k))

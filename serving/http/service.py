@@ -17,7 +17,7 @@ import numpy as np
 from starlette.background import BackgroundTask
 from starlette.responses import FileResponse
 
-from serving.core.noise import DEFAULT_SAMPLES as K, seed_or_new
+from serving.core.noise import DEFAULT_SAMPLES as K, DrawnNoise, seed_or_new
 from serving.core.rows import InputError
 from serving.http.api_models import (DecodeAnswer, EncodeAnswer, Explain, ImputeAnswer,
                                      ReconstructAnswer, RequestTypes, SampleAnswer, ScoreAnswer,
@@ -89,7 +89,7 @@ class VAE:
     # -- graph calls, run on graph_thread ------------------------------------------------------
 
     def _score_rows(self, x: np.ndarray, eps: np.ndarray, explain: bool) -> dict:
-        scored = self.runtime.score_with_eps(x, eps, explain)
+        scored = self.runtime.score(x, DrawnNoise(eps), explain)
         return {k: v for k, v in vars(scored).items() if v is not None}
 
     def _encode_rows(self, x: np.ndarray, eps: np.ndarray, _: bool) -> dict:

@@ -76,6 +76,5 @@ def score_chunk(runtime: VAERuntime, first_row: int, x: np.ndarray,
                 with_latent: bool = False) -> pa.Table:
     """Rows first_row, first_row+1, ... of a file, scored under the contract's noise for their
     positions, as output rows."""
-    scored = runtime.score_noised(x, runtime.noise(seed, n_samples, first_row),
-                                  with_latent=with_latent)
+    scored = runtime.score(x, runtime.noise(seed, n_samples, first_row), with_latent=with_latent)
     return score_table(first_row, scored, passthrough, runtime.schema is not None)

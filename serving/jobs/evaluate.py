@@ -72,7 +72,7 @@ def evaluate(model: str | os.PathLike, data: str | os.PathLike, label_column: st
     if not table.anomalous.any():
         raise InputError(f"{data}: every row of label column {label_column!r} is normal; "
                          f"expected some anomalous rows to evaluate against")
-    scored = runtime.score(table.x, n_samples, seed)
+    scored = runtime.score(table.x, runtime.noise(seed, n_samples))
     anomalous = table.anomalous
     score = scored.score.astype(np.float64)
     manifest = runtime.manifest

@@ -15,8 +15,8 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 def test_a_bundle_from_before_the_schema_answers_the_same_bits():
     runtime = VAERuntime(load_bundle(FIXTURES / "iris-before-schema"), threads=1)
     expected = json.loads((FIXTURES / "iris-before-schema.json").read_text())
-    scored = runtime.score(np.asarray(expected["x"], np.float32), expected["n_samples"],
-                           seed=expected["seed"], explain=True)
+    scored = runtime.score(np.asarray(expected["x"], np.float32),
+                           runtime.noise(expected["seed"], expected["n_samples"]), explain=True)
     assert [float(v).hex() for v in scored.score] == expected["score_hex"]
     assert [float(v).hex() for v in scored.percentile] == expected["percentile_hex"]
     assert [[float(v).hex() for v in r] for r in scored.feature_nll] == expected["feature_nll_hex"]

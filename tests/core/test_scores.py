@@ -28,7 +28,7 @@ def direct_scores(runtime, x, seed, k):
 def test_scores_equal_a_direct_recomputation(runtime, digits_x):
     x = digits_x[:300]
     for k in (1, 16, 64):
-        scored = runtime.score(x, k, seed=11, explain=True)
+        scored = runtime.score(x, runtime.noise(11, k), explain=True)
         score, recon, kl, feature = direct_scores(runtime, x, 11, k)
         np.testing.assert_allclose(scored.score, score, rtol=2e-5, atol=1e-3)
         np.testing.assert_allclose(scored.recon_nll, recon, rtol=2e-5, atol=1e-3)
@@ -40,7 +40,7 @@ def test_scores_equal_a_direct_recomputation(runtime, digits_x):
 
 def test_one_sample_score_is_the_negative_elbo(runtime, digits_x):
     x = digits_x[:100]
-    scored = runtime.score(x, 1, seed=2)
+    scored = runtime.score(x, runtime.noise(2, 1))
     eps = runtime.noise(2, 1, 0).rows(0, len(x))
     mu, logvar, z = runtime.graphs.encode(x, eps)
     # -ELBO = recon_nll + log q(z|x) - log p(z), estimated with the same single z
@@ -49,12 +49,12 @@ def test_one_sample_score_is_the_negative_elbo(runtime, digits_x):
 
 
 def test_more_samples_tighten_the_bound_on_average(runtime, digits_x):
-    scores = [runtime.score(digits_x, k, seed=0).score.mean() for k in (1, 16, 256)]
+    scores = [runtime.score(digits_x, runtime.noise(0, k)).score.mean() for k in (1, 16, 256)]
     assert scores[0] > scores[1] > scores[2]  # IWAE: the bound tightens with K
 
 
 def test_percentile_and_anomaly_flags(runtime, digits_x):
-    scored = runtime.score(digits_x, 16, seed=0)
+    scored = runtime.score(digits_x, runtime.noise(0, 16))
     assert np.all((scored.percentile >= 0) & (scored.percentile <= 100))
     order = np.argsort(scored.score)
     assert np.all(np.diff(scored.percentile[order]) >= 0)
@@ -67,10 +67,10 @@ def test_percentile_and_anomaly_flags(runtime, digits_x):
 
 def test_a_row_scores_the_same_alone_and_in_a_batch(runtime, digits_x):
     """Bit for bit (docs/contract.md): no term of a row may depend on how many rows came with it."""
-    whole = runtime.score(digits_x, 16, seed=9, explain=True)
+    whole = runtime.score(digits_x, runtime.noise(9, 16), explain=True)
     spans = [(i, i + 1) for i in range(300)] + [(1020, 1030), (1500, 1797)]
     for start, stop in spans:
-        part = runtime.score(digits_x[start:stop], 16, seed=9, start=start, explain=True)
+        part = runtime.score(digits_x[start:stop], runtime.noise(9, 16, start), explain=True)
         for term in ("score", "recon_nll", "kl", "feature_nll"):
             np.testing.assert_array_equal(getattr(part, term), getattr(whole, term)[start:stop],
                                           err_msg=f"{term} of rows {start}..{stop - 1}")
@@ -81,11 +81,11 @@ def test_large_requests_are_chunked_without_changing_answers(runtime, digits_x):
 
     k = 256  # SAMPLE_ROWS // k rows per onnxruntime call: the 1797 rows take several
     assert len(digits_x) > SAMPLE_ROWS // k
-    whole = runtime.score(digits_x, k, seed=4, explain=True, with_latent=True)
+    whole = runtime.score(digits_x, runtime.noise(4, k), explain=True, with_latent=True)
     assert whole.score.shape == whole.percentile.shape == (1797,)
     assert whole.feature_nll.shape == (1797, 64) and whole.mu.shape == (1797, 4)
     for start, stop in [(0, 3), (250, 260), (1790, 1797)]:
-        part = runtime.score(digits_x[start:stop], k, seed=4, start=start, explain=True)
+        part = runtime.score(digits_x[start:stop], runtime.noise(4, k, start), explain=True)
         np.testing.assert_array_equal(part.score, whole.score[start:stop])
         np.testing.assert_array_equal(part.feature_nll, whole.feature_nll[start:stop])
 
@@ -96,10 +96,11 @@ def test_a_huge_finite_cell_is_flagged_with_a_number(runtime, digits_x, value):
     call it normal. The score saturates at float32's largest value instead."""
     x = digits_x[:3].copy()
     x[1, 10] = value
-    scored = runtime.score(x, 16, seed=0)
+    scored = runtime.score(x, runtime.noise(0, 16))
     assert np.isfinite(scored.score).all() and np.isfinite(scored.recon_nll).all()
     assert scored.score[1] > runtime.threshold and scored.is_anomaly[1]
     assert scored.percentile[1] == 100.0
     if value > 1e30:  # its square overflows float32: the score saturates
         assert scored.score[1] == np.finfo(np.float32).max
-    assert scored.score[0] == runtime.score(x[:1], 16, seed=0).score[0]  # others untouched
+    alone = runtime.score(x[:1], runtime.noise(0, 16))
+    assert scored.score[0] == alone.score[0]  # others untouched

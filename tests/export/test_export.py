@@ -74,7 +74,8 @@ def test_calibration_is_the_serving_score_of_validation_rows(bundle_dir, digits_
     manifest = load_bundle(bundle_dir).manifest
     _, saved = load_run(digits_run)
     x_val = saved["x_val"].numpy()
-    scores = runtime.score(x_val, manifest.calibration.n_samples, manifest.calibration.seed).score
+    calibration = manifest.calibration
+    scores = runtime.score(x_val, runtime.noise(calibration.seed, calibration.n_samples)).score
     np.testing.assert_array_equal(scores, validation_scores(runtime.graphs, x_val, True))
     quantiles, threshold = calibrate(scores, manifest.calibration.target_fpr)
     assert manifest.calibration.threshold == threshold
@@ -85,7 +86,7 @@ def test_calibration_is_the_serving_score_of_validation_rows(bundle_dir, digits_
 def test_same_seed_gives_the_same_graph_outputs(tmp_path, runtime, digits_x, digits_run_again):
     again = VAERuntime(export_run(digits_run_again, tmp_path / "bundle"))
     assert again.version == runtime.version
-    a, b = runtime.score(digits_x, 8, seed=5), again.score(digits_x, 8, seed=5)
+    a, b = runtime.score(digits_x, runtime.noise(5, 8)), again.score(digits_x, again.noise(5, 8))
     np.testing.assert_array_equal(a.score, b.score)
     np.testing.assert_array_equal(runtime.sample(10, seed=1)[0], again.sample(10, seed=1)[0])
 
@@ -93,7 +94,7 @@ def test_same_seed_gives_the_same_graph_outputs(tmp_path, runtime, digits_x, dig
 def test_no_sampling_bundle_scores_recon_plus_penalty(tmp_path, digits_x, no_sampling_run):
     ablation = VAERuntime(export_run(no_sampling_run, tmp_path / "bundle"))
     assert ablation.manifest.sampling is False
-    scored = ablation.score(digits_x[:50], 4, seed=0)
+    scored = ablation.score(digits_x[:50], ablation.noise(0, 4))
     mu, logvar, z = ablation.graphs.encode(digits_x[:50], ablation.noise(0, 4, 0).rows(0, 50))
     assert np.all(logvar == 0) and np.array_equal(z, np.broadcast_to(mu, z.shape))
     np.testing.assert_allclose(scored.kl, 0.5 * (mu**2).sum(1), rtol=1e-5, atol=1e-6)

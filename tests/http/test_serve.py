@@ -62,7 +62,7 @@ def client(server):
 def test_every_endpoint_through_the_client(client, runtime, digits_x):
     x = digits_x[:50]
     scored = client.anomaly_score(x=x.tolist(), n_samples=16, seed=3, explain=True)
-    expected = runtime.score(x, 16, seed=3, explain=True)
+    expected = runtime.score(x, runtime.noise(3, 16), explain=True)
     assert scored["score"] == expected.score.tolist()
     assert scored["feature_nll"] == expected.feature_nll.tolist()
     assert scored["threshold"] == float(runtime.threshold)
@@ -82,7 +82,8 @@ def test_file_endpoint_through_the_client(client, runtime, digits_x, tmp_path):
     np.save(tmp_path / "rows.npy", digits_x[:2000])
     result = client.anomaly_score_file(file=tmp_path / "rows.npy", n_samples=4, seed=8)
     records = np.load(result)
-    np.testing.assert_array_equal(records["score"], runtime.score(digits_x[:2000], 4, 8).score)
+    expected = runtime.score(digits_x[:2000], runtime.noise(8, 4)).score
+    np.testing.assert_array_equal(records["score"], expected)
 
 
 def test_same_seed_same_bits_and_seedless_replay(client, digits_x):
@@ -110,7 +111,8 @@ def test_concurrent_requests_answer_as_if_alone(server, runtime, digits_x):
     with ThreadPoolExecutor(32) as pool:
         answers = list(pool.map(call, jobs))
     for (seed, start, size), answer in zip(jobs, answers):
-        assert answer == runtime.score(digits_x[start:start + size], 16, seed).score.tolist()
+        expected = runtime.score(digits_x[start:start + size], runtime.noise(seed, 16))
+        assert answer == expected.score.tolist()
     merged = {name: metric_value(server, name)
               for name in ("vae_merged_requests_sum", "vae_merged_requests_count")}
     # more requests than graph calls: some calls answered several requests at once
@@ -126,7 +128,7 @@ def metric_value(server, name: str) -> float:
 
 def test_custom_metrics(server, client, runtime, digits_x):
     x = np.concatenate([digits_x[:6], np.full((1, 64), 16.0, np.float32)])  # one odd row
-    flagged = int(runtime.score(x, 16, seed=0).is_anomaly.sum())
+    flagged = int(runtime.score(x, runtime.noise(0, 16)).is_anomaly.sum())
     assert flagged >= 1
     names = ('vae_rows_total{endpoint="anomaly_score"}', "vae_anomaly_score_count",
              'vae_anomalies_total{endpoint="anomaly_score"}')
@@ -195,7 +197,7 @@ def test_open_inference_protocol_with_tritonclient(server, runtime, digits_x):
                for name in ("score", "recon_nll", "kl", "percentile", "is_anomaly")]
     result = client.infer("vae", [tensor], outputs=outputs,
                           parameters={"n_samples": 16, "seed": 3})
-    expected = runtime.score(x, 16, seed=3)
+    expected = runtime.score(x, runtime.noise(3, 16))
     for name in ("score", "recon_nll", "kl", "percentile", "is_anomaly"):
         np.testing.assert_array_equal(result.as_numpy(name), getattr(expected, name), name)
     answer = result.get_response()

@@ -21,7 +21,7 @@ def run(coroutine):
 def test_direct_calls_match_the_runtime(service, runtime, digits_x):
     x = digits_x[:20]
     answer = run(service.anomaly_score(x.tolist(), n_samples=16, seed=7, explain=True))
-    expected = runtime.score(x, 16, seed=7, explain=True)
+    expected = runtime.score(x, runtime.noise(7, 16), explain=True)
     assert answer.score == expected.score.tolist()
     assert answer.percentile == expected.percentile.tolist()
     assert answer.is_anomaly == expected.is_anomaly.tolist()
@@ -226,7 +226,7 @@ def test_file_endpoint_gives_the_same_format_and_answers(http, runtime, digits_x
     assert response.status_code == 200, response.text
     assert response.headers["x-vae-seed"] == "5"
     scores = read_scores(response.content, suffix)
-    expected = runtime.score(x, 8, seed=5)
+    expected = runtime.score(x, runtime.noise(5, 8))
     assert list(scores) == ["row", "score", "recon_nll", "kl", "percentile", "is_anomaly",
                             "observed"]
     np.testing.assert_array_equal(scores["row"], np.arange(300))
@@ -261,7 +261,8 @@ def test_an_upload_over_the_row_limit_is_refused(http, runtime, tmp_path):
                          data={"n_samples": "64", "seed": "2"})
     assert response.status_code == 200
     np.testing.assert_array_equal(np.load(io.BytesIO(response.content))["score"],
-                                  runtime.score(np.zeros((1000, 64), np.float32), 64, 2).score)
+                                  runtime.score(np.zeros((1000, 64), np.float32),
+                                                runtime.noise(2, 64)).score)
 
 
 def test_bad_upload_width(http, tmp_path):
@@ -360,7 +361,7 @@ def test_null_cells_in_x_are_missing_cells_scored_as_nan_rows(http, runtime, dig
     rows[1][5] = rows[2][0] = rows[2][9] = None
     answer = http.post("/anomaly_score", json={"x": rows, "seed": 4}).json()
     x = np.asarray([[np.nan if v is None else v for v in row] for row in rows], np.float32)
-    expected = runtime.score(x, 16, seed=4)
+    expected = runtime.score(x, runtime.noise(4, 16))
     assert answer["score"] == expected.score.tolist() and answer["observed"] == [64, 63, 62]
     import json
     body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [3, 64],

@@ -64,7 +64,7 @@ def test_each_format_scores_like_the_runtime(tmp_path, runtime, digits_x, bundle
     source = write(tmp_path / f"in{suffix}", x if suffix == ".npy" else x[:, order],
                    names if suffix == ".npy" else [names[i] for i in order])
     out = score(tmp_path, source, f"out{suffix}", bundle_dir, chunk_rows=1000, n_samples=8)
-    expected = runtime.score(x, 8, seed=3)
+    expected = runtime.score(x, runtime.noise(3, 8))
     np.testing.assert_array_equal(out["row"], np.arange(len(x)))
     np.testing.assert_allclose(out["score"], expected.score, rtol=1e-6 if suffix == ".csv" else 0)
     np.testing.assert_array_equal(out["is_anomaly"], expected.is_anomaly)
@@ -81,7 +81,7 @@ def test_a_directory_of_parquet_files_with_passthrough_and_latent(tmp_path, runt
               {"id": [f"r{j}" for j in range(lo, hi)]})
     out = score(tmp_path, folder, "out.parquet", bundle_dir, chunk_rows=512, columns=["id"],
                 with_latent=True)
-    expected = runtime.score(x, 16, seed=3, with_latent=True)
+    expected = runtime.score(x, runtime.noise(3, 16), with_latent=True)
     np.testing.assert_array_equal(out["score"], expected.score)
     np.testing.assert_array_equal(out["mu_3"], expected.mu[:, 3])
     assert list(out["id"][:2]) == ["r0", "r1"] and out["id"][-1] == "r2499"
@@ -183,7 +183,8 @@ def test_changed_arguments_start_over(tmp_path, runtime, digits_x, bundle_dir):
     parts, _ = resume_or_start(job, runtime)
     parts.save(0, pa.table({"row": [0]}))  # a stale part of another job's arguments
     run_local(ScoreJob(input=source, model=str(bundle_dir), out=out, seed=2), progress=False)
-    np.testing.assert_array_equal(read(out)["score"], runtime.score(rows(digits_x), 16, 2).score)
+    expected = runtime.score(rows(digits_x), runtime.noise(2, 16)).score
+    np.testing.assert_array_equal(read(out)["score"], expected)
 
 
 def test_cli_summary_and_seed(tmp_path, runtime, digits_x, bundle_dir):
@@ -195,7 +196,8 @@ def test_cli_summary_and_seed(tmp_path, runtime, digits_x, bundle_dir):
     assert line.startswith("scored 500 rows, ") and "rows/s, seed " in line
     seed = int(line.split("seed ")[1].split()[0])
     np.testing.assert_allclose(read(tmp_path / "o.csv")["score"],
-                               runtime.score(rows(digits_x, 500), 16, seed).score, rtol=1e-6)
+                               runtime.score(rows(digits_x, 500), runtime.noise(seed, 16)).score,
+                               rtol=1e-6)
     bad = run_cli("score", str(source), "--model", str(tmp_path), "--out", str(tmp_path / "x.csv"))
     assert bad.returncode == 1 and bad.stderr.startswith("vae score: error: ")
     assert "has no manifest.json" in bad.stderr and bad.stderr.count("\n") == 1
@@ -275,7 +277,8 @@ def test_an_input_rewritten_in_place_restarts_the_job_and_says_why(tmp_path, run
     run_local(job, progress=False)
     assert "starting over: the saved parts were of another job (input_sha256 changed)" in \
         capsys.readouterr().err
-    np.testing.assert_array_equal(read(out)["score"], runtime.score(x[::-1], 16, 3).score)
+    expected = runtime.score(x[::-1], runtime.noise(3, 16)).score
+    np.testing.assert_array_equal(read(out)["score"], expected)
 
 
 @pytest.mark.parametrize("make_out,message", [

@@ -53,7 +53,7 @@ def test_an_unseen_level_is_scored_as_the_rare_levels_and_raises_the_score(mixed
     runtime = mixed["runtime"]
     usual = {"amount": 40.0, "merchant": "grocery", "hour": 12.0, "country": "FR"}
     rows = runtime.schema.from_records([usual, {**usual, "merchant": "spaceport"}])
-    scored = runtime.score(rows, 16, seed=0, explain=True)
+    scored = runtime.score(rows, runtime.noise(0, 16), explain=True)
     assert scored.score[1] > scored.score[0] + 1.0
     merchant = runtime.schema.names.index("merchant")
     rise = scored.feature_nll[1] - scored.feature_nll[0]
@@ -65,7 +65,7 @@ def test_missing_cells_leave_the_likelihood_and_each_answer_counts_them(mixed):
     rows = runtime.schema.from_records([
         {"amount": 40.0, "merchant": "grocery", "hour": 12.0, "country": "FR"},
         {"amount": 40.0, "merchant": None, "country": "FR"}])
-    scored = runtime.score(rows, 16, seed=0, explain=True)
+    scored = runtime.score(rows, runtime.noise(0, 16), explain=True)
     assert scored.observed.tolist() == [4, 2]
     assert scored.feature_nll[1, 1] == 0.0 and scored.feature_nll[1, 2] == 0.0
     with pytest.raises(ValueError, match=r"records\[0\] has no observed cell"):
@@ -81,7 +81,7 @@ def test_rows_with_missing_cells_score_alike_through_records_files_http_and_ray(
     import pyarrow.parquet as pq
     pq.write_table(pa_table, tmp_path / "new.parquet")
     records = json.loads(table.to_json(orient="records"))
-    expected = runtime.score(runtime.schema.from_records(records), 16, seed=5)
+    expected = runtime.score(runtime.schema.from_records(records), runtime.noise(5, 16))
 
     for name in ("new.csv", "new.parquet"):
         out = tmp_path / f"scores-{name}.parquet"
@@ -161,7 +161,7 @@ def test_calibration_holds_when_cells_are_blanked(mixed):
         blanked = x.copy()
         blanked[rng.random(x.shape) < share] = np.nan
         blanked = blanked[~np.isnan(blanked).all(axis=1)]
-        rate = runtime.score(blanked, 16, seed=0).is_anomaly.mean()
+        rate = runtime.score(blanked, runtime.noise(0, 16)).is_anomaly.mean()
         assert abs(rate - 0.05) <= 0.015, (share, rate)
 
 
@@ -174,7 +174,7 @@ def test_the_open_inference_protocol_takes_categories_as_bytes(mixed, tmp_path):
     runtime = mixed["runtime"]
     table = transactions(40, 5)
     records = json.loads(table.to_json(orient="records"))
-    expected = runtime.score(runtime.schema.from_records(records), 16, seed=3)
+    expected = runtime.score(runtime.schema.from_records(records), runtime.noise(3, 16))
     from tests.http.test_serve import start_server
     served = start_server(mixed["bundle"], tmp_path / "home", tmp_path / "serve.log")
     try:

@@ -50,7 +50,8 @@ def test_columns_are_matched_by_name(fitted, frame):
     with pytest.raises(ValueError, match="lacks 1 of the model's 30 feature columns"):
         fitted.decision_function(rows.drop(columns=["mean area"]))
     runtime = fitted.detector_.runtime
-    np.testing.assert_array_equal(runtime.score(rows[rows.columns[::-1]], 16, 0).score,
+    reordered = rows[rows.columns[::-1]]
+    np.testing.assert_array_equal(runtime.score(reordered, runtime.noise(0, 16)).score,
                                   expected)  # the runtime itself never goes by position
 
 
