@@ -68,7 +68,7 @@ def vae(*args: str) -> subprocess.CompletedProcess:
 
 
 @contextmanager
-def served(model: Path, env: dict | None = None, service: str = "serving.http.service:VAE",
+def served(model: Path, env: dict | None = None, service: str = "serving.http.app:VAE",
            process_out: list | None = None):
     """`bentoml serve SERVICE` on a free port with the given bundle; yields its URL (and, into
     process_out, the server's process)."""

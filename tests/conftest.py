@@ -96,19 +96,18 @@ SERVICE_ENV = {"VAE_MAX_ROWS": "500", "VAE_MAX_SAMPLE_N": "300",  # small limits
 
 
 @pytest.fixture(scope="session")
-def service_module(bundle_dir):
-    """serving.http.service on the test bundle, imported once, as `bentoml serve` does: it reads
-    its settings when imported, and its Prometheus metrics may be registered once a process."""
-    os.environ.update({"VAE_MODEL": str(bundle_dir), **SERVICE_ENV})
-    import serving.http.service
-    yield serving.http.service
-    for name in ("VAE_MODEL", *SERVICE_ENV):
-        os.environ.pop(name)
+def vae_service(bundle_dir):
+    """The `vae` BentoML service on the test bundle, built as `bentoml serve` builds it
+    (serving/http/app.py), from settings rather than the environment."""
+    from serving.http.assemble import build
+    from serving.http.settings import Settings
+
+    return build(Settings.from_env({"VAE_MODEL": str(bundle_dir), **SERVICE_ENV}))
 
 
 @pytest.fixture(scope="session")
-def service(service_module):
-    return service_module.VAE()
+def service(vae_service):
+    return vae_service()
 
 
 # -- a mixed table (issue 23): ids, a label column, categories, missing cells ----------------

@@ -24,7 +24,7 @@ def test_bentoml_build_packages_the_model_and_no_torch(digits_run, tmp_path):
     assert built.returncode == 0, built.stderr + built.stdout
     [bento] = (tmp_path / "home" / "bentos" / "vae").glob("*/bento.yaml")
     info = yaml.safe_load(bento.read_text())
-    assert info["service"] == "serving.http.service:VAE"
+    assert info["service"] == "serving.http.app:VAE"
     models = [m["tag"] for service in info["services"] for m in service["models"]]
     assert models == [f"vae:{version}"]
     requirements = (bento.parent / "env" / "python" / "requirements.txt").read_text().lower()

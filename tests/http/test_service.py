@@ -11,6 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from serving.http.service import DESCRIPTION
+
 
 def run(coroutine):
     return asyncio.run(coroutine)
@@ -61,10 +63,10 @@ def test_a_seedless_answer_replays_from_its_seed(service, digits_x):
 # -- every client mistake through the ASGI app ------------------------------------------------
 
 @pytest.fixture(scope="module")
-def http(service_module):
+def http(vae_service):
     from starlette.testclient import TestClient
 
-    with TestClient(service_module.VAE.to_asgi()) as client:
+    with TestClient(vae_service.to_asgi()) as client:
         yield client
 
 
@@ -150,10 +152,10 @@ def test_a_body_of_the_wrong_kind_is_named(http, path, content_type, message):
     assert http.post("/anomaly_score", json=GOOD).status_code == 200
 
 
-def test_the_docs_the_errors_point_to_exist(http, service_module):
+def test_the_docs_the_errors_point_to_exist(http):
     assert http.get("/").status_code == 200  # the OpenAPI page
     spec = http.get("/docs.json").json()
-    assert spec["info"]["description"] == service_module.DESCRIPTION
+    assert spec["info"]["description"] == DESCRIPTION
     for path in ("/anomaly_score", "/encode", "/decode", "/sample", "/reconstruct"):
         schema = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]
         properties = schema["schema"]["properties"]

@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import pytest
 
 from serving.http import settings
@@ -17,3 +21,18 @@ def test_onnxruntime_threads_share_the_containers_cpus(monkeypatch, cpus, worker
     """Unset, VAE_ORT_THREADS splits the container's whole CPUs among the workers."""
     monkeypatch.setattr(settings, "container_cpus", lambda: cpus)
     assert Settings.from_env({"VAE_WORKERS": str(workers)}).ort_threads == threads
+
+
+def test_importing_the_service_modules_only_defines(tmp_path):
+    """serving.http.service and .assemble define; only serving.http.app (what `bentoml serve`
+    imports) reads the environment, opens the bundle and adjusts BentoML."""
+    code = ("import serving.http.service, serving.http.assemble\n"
+            "from uvicorn.protocols.http import h11_impl\n"
+            "assert not getattr(h11_impl.H11Protocol.send_400_response, 'as_json', False)\n"
+            "import serving.http.app\n")
+    env = {**os.environ, "VAE_MODEL": str(tmp_path / "nothing-here")}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"vae-service: cannot serve {tmp_path / 'nothing-here'}")
