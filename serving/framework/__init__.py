@@ -7,11 +7,11 @@ bento.py, bodies.py, logs.py, server.py. Of ours, it imports only serving.core.
 - A bento's container has no model store: `packaged_model` finds the models it carries.
 - GET on a field-less POST endpoint (/metadata): `read_by_get` rewrites the request.
 - Unknown request fields are ignored: `forbid_unknown_fields`.
-- Every client mistake is logged as an ERROR traceback: `OneLineClientErrors`.
+- A client mistake is answered in BentoML's shapes (a list, a `detail` list, a 500 for an
+  unreadable body) and logged as an ERROR traceback: `client_errors_answered`.
 - Two servers on one BENTOML_HOME share (and wipe) one metrics directory:
   `metrics_directory_per_server`.
 - A service served from source is described by BentoML's boilerplate: `describe`.
-- An unparseable (multipart) body is answered 500: `unreadable_bodies_are_client_errors`.
 - Every unknown path becomes series of its own in /metrics: `unknown_paths_as_one_metric_label`.
 - uvicorn (under BentoML's workers) closes idle connections only after a response: one that
   never completes its headers stays open for ever: `header_timeout`.

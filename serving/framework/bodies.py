@@ -1,8 +1,12 @@
 """Requests as BentoML and uvicorn take them, made to answer client mistakes as client mistakes:
-GET on field-less endpoints, unknown fields refused, unreadable bodies and uvicorn's own 400s
-in the error shape, file fields that are uploads, and the API page's description."""
+GET on field-less endpoints, unknown fields refused, typed client errors answered with their
+status, unreadable bodies and uvicorn's own 400s in the error shape, file fields that are
+uploads, and the API page's description."""
 
 from pathlib import Path
+
+from serving.core.rows import printable
+from serving.framework.logs import log_refused
 
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -45,15 +49,22 @@ def describe(service, text: str) -> None:
                                                     "doc": property(lambda self: text)})
 
 
-def unreadable_bodies_are_client_errors() -> None:
-    """BentoML answers 500 when the body cannot be parsed: Starlette's own 400 for a multipart
-    body without a boundary, python-multipart's MultipartParseError for a malformed one. Both
-    are the client's: they become BentoML's BadInput, a 400 saying what was wrong. A body
-    whose client went away (or that serving.http.errors cut off as too large or too slow) is
-    logged by BentoML as an ERROR traceback; it is answered 400 instead, which the middleware
-    replaces with its 413 or 408, or which nobody hears."""
+def client_errors_answered(statuses: dict[type, int], describe_invalid) -> None:
+    """BentoML answers a client's mistake in shapes of its own (a 4xx BentoMLException as a
+    one-element list, a pydantic error as a title and a `detail` list, an unreadable body as
+    500) and logs each as an ERROR traceback. Here an API call answers them itself, as
+    KServe's errors.py does: each error type, raised where the fault is found, maps to one
+    status (`statuses`; a 4xx BentoMLException keeps its own), answered `{"error": message}`
+    and logged in one line. `describe_invalid(errors, path)` words a pydantic error's list.
+    Anything else is the server's fault: BentoML's 500, with its traceback.
+
+    An unparseable body (Starlette's 400 for a multipart body without a boundary,
+    python-multipart's MultipartParseError) is the client's too. A body whose client went
+    away (or that serving.http.errors cut off as too large or too slow) is answered 400,
+    which the middleware replaces with its 413 or 408, or which nobody hears."""
     from _bentoml_impl.server.app import ServiceAppFactory
-    from bentoml.exceptions import BadInput
+    from bentoml.exceptions import BentoMLException
+    from pydantic import ValidationError
     from python_multipart.exceptions import MultipartParseError
     from starlette.exceptions import HTTPException
     from starlette.requests import ClientDisconnect
@@ -63,18 +74,33 @@ def unreadable_bodies_are_client_errors() -> None:
     if getattr(original, "client_errors", False):
         return
 
+    def answer(request, status: int, message: str) -> JSONResponse:
+        log_refused(request.method, request.url.path, status, message)
+        return JSONResponse({"error": printable(message)}, status_code=status)
+
     async def api_endpoint(self, name, request):
         try:
             return await original(self, name, request)
+        except ValidationError as e:
+            errors = e.errors(include_url=False, include_context=False, include_input=False)
+            return answer(request, 400, describe_invalid(errors, request.url.path))
         except HTTPException as e:
-            if 400 <= e.status_code < 500:
-                raise BadInput(f"the body could not be read ({e.detail})") from None
-            raise
+            if not 400 <= e.status_code < 500:
+                raise
+            return answer(request, 400, f"the body could not be read ({e.detail})")
         except MultipartParseError as e:
-            raise BadInput(f"the multipart body could not be read ({e}); expected "
-                           f"multipart/form-data as curl -F file=@rows.parquet sends it") from None
+            return answer(request, 400, f"the multipart body could not be read ({e}); expected "
+                                        f"multipart/form-data as curl -F file=@rows.parquet "
+                                        f"sends it")
         except ClientDisconnect:
             return JSONResponse({"error": "the body was cut off"}, status_code=400)
+        except BentoMLException as e:
+            if not 400 <= e.error_code.value < 500:
+                raise
+            return answer(request, e.error_code.value, str(e))
+        except tuple(statuses) as e:
+            status = next(s for kind, s in statuses.items() if isinstance(e, kind))
+            return answer(request, status, str(e))
     api_endpoint.client_errors = True
     ServiceAppFactory.api_endpoint = api_endpoint
 

@@ -8,49 +8,14 @@ from pathlib import Path
 from serving.core.rows import printable
 
 
-class OneLineClientErrors(logging.Filter):
-    """BentoML logs every exception of an API, a client's 4xx included, as an ERROR with its
-    traceback (`log_exception`): fuzzing wrote 100 MB of log in minutes. A client mistake
-    becomes one INFO line, `POST /path -> 400: message`; server faults keep their traceback."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        status = _client_status(error)
-        if status is None:
-            return True
-        path, method = (record.args + (None, None))[:2] if isinstance(record.args, tuple) \
-            else (None, None)
-        message = printable(_first_error(error))
-        record.msg, record.args = "%s %s -> %d: %s", (method, path, status, message)
-        record.exc_info = record.exc_text = None
-        record.levelno, record.levelname = logging.INFO, "INFO"
-        return True
+LOG = logging.getLogger("bentoml.vae")  # under BentoML's logger, so its handlers write it
 
 
-def _client_status(error: BaseException | None) -> int | None:
-    from bentoml.exceptions import BentoMLException
-    from pydantic import ValidationError
-    if isinstance(error, ValidationError):
-        return 400
-    if isinstance(error, BentoMLException) and 400 <= error.error_code.value < 500:
-        return error.error_code.value
-    return None
-
-
-def _first_error(error: BaseException) -> str:
-    from pydantic import ValidationError
-    if isinstance(error, ValidationError):
-        first = error.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        return f"{where}: {first['msg']}"
-    return str(error)
-
-
-def quiet_client_errors() -> None:
-    """Install OneLineClientErrors on BentoML's API-error logger (once)."""
-    logger = logging.getLogger("bentoml._internal.server.http_app")
-    if not any(isinstance(f, OneLineClientErrors) for f in logger.filters):
-        logger.addFilter(OneLineClientErrors())
+def log_refused(method: str, path: str, status: int, message: str) -> None:
+    """A refused request (a client mistake, or 503 busy) as one INFO line,
+    `POST /path -> 400: message`, never a traceback (BentoML logs every exception of an API as
+    an ERROR with its traceback: fuzzing wrote 100 MB of log in minutes)."""
+    LOG.info("%s %s -> %d: %s", method, path, status, printable(message))
 
 
 def metrics_directory_per_server() -> None:

@@ -7,14 +7,13 @@ import bentoml
 
 from serving.core.bundle import Bundle, BundleError, load_bundle
 from serving.core.runtime import VAERuntime
-from serving.framework.bodies import (describe, forbid_unknown_fields, protocol_errors_as_json,
-                                      unreadable_bodies_are_client_errors, uploads_only)
-from serving.framework.logs import (metrics_directory_per_server, quiet_client_errors,
-                                    unknown_paths_as_one_metric_label)
+from serving.framework.bodies import (client_errors_answered, describe, forbid_unknown_fields,
+                                      protocol_errors_as_json, uploads_only)
+from serving.framework.logs import metrics_directory_per_server, unknown_paths_as_one_metric_label
 from serving.framework.server import (exit_when_the_bundle_is_gone, header_timeout,
                                       request_timers_cancelled)
 from serving.http import oip
-from serving.http.errors import JSONErrorMiddleware
+from serving.http.errors import STATUSES, JSONErrorMiddleware, validation_message
 from serving.http.guard import BodyGuard
 from serving.http.service import DESCRIPTION, service_class
 from serving.http.settings import Settings
@@ -54,8 +53,8 @@ def build(settings: Settings) -> bentoml.Service:
     # process-wide, each applied once whatever the number of builds
     metrics_directory_per_server()  # in `bentoml serve`'s main process, before the workers
     exit_when_the_bundle_is_gone(bundle.path)
-    quiet_client_errors()
-    unreadable_bodies_are_client_errors()
+    client_errors_answered(STATUSES, lambda errors, path: validation_message(errors,
+                                                                             fields.get(path)))
     uploads_only()
     protocol_errors_as_json()
     unknown_paths_as_one_metric_label(list(fields))

@@ -1,21 +1,22 @@
 """One error shape for every client mistake: HTTP 4xx with `{"error": "..."}` in one line.
 
-BentoML answers a pydantic validation failure with a generic title and a `detail` list, and a
-4xx BentoMLException with a one-element list; Starlette answers unknown routes in plain text.
-`JSONErrorMiddleware` rewrites each into `{"error": ...}` naming the field and the fault,
-refuses bodies over the configured size with 413 before they are read, and a body that has
-not arrived in time with 408.
+The API calls answer their own client errors (STATUSES, through
+serving.framework.bodies.client_errors_answered). `JSONErrorMiddleware` refuses bodies over
+the configured size with 413 before they are read, a body that has not arrived in time with
+408, and a wrong content type with 415; what Starlette answers in plain text (an unknown path,
+a wrong method) is sent in the same shape.
 """
 
 import asyncio
 import json
 import time
-import logging
 
-from serving.core.rows import printable
+from serving.core.rows import InputError, printable
 from serving.framework.bodies import JSON_HEADERS, read_by_get
+from serving.framework.logs import log_refused
 
-LOG = logging.getLogger("bentoml.vae")  # under BentoML's logger, so its handlers write it
+STATUSES = {InputError: 400}  # each error type raised at its source, and its one status
+DOCS = "the API page at / (its OpenAPI schema at /docs.json)"
 
 
 def _location(loc: list) -> str:
@@ -27,12 +28,29 @@ def _location(loc: list) -> str:
     return text or "request body"
 
 
-DOCS = "the API page at / (its OpenAPI schema at /docs.json)"
+def validation_message(errors: list[dict], fields: list[str] | None = None) -> str:
+    """A pydantic error list in one line; `fields` are the endpoint's request fields, named
+    when an unknown one is refused."""
+    messages = []
+    for error in errors[:3]:
+        if error.get("type") == "json_invalid":
+            messages.append(f"the body is not valid JSON ({error.get('msg')}); expected a "
+                            f"JSON object of the endpoint's fields (see {DOCS})")
+        elif error.get("type") == "extra_forbidden":
+            known = f"; expected only {', '.join(fields)}" if fields else ""
+            messages.append(f"{_location(error.get('loc', []))} is not a field of this "
+                            f"endpoint{known}")
+        elif error.get("type") == "missing":
+            messages.append(f"{_location(error.get('loc', []))} is required")
+        else:
+            messages.append(f"{_location(error.get('loc', []))}: {error.get('msg')}")
+    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+    return "; ".join(messages) + more
 
 
-def one_line_error(body: bytes, status: int, fields: list[str] | None = None) -> str:
-    """The message of a 4xx answer, whatever shape BentoML or Starlette gave it; `fields` are
-    the endpoint's request fields, named when an unknown one is refused."""
+def one_line_error(body: bytes, status: int) -> str:
+    """The message of a 4xx answer that no API call shaped: Starlette's plain text for an
+    unknown path or a wrong method, or a JSON body's `error`."""
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -45,28 +63,9 @@ def one_line_error(body: bytes, status: int, fields: list[str] | None = None) ->
         return text
     if isinstance(data, list) and len(data) == 1:
         data = data[0]
-    if not isinstance(data, dict):
-        return str(data)
-    details = data.get("detail")
-    if isinstance(details, list) and details:
-        messages = []
-        for error in details[:3]:
-            if error.get("type") == "json_invalid":
-                messages.append(f"the body is not valid JSON ({error.get('msg')}); expected a "
-                                f"JSON object of the endpoint's fields (see {DOCS})")
-            elif error.get("type") == "extra_forbidden":
-                known = f"; expected only {', '.join(fields)}" if fields else ""
-                messages.append(f"{_location(error.get('loc', []))} is not a field of this "
-                                f"endpoint{known}")
-            elif error.get("type") == "missing":
-                messages.append(f"{_location(error.get('loc', []))} is required")
-            else:
-                messages.append(f"{_location(error.get('loc', []))}: {error.get('msg')}")
-        more = f" (and {len(details) - 3} more)" if len(details) > 3 else ""
-        return "; ".join(messages) + more
-    if isinstance(data.get("detail"), str):
-        return data["detail"]
-    return str(data.get("error", data))
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        return data["error"]
+    return str(data)
 
 
 class BoundedBody:
@@ -105,8 +104,8 @@ class ErrorReshaper:
     """A send() that holds back each 4xx answer and sends it as `{"error": "..."}` instead;
     after a refused body it sends nothing (the middleware answers 413 or 408)."""
 
-    def __init__(self, send, body: BoundedBody, fields: list[str] | None):
-        self.send, self.body, self.fields = send, body, fields
+    def __init__(self, send, body: BoundedBody):
+        self.send, self.body = send, body
         self.started = False
         self.held: dict = {}
 
@@ -125,7 +124,7 @@ class ErrorReshaper:
                 kept = [(k, v) for k, v in start.get("headers", [])
                         if k.lower() not in (b"content-type", b"content-length")]
                 await send_error(self.send, start["status"],
-                                 one_line_error(self.held["body"], start["status"], self.fields),
+                                 one_line_error(self.held["body"], start["status"]),
                                  kept)
             return
         await self.send(message)
@@ -182,7 +181,7 @@ class JSONErrorMiddleware:
             if (problem := content_type_error(path, content_type)) is not None:
                 return await refuse(scope, send, 415, problem)
         body = BoundedBody(receive, limit, self.body_timeout)
-        answer = ErrorReshaper(send, body, self.fields.get(path))
+        answer = ErrorReshaper(send, body)
         await self.app(scope, body, answer)
         if body.exceeded and not answer.started:
             await refuse(scope, send, 413, too_large(f"over {limit}", limit))
@@ -191,8 +190,8 @@ class JSONErrorMiddleware:
 
 
 async def refuse(scope, send, status: int, message: str) -> None:
-    """Answer a request the middleware itself refuses, and log it as one INFO line."""
-    LOG.info("%s %s -> %d: %s", scope["method"], scope["path"], status, printable(message))
+    """Answer a request the middleware itself refuses, and log it in one line."""
+    log_refused(scope["method"], scope["path"], status, message)
     await send_error(send, status, message)
 
 

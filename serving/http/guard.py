@@ -12,6 +12,7 @@
 import asyncio
 import contextlib
 
+from serving.framework.logs import log_refused
 from serving.http.errors import refuse, send_error
 
 RETRY_AFTER = b"1"
@@ -96,10 +97,8 @@ def _replay(messages: list[dict], receive):
 
 
 async def _busy(scope, send, why: str) -> None:
-    from serving.http.errors import LOG
-    from serving.core.rows import printable
     message = f"the service is busy: {why}; retry after a second"
-    LOG.info("%s %s -> 503: %s", scope["method"], scope["path"], printable(message))
+    log_refused(scope["method"], scope["path"], 503, message)
     await send_error(send, 503, message, [(b"retry-after", RETRY_AFTER)])
 
 

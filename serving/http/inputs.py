@@ -1,6 +1,5 @@
-"""A request's rows as the model's matrix, and a client mistake as BentoML's 400."""
+"""A request's rows as the model's matrix."""
 
-import bentoml
 import numpy as np
 
 from serving.core.rows import InputError, check_rows
@@ -33,9 +32,3 @@ def request_rows(runtime: VAERuntime, max_rows: int, x, field: str = "x",
                          "categorical columns: send records, objects keyed by column name "
                          "(schema in /metadata)")
     return check_rows(x, width, field, max_rows, name, allow_missing=schema is not None)
-
-
-def invalid(error: InputError, file: str | None = None) -> bentoml.exceptions.InvalidArgument:
-    """A client mistake as BentoML's 400, its message naming an upload as 'the uploaded file'."""
-    message = str(error).replace(file, "the uploaded file") if file else str(error)
-    return bentoml.exceptions.InvalidArgument(message)

@@ -20,7 +20,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from serving.core.noise import DEFAULT_SAMPLES, MAX_SEED
-from serving.core.rows import InputError
+from serving.core.rows import InputError, printable
+from serving.framework.logs import log_refused
 
 OUTPUTS = {"score": "FP32", "recon_nll": "FP32", "kl": "FP32", "percentile": "FP32",
            "is_anomaly": "BOOL", "observed": "INT32"}
@@ -273,13 +274,12 @@ async def infer(request: Request) -> JSONResponse:
 
 async def _protocol_error(request: Request, error: Exception) -> JSONResponse:
     status = error.status if isinstance(error, ProtocolError) else 400
-    return JSONResponse({"error": str(error)}, status_code=status)
+    log_refused(request.method, request.url.path, status, str(error))
+    return JSONResponse({"error": printable(str(error))}, status_code=status)
 
 
 def _client_errors() -> dict:
-    from bentoml.exceptions import InvalidArgument
-    return {ProtocolError: _protocol_error, InputError: _protocol_error,
-            InvalidArgument: _protocol_error}
+    return {ProtocolError: _protocol_error, InputError: _protocol_error}
 
 
 app = Starlette(routes=[

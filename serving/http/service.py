@@ -24,7 +24,7 @@ from serving.http.api_models import (DecodeAnswer, EncodeAnswer, Explain, Impute
                                      ReconstructAnswer, RequestTypes, SampleAnswer, ScoreAnswer,
                                      Seed, Temperature)
 from serving.http.guard import Budget
-from serving.http.inputs import invalid, request_rows
+from serving.http.inputs import request_rows
 from serving.http.merger import Job, Merger
 from serving.http.metrics import count
 from serving.http.uploads import score_upload
@@ -33,7 +33,6 @@ from serving.core.bundle import Bundle
 from serving.core.runtime import VAERuntime, saturate
 from serving.store import is_model_tag
 from serving.tables.sources import file_columns, open_source
-from serving.framework.logs import quiet_client_errors
 
 DESCRIPTION = """A variational autoencoder served on onnxruntime: anomaly scores (an
 importance-weighted −log p(x) with its reconstruction and KL terms, a percentile among
@@ -57,7 +56,6 @@ def service_class(settings: Settings, bundle: Bundle) -> type:
         anomaly scores, reproducible from the returned seed."""
 
         def __init__(self) -> None:
-            quiet_client_errors()  # in the worker, after BentoML has set up its logging
             self.settings = settings
             self.runtime = VAERuntime(bundle, settings.ort_threads)  # verified by assemble
             self.runtime.warm_up()
@@ -89,10 +87,7 @@ def service_class(settings: Settings, bundle: Bundle) -> type:
         # -- checks shared by the endpoints ---------------------------------------------------
 
         def _rows(self, x, field: str = "x", records=None) -> np.ndarray:
-            try:
-                return request_rows(self.runtime, settings.max_rows, x, field, records)
-            except InputError as e:
-                raise invalid(e) from None
+            return request_rows(self.runtime, settings.max_rows, x, field, records)
 
         def _noise(self, seed: int | None, rows: int, n_samples: int) -> tuple[int, np.ndarray]:
             self._bound(rows, n_samples)
@@ -103,10 +98,10 @@ def service_class(settings: Settings, bundle: Bundle) -> type:
             """rows × n_samples within VAE_MAX_ROW_SAMPLES: the noise, the graph work and the
             answer of a request grow with it."""
             if rows * max(1, n_samples) > settings.max_row_samples:
-                raise invalid(InputError(
+                raise InputError(
                     f"{rows} rows × n_samples {n_samples} is {rows * n_samples} row-samples; at "
                     f"most {settings.max_row_samples} are accepted per request (send fewer rows "
-                    f"or samples, or use the file endpoint or `vae score`)"))
+                    f"or samples, or use the file endpoint or `vae score`)")
 
         async def score_request(self, x, n_samples: int, seed: int | None, endpoint: str,
                                 explain: bool = False,
@@ -145,8 +140,8 @@ def service_class(settings: Settings, bundle: Bundle) -> type:
             far = np.argwhere(np.abs(codes) > MAX_CODE)
             if len(far):
                 r, c = far[0]
-                raise invalid(InputError(f"z[{r}][{c}] is {float(codes[r, c]):g}; expected codes "
-                                         f"within ±{MAX_CODE:g} (the prior is N(0, I))"))
+                raise InputError(f"z[{r}][{c}] is {float(codes[r, c]):g}; expected codes "
+                                 f"within ±{MAX_CODE:g} (the prior is N(0, I))")
             decoded = await self._on_graph_thread(self.runtime.graphs.decode, codes)
             x_mean, x_logvar = saturate(decoded[0]), saturate(decoded[1])
             self._count("decode", len(codes))
@@ -246,7 +241,7 @@ def service_class(settings: Settings, bundle: Bundle) -> type:
             except BaseException as e:
                 os.unlink(out)
                 if isinstance(e, InputError):
-                    raise invalid(e, str(file)) from None
+                    raise InputError(str(e).replace(str(file), "the uploaded file")) from None
                 raise
             return FileResponse(out, media_type=MEDIA_TYPES[source.kind],
                                 filename=f"scores{source.kind}",
