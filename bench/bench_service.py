@@ -6,7 +6,8 @@ Serves, at once, this service and bench/floor_service.py (the smallest BentoML a
 two graphs), both with one worker and one onnxruntime thread, and drives each with `wrk` (a C
 load generator in its own process) with the same JSON body: /anomaly_score at n_samples 16 for
 1, 100 and 1000 rows per request at concurrency 1, 8 and 32 (rows/s, p50, p99, the ratio to
-the floor). Then 2 × 50,000 one-row requests at concurrency 64, with each worker's RSS before,
+the floor). Then the service's merger against BentoML's adaptive batching (`batchable=True`,
+on the floor's graphs) at 1 and 100 rows per request. Then 2 × 50,000 one-row requests at concurrency 64, with each worker's RSS before,
 after the first run and after the second; the file endpoint and the batch job against the
 in-process runtime; and this service with VAE_WORKERS=2. p99 is reported, not targeted: this
 shared machine shows ~100 ms stalls even for the floor. Figures go to bench/results/service.json.
@@ -41,6 +42,26 @@ TARGETS = {"1 row, c1, p50": (1.3, (1, 1), "p50_ms"),
 
 def body(x: np.ndarray, rows: int) -> bytes:
     return json.dumps({"x": x[:rows].tolist(), "n_samples": K, "seed": 1}).encode()
+
+
+def merger_vs_batching(ours: str, floor: str, x: np.ndarray, seconds: float) -> dict:
+    """/anomaly_score with the service's merger, the floor without merging, and the floor
+    behind BentoML's adaptive batching, on the same rows."""
+    figures = {}
+    print(f"  {'rows':>5} {'conc':>4} | {'merger rows/s':>13} {'p50':>6} {'p99':>6} | "
+          f"{'none rows/s':>11} {'p50':>6} {'p99':>6} | {'batchable rows/s':>16} {'p50':>6} "
+          f"{'p99':>6}")
+    for rows, connections in ((1, 1), (1, 8), (1, 32), (100, 8)):
+        batched = json.dumps({"x": x[:rows].tolist()}).encode()
+        runs = {"merger": wrk(f"{ours}/anomaly_score", body(x, rows), connections, seconds),
+                "none": wrk(f"{floor}/anomaly_score", body(x, rows), connections, seconds),
+                "batchable": wrk(f"{floor}/anomaly_score_batched", batched, connections,
+                                 seconds)}
+        figures[f"{rows}x{connections}"] = runs
+        print(f"  {rows:>5} {connections:>4} | " + " | ".join(
+            f"{r['requests_per_s'] * rows:>{w}.0f} {r['p50_ms']:>6.2f} {r['p99_ms']:>6.1f}"
+            for r, w in zip(runs.values(), (13, 11, 16))))
+    return figures
 
 
 def worker_rss(process) -> float:
@@ -124,6 +145,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="per wrk measurement")
     parser.add_argument("--sustained", type=int, default=50_000, help="requests per RSS run")
     parser.add_argument("--file-rows", type=int, default=50_000)
+    parser.add_argument("--merging-only", action="store_true",
+                        help="only the merger against BentoML's adaptive batching")
     args = parser.parse_args()
     if not wrk_available():
         sys.exit("bench_service needs wrk: apt-get install wrk")
@@ -140,6 +163,12 @@ def main() -> None:
         rss_start = {"ours": worker_rss(ours_process[0]), "floor": worker_rss(floor_process[0])}
         print("/anomaly_score, this service vs the floor (ms; rows/s)")
         results["pairs"] = side_by_side(ours, floor, x, args.seconds)
+        print("\nmerging concurrent requests: the service's merger, none (the floor), "
+              "BentoML's batchable=True (the floor's graphs)")
+        results["merging"] = merger_vs_batching(ours, floor, x, args.seconds)
+        if args.merging_only:
+            (RESULTS / "merging.json").write_text(json.dumps(results["merging"], indent=1))
+            return
         print(f"\n2 x {args.sustained} one-row requests at concurrency 64: worker RSS (MB)")
         results["memory"] = {}
         for name, url, process in (("ours", ours, ours_process[0]),

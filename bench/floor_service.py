@@ -3,6 +3,8 @@
 One service, the sessions in-process (one onnxruntime thread), no validation, no merging, no
 dependency, numpy noise; it answers one number per row. bench/bench_service.py serves it
 beside the real service, so the ratios measure what our code adds to BentoML's own cost.
+`anomaly_score_batched` is the same graphs behind BentoML's adaptive batching
+(`batchable=True`), against which bench_service measures the service's own merger.
 
     VAE_MODEL=bundles/digits bentoml serve bench.floor_service:Floor
 """
@@ -37,3 +39,14 @@ class Floor:
         _, _, z = self.encoder.run(None, {"x": rows, "eps": eps})
         x_mean, _ = self.decoder.run(None, {"z": z.reshape(-1, self.latent_dim)})
         return {"score": x_mean.reshape(n_samples, len(rows), -1).mean(axis=(0, 2)).tolist()}
+
+    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=4096, max_latency_ms=1000)
+    def anomaly_score_batched(self, x: np.ndarray) -> np.ndarray:
+        """K = 16, the noise of the merged batch (a row's answer depends on its batch-mates:
+        per-request n_samples and seeds cannot ride along a batchable API)."""
+        rows = np.ascontiguousarray(x, dtype=np.float32)
+        eps = np.random.default_rng(0).standard_normal((16, len(rows), self.latent_dim),
+                                                       dtype=np.float32)
+        _, _, z = self.encoder.run(None, {"x": rows, "eps": eps})
+        x_mean, _ = self.decoder.run(None, {"z": z.reshape(-1, self.latent_dim)})
+        return x_mean.reshape(16, len(rows), -1).mean(axis=(0, 2))

@@ -4,6 +4,14 @@ A request that arrives while a graph call runs waits for the next one, together 
 other request that arrived meanwhile; when the service is idle a request runs at once, with no
 added wait. Each request brings its own noise, drawn by the contract's rule before merging, and
 onnxruntime's answer for a row does not depend on its batch-mates: merging never changes bits.
+
+Why not BentoML's adaptive batching (`@bentoml.api(batchable=True)`): a batchable API batches
+one input along its first axis, so a request's n_samples, seed and explain cannot ride along
+(each request's noise and K differ), and it waits up to its latency budget for batch-mates.
+Measured side by side (bench/bench_service.py, "merging"; one worker, K = 16, digits): one-row
+requests at concurrency 32 ran 804 rows/s with this merger (p50 35 ms, p99 110 ms), 610 with
+batchable=True on the bare graphs (p50 39 ms, p99 635 ms), 437 with no merging; at
+concurrency 1 all three were within 15% (p50 1.5-1.9 ms).
 """
 
 import asyncio
