@@ -18,14 +18,13 @@ def request_rows(runtime: VAERuntime, max_rows: int, x, field: str = "x",
         raise InputError("give either x (rows of numbers) or records (objects keyed by column "
                          "name); expected exactly one of them")
     if records is not None:
-        if schema is None:
-            raise InputError("records needs a model with a column schema; this model was made "
-                             "before them: send x")
-        if len(records) > max_rows:
+        if not records:
+            raise InputError("records is empty; expected at least one object keyed by column "
+                             "name")
+        if len(records) > max_rows:  # before any conversion
             raise InputError(f"records has {len(records)} rows; at most {max_rows} are "
                              f"accepted per request")
-        return check_rows(schema.from_records(records), width, "records", None, name,
-                          allow_missing=True)
+        return runtime.check(records, "records")
     if schema is not None and not schema.all_numeric and \
             not isinstance(x, np.ndarray):  # an array: the matrix, converted already (OIP)
         raise InputError("x is for models whose columns are all numeric; this one has "

@@ -110,6 +110,8 @@ BAD_REQUESTS = [
      "temp is not a field of this endpoint; expected only n, seed, temperature"),
     ("/sample", {"n": 301}, 400, "n: Input should be less than or equal to 300"),
     ("/sample", {"n": 0}, 400, "n: Input should be greater than or equal to 1"),
+    ("/anomaly_score", {"records": []}, 400, "records is empty; expected at least one object"),
+    ("/anomaly_score", {"records": [{"pixel_0": "a"}]}, 400, "records[0]"),
     ("/sample", {"n": 2, "temperature": -1}, 400, "temperature: Input should be greater than"),
     ("/anomaly_score", {"x": [ROW] * 500, "n_samples": 17}, 400,
      "500 rows × n_samples 17 is 8500 row-samples; at most 8192 are accepted per request"),
