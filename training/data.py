@@ -70,9 +70,15 @@ def table_dataset(data, label_column: str | None = None, normal_value: str | Non
 def load_dataset(source: str, label_column: str | None = None, normal_value: str | None = None,
                  numeric=(), categorical=(), ignore=()) -> Dataset:
     """`digits`, `breast-cancer`, `wine`, `iris`, or a path to a .csv, .parquet or .npy file
-    (which may have a label column saying which rows are normal). A file's columns are
+    or a directory of .parquet files (which may have a label column saying which rows are
+    normal; a table over training.stream.STREAM_ROWS rows is streamed instead). A file's columns are
     decided by serving.tables.infer, with the flags' overrides; every row must have an
     observed cell."""
+    if Path(source).is_dir():  # a directory of .parquet files, small enough to read whole
+        data = _file_table(_parquet_directory(Path(source)), source, label_column, normal_value,
+                           numeric, categorical, ignore)
+        _check_cells(data)
+        return data
     if source in EMBEDDED or not Path(source).suffix:
         if label_column is not None:
             raise InputError(f"--label-column needs a .csv, .parquet or .npy file as --data, "
@@ -100,6 +106,18 @@ def load_dataset(source: str, label_column: str | None = None, normal_value: str
         data = _file(path, suffix, label_column, normal_value, numeric, categorical, ignore)
     _check_cells(data)
     return data
+
+
+def _parquet_directory(path: Path) -> pa.Table:
+    files = sorted(path.glob("*.parquet"))
+    if not files:
+        raise InputError(f"{path} is a directory without .parquet files; expected a directory "
+                         f"of .parquet files or one .csv, .parquet or .npy file")
+    tables = [read_arrow(f, ".parquet") for f in files]
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except pa.ArrowInvalid as e:
+        raise InputError(f"{path}: its .parquet files do not share their columns ({e})") from None
 
 
 def _file(path: Path, suffix: str, label_column: str | None, normal_value: str | None,

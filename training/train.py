@@ -26,6 +26,7 @@ from training.data import (Dataset, Split, fit_normalization, in_memory, load_da
 from training.model import VAE, Layout
 from training.objective import StepGuard, WeightAverage, kl_weight, trimmed_mean
 from training.sizing import choose_sizes, choose_threads, trim_share
+from training.stream import epoch_batches, open_streamed, read_validation_and_stats
 
 CHECKPOINT = "checkpoint.pt"  # the state to resume from, rewritten after an epoch
 # At most this often: a save takes about 10 ms, a fifth of a digits epoch. A resumed run redoes
@@ -96,11 +97,25 @@ def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: 
          threads: int | None, rows=None, explain: bool = True) -> dict:
     options = (config.label_column, config.normal_value, config.numeric, config.categorical,
                config.ignore)
-    data = load_dataset(config.data, *options) if rows is None else table_dataset(rows, *options)
+    streamed = None if rows is not None else \
+        open_streamed(config.data, config.seed, config.val_fraction, *options)
+    if streamed is not None:  # too large to read whole (training.stream)
+        x_val = read_validation_and_stats(streamed)
+        data = Dataset(config.data, x_val, streamed.schema.names, schema=streamed.schema,
+                       notes=streamed.notes)
+        split = Split(np.zeros(0, np.int64), np.arange(len(x_val)), np.zeros(0, np.int64))
+        n_train, (mean, std), missing = streamed.n_train, (streamed.stats["mean"],
+                                                          streamed.stats["std"]), \
+            streamed.stats["missing"]
+    else:
+        data = load_dataset(config.data, *options) if rows is None else \
+            table_dataset(rows, *options)
+        split = split_dataset(data, config.val_fraction, config.seed)
+        n_train, missing = len(split.train), bool(np.isnan(data.x).any())
+        mean, std = fit_normalization(data.x[split.train], data.schema)
     for line in data.notes if explain else ():
         print(f"vae train: {line}", file=sys.stderr, flush=True)
-    split = split_dataset(data, config.val_fraction, config.seed)
-    config, chosen = choose_sizes(config, len(split.train), data.x.shape[1])  # resumed: as saved
+    config, chosen = choose_sizes(config, n_train, data.x.shape[1])  # resumed: as saved
     # Set, not left to torch: its default (every core) is many times slower for small models
     # on a busy machine.
     threads = threads or choose_threads(config)
@@ -108,12 +123,23 @@ def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: 
     chosen += f"; {threads} torch thread{'s' if threads > 1 else ''}"
     if progress:
         print(chosen, file=sys.stderr, flush=True)
-    x_train, x_val = torch.from_numpy(data.x[split.train]), torch.from_numpy(data.x[split.val])
-    mean, std = fit_normalization(data.x[split.train], data.schema)
+    x_val = torch.from_numpy(data.x[split.val])
+    if streamed is not None:
+        def batches(generator, epoch):
+            for batch in epoch_batches(streamed, config.seed, epoch,
+                                       config.epoch_rows or n_train, config.batch_size):
+                yield torch.from_numpy(batch)
+    else:
+        x_train = torch.from_numpy(data.x[split.train])
+
+        def batches(generator, epoch):
+            order = torch.randperm(len(x_train), generator=generator)
+            for start in range(0, min(config.epoch_rows or n_train, n_train), config.batch_size):
+                yield x_train[order[start:start + config.batch_size]]
 
     torch.manual_seed(config.seed)
     model = VAE(data.x.shape[1], config, torch.from_numpy(mean), torch.from_numpy(std),
-                Layout.from_schema(data.schema, mask=bool(np.isnan(data.x).any())))
+                Layout.from_schema(data.schema, mask=missing))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
                                   weight_decay=config.weight_decay, fused=True)
     # what validation, early stopping and the saved model see: the averaged weights, or the last
@@ -147,8 +173,8 @@ def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: 
         if epoch - state["best_epoch"] >= config.patience and state["best_epoch"] > 0:
             break  # early stopping: no better validation loss for `patience` epochs
         epoch_started = time.perf_counter()
-        train_loss = _train_epoch(model, optimizer, average, x_train, config, epoch, guard)
-        rows_per_s = min(config.epoch_rows or len(x_train), len(x_train)) / max(
+        train_loss = _train_epoch(model, optimizer, average, batches, config, epoch, guard)
+        rows_per_s = min(config.epoch_rows or n_train, n_train) / max(
             time.perf_counter() - epoch_started, 1e-9)
         with torch.no_grad():
             val = evaluated.loss(x_val, val_eps)  # beta = 1: the negative ELBO
@@ -176,21 +202,19 @@ def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: 
                         clipped=guard.clipped, rows_s=f"{rows_per_s:.0f}")
     bar.close()
     save()  # the state the run ended in (after early stopping too)
-    metrics = _finish(model, config, data, state, x_val, split, run_dir,
+    metrics = _finish(model, config, data, state, x_val, split, n_train, run_dir,
                       time.perf_counter() - started)
     return {**metrics, "chosen": chosen}
 
 
 def _train_epoch(model: VAE, optimizer: torch.optim.Optimizer, average: WeightAverage | None,
-                 x_train: torch.Tensor, config: TrainConfig, epoch: int,
-                 guard: StepGuard) -> float:
-    """One epoch; the mean loss of the batches stepped on (a skipped batch is left out)."""
+                 batches, config: TrainConfig, epoch: int, guard: StepGuard) -> float:
+    """One epoch over batches(generator, epoch); the mean loss of the batches stepped on (a
+    skipped batch is left out)."""
     generator = epoch_generator(config.seed, epoch)
-    order = torch.randperm(len(x_train), generator=generator)
     beta, total, rows = kl_weight(config, epoch), 0.0, 0
     share = trim_share(config)
-    for start in range(0, min(config.epoch_rows or len(x_train), len(x_train)), config.batch_size):
-        x = x_train[order[start:start + config.batch_size]]
+    for x in batches(generator, epoch):
         eps = torch.randn(1, len(x), config.latent_dim, generator=generator)  # (K=1, B, D)
         loss = trimmed_mean(model.loss(x, eps, beta).loss, share, config.outlying)
         if not guard.admit(loss):
@@ -207,12 +231,12 @@ def _train_epoch(model: VAE, optimizer: torch.optim.Optimizer, average: WeightAv
 
 
 def _finish(model: VAE, config: TrainConfig, data: Dataset, state: dict, x_val: torch.Tensor,
-            split: Split, run_dir: Path, seconds: float) -> dict:
+            split: Split, n_train: int, run_dir: Path, seconds: float) -> dict:
     model.load_state_dict(state["best_state"])
     model.eval()
     best = state["history"][state["best_epoch"] - 1]
     metrics = {
-        "dataset": data.name, "train_rows": len(split.train), "val_rows": len(split.val),
+        "dataset": data.name, "train_rows": n_train, "val_rows": len(split.val),
         "epochs": state["epoch"], "best_epoch": state["best_epoch"],
         "train_loss": best["train_loss"], "val_loss": best["val_loss"],
         "seconds": round(seconds, 2), "history": state["history"],

@@ -83,8 +83,8 @@ def parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a VAE into RUN_DIR")
     train.add_argument("--data", default="digits",
-                       help="digits (default), breast-cancer, wine, iris, or a "
-                            ".csv/.parquet/.npy file")
+                       help="digits (default), breast-cancer, wine, iris, a .csv/.parquet/.npy "
+                            "file or a directory of .parquet files (over 1M rows: streamed)")
     train.add_argument("--label-column", metavar="COL",
                        help="the file's label column: train on the normal rows only and keep "
                             "the others (and a share of the normal ones) for `vae evaluate`")
