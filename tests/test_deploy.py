@@ -18,9 +18,12 @@ def documents() -> dict[str, dict]:
     return {p.name: yaml.safe_load(p.read_text()) for p in sorted(DEPLOY.glob("*.yaml"))}
 
 
+RAYJOBS = {"rayjob.yaml": "score", "rayjob-train.yaml": "train"}  # KubeRay's: no schema here
+
+
 @pytest.mark.parametrize("version", VERSIONS)
-@pytest.mark.parametrize("name", [n for n in documents() if n not in
-                                  ("kustomization.yaml", "rayjob.yaml")])
+@pytest.mark.parametrize("name", [n for n in documents() if n != "kustomization.yaml"
+                                  and n not in RAYJOBS])
 def test_manifests_validate_strictly(name, version):
     kubernetes_validate.validate(documents()[name], version, strict=True)
 
@@ -45,10 +48,11 @@ def test_kustomize_builds_every_manifest():
                            if n != "kustomization.yaml")
 
 
-def test_rayjob_runs_the_ray_the_project_installs():
+@pytest.mark.parametrize("name", RAYJOBS)
+def test_rayjob_runs_the_ray_the_project_installs(name):
     import ray
 
-    cluster = documents()["rayjob.yaml"]["spec"]["rayClusterSpec"]
+    cluster = documents()[name]["spec"]["rayClusterSpec"]
     assert cluster["rayVersion"] == ray.__version__
     pods = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in
                                                      cluster["workerGroupSpecs"]]
@@ -56,13 +60,14 @@ def test_rayjob_runs_the_ray_the_project_installs():
         assert pod["spec"]["containers"][0]["image"].startswith(f"rayproject/ray:{ray.__version__}")
 
 
-def test_rayjob_structure():
-    job = documents()["rayjob.yaml"]
+@pytest.mark.parametrize("name", RAYJOBS)
+def test_rayjob_structure(name):
+    job = documents()[name]
     assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob"
     spec = job["spec"]
-    command = spec["entrypoint"].split()
-    args = parser().parse_args(command[command.index("vae_service.cli") + 1:])
-    assert args.command == "score" and args.engine == "ray"
+    first = spec["entrypoint"].split("&&")[0].split()
+    args = parser().parse_args(first[first.index("vae_service.cli") + 1:])
+    assert args.command == RAYJOBS[name] and args.engine == "ray"
     cluster = spec["rayClusterSpec"]
     pods = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in
                                                      cluster["workerGroupSpecs"]]

@@ -13,7 +13,8 @@ AUTO = "auto"
 class TrainConfig:
     data: str = "digits"  # digits | breast-cancer | wine | iris | a .csv, .parquet or .npy path
     label_column: str | None = None  # a file's label column: train on its normal rows only
-    normal_value: str | None = None  # the label of the normal rows (serving.tables.labels' default: 0)
+    # the label of the normal rows (serving.tables.labels' default: 0)
+    normal_value: str | None = None
     # Overrides of what serving.tables.infer decides each column of a file is
     numeric: tuple[str, ...] = ()
     categorical: tuple[str, ...] = ()

@@ -8,9 +8,10 @@ The reparameterization noise `eps` is an argument, never drawn inside `forward`.
 A model with a column layout (every model since the column schema) takes the schema's matrix
 (serving.core.schema): NaN marks a missing cell, a categorical cell holds its level's index. The
 encoder sees the observed cells (numeric standardized, categorical one-hot, missing as zeros)
-and, if training had missing cells, the mask; the likelihood is over the observed cells only, so that the importance-weighted
-score estimates log p(x_obs) (MIWAE, Mattei & Frellsen 2019, arXiv:1812.02633). A model
-without a layout (runs made before) is all numeric and takes complete rows.
+and, if training had missing cells, the mask; the likelihood is over the observed cells only,
+so that the importance-weighted score estimates log p(x_obs) (MIWAE, Mattei & Frellsen 2019,
+arXiv:1812.02633). A model without a layout (runs made before) is all numeric and takes
+complete rows.
 """
 
 from dataclasses import dataclass, field

@@ -118,7 +118,7 @@ def _read_group(part: Part, columns: list[str] | None = None) -> pa.Table:
         raise arrow_error(part.path, ".parquet", e) from None
 
 
-def _matrices(table: StreamedTable, part: Part, skip: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+def matrices(table: StreamedTable, part: Part, skip: int = 0) -> Iterator[tuple[int, np.ndarray]]:
     """(row number of the first row, the model's matrix) of a row group's rows from `skip` on,
     READ_ROWS at a time. pre_buffer off: pyarrow would keep every row group read alive."""
     from pyarrow import parquet
@@ -136,7 +136,7 @@ def _matrices(table: StreamedTable, part: Part, skip: int = 0) -> Iterator[tuple
         raise arrow_error(part.path, ".parquet", e) from None
 
 
-def _training_rows(table: StreamedTable, first: int, x: np.ndarray) -> np.ndarray:
+def training_rows(table: StreamedTable, first: int, x: np.ndarray) -> np.ndarray:
     """The rows of x (numbered first, first+1, ...) that are not validation rows."""
     lo, hi = np.searchsorted(table.val_index, [first, first + len(x)])
     if lo == hi:
@@ -154,10 +154,10 @@ def read_validation_and_stats(table: StreamedTable) -> np.ndarray:
     count, mean, m2 = np.zeros(width), np.zeros(width), np.zeros(width)
     val, missing = [], False
     for part in table.parts:
-        for first, x in _matrices(table, part):
+        for first, x in matrices(table, part):
             lo, hi = np.searchsorted(table.val_index, [first, first + len(x)])
             val.append(x[table.val_index[lo:hi] - first])
-            rows = _training_rows(table, first, x)
+            rows = training_rows(table, first, x)
             observed = ~np.isnan(rows)
             missing = missing or not observed.all()
             n = observed.sum(axis=0)
@@ -221,7 +221,7 @@ def _chunks(table: StreamedTable, seed: int, pass_: int, offset: int) -> Iterato
             if offset >= part.rows:
                 offset -= part.rows
                 continue
-            for first, x in _matrices(table, part, offset):
-                yield _training_rows(table, first, x)
+            for first, x in matrices(table, part, offset):
+                yield training_rows(table, first, x)
             offset = 0
         pass_ += 1

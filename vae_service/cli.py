@@ -5,73 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-
-def _hidden(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(s) for s in text.split(","))
-    except ValueError:
-        sizes = ()
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a list of layer widths; "
-                                         f"expected positive integers such as 256,256")
-    return sizes
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(name for name in text.split(",") if name)
-
-
-def _natural(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number ≥ 0")
-    return int(text)
-
-
-def _seed(text: str) -> int:
-    """A seed in the one range every surface takes (the service's: 0 to 2**63 - 1)."""
-    from serving.core.noise import MAX_SEED
-    if not text.isdigit() or int(text) > MAX_SEED:
-        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a seed from 0 to 2**63 - 1")
-    return int(text)
-
-
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return int(text)
-
-
-def _float(text: str) -> float:
-    """The number text spells, or NaN, which every range check below refuses."""
-    try:
-        return float(text)
-    except ValueError:
-        return float("nan")
-
-
-def _weight(text: str) -> float:
-    value = _float(text)
-    if not 0.0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number ≥ 0")
-    return value
-
-
-def _decay(text: str) -> float:
-    value = _float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a decay in [0, 1) (0 keeps the last "
-                                         f"weights)")
-    return value
-
-
-def _contamination(text: str) -> float | str:
-    if text == "auto":
-        return text
-    share = _float(text)
-    if not 0.0 <= share < 0.5:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither auto nor a fraction in [0, 0.5) "
-                                         f"(the share of anomalies expected in the rows)")
-    return share
+from vae_service.arguments import (column_names, contamination, decay, finite_weight,
+                                   layer_widths, positive, seed_number, whole_number)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -93,34 +28,39 @@ def parser() -> argparse.ArgumentParser:
     # unset sizes are chosen from the table's shape (training/sizing.py; docs/training.md)
     for kind, what in (("numeric", "numeric"), ("categorical", "categorical"),
                        ("ignore", "left out (ignored)")):
-        train.add_argument(f"--{kind}", type=_names, default=(), metavar="COL[,COL]",
+        train.add_argument(f"--{kind}", type=column_names, default=(), metavar="COL[,COL]",
                            help=f"columns to take as {what}, whatever vae train decides")
-    train.add_argument("--epochs", type=_positive, help="at most this many epochs")
-    train.add_argument("--latent-dim", type=_positive)
-    train.add_argument("--hidden", type=_hidden, help="layer widths, e.g. 256,256")
-    train.add_argument("--batch-size", type=_positive)
-    train.add_argument("--patience", type=_positive,
+    train.add_argument("--epochs", type=positive, help="at most this many epochs")
+    train.add_argument("--latent-dim", type=positive)
+    train.add_argument("--hidden", type=layer_widths, help="layer widths, e.g. 256,256")
+    train.add_argument("--batch-size", type=positive)
+    train.add_argument("--patience", type=positive,
                        help="stop after this many epochs without a better validation loss")
-    train.add_argument("--contamination", type=_contamination,
+    train.add_argument("--contamination", type=contamination,
                        help="for rows with unlabelled anomalies: auto leaves each batch's "
                             "outlying rows out of the loss, a fraction such as 0.05 that "
                             "share, 0 the plain ELBO (default: auto for tables of fewer than "
                             "500 rows, else 0)")
-    train.add_argument("--beta", type=_weight,
+    train.add_argument("--beta", type=finite_weight,
                        help="KL weight (1, the ELBO; 4 for tables of fewer than 500 rows)")
     train.add_argument("--warmup-epochs", type=int, default=TrainConfig.warmup_epochs,
                        help=f"KL warm-up epochs ({TrainConfig.warmup_epochs})")
-    train.add_argument("--weight-average", type=_decay, default=TrainConfig.weight_average,
+    train.add_argument("--weight-average", type=decay, default=TrainConfig.weight_average,
                        metavar="DECAY",
                        help="decay per step of the moving average of the weights that is "
                             "validated and saved (0.998); 0 keeps the last step's weights")
-    train.add_argument("--threads", type=_positive,
+    train.add_argument("--threads", type=positive,
                        help="torch threads (default: 1 for a network narrower than 256, else "
                             "the CPUs, at most 4)")
-    train.add_argument("--seed", type=_seed, default=0)
+    train.add_argument("--seed", type=seed_number, default=0)
     train.add_argument("--no-sampling", action="store_true",
                        help="the deterministic ablation: z = mu, penalty ½‖mu‖²")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    train.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="ray: data-parallel on a Ray cluster (Ray Train)")
+    train.add_argument("--ray-address", help="an existing Ray cluster (default: a local Ray)")
+    train.add_argument("--ray-workers", type=positive, default=2,
+                       help="Ray Train workers, each with --threads torch threads (2)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--out", required=True, metavar="RUN_DIR")
 
@@ -137,27 +77,29 @@ def parser() -> argparse.ArgumentParser:
     score.add_argument("--model", required=True, help="bundle directory or model-store tag")
     score.add_argument("--out", required=True, metavar="OUTPUT",
                        help=".csv, .parquet or .npy: the format follows the extension")
-    score.add_argument("--n-samples", type=_positive, default=K, help=f"K ({K})")
-    score.add_argument("--seed", type=_seed, help="noise seed (default: a fresh one, printed)")
+    score.add_argument("--n-samples", type=positive, default=K, help=f"K ({K})")
+    score.add_argument("--seed", type=seed_number,
+                       help="noise seed (default: a fresh one, printed)")
     score.add_argument("--engine", choices=("local", "ray"), default="local")
     score.add_argument("--ray-address", help="an existing Ray cluster (default: a local Ray)")
-    score.add_argument("--chunk-rows", type=_positive, default=1 << 16,
+    score.add_argument("--chunk-rows", type=positive, default=1 << 16,
                        help="rows read and scored at a time (65536)")
     score.add_argument("--columns", type=lambda t: [c for c in t.split(",") if c], default=[],
                        help="input columns to copy to the output, e.g. id,timestamp")
     score.add_argument("--with-latent", action="store_true", help="add mu_0..mu_{D-1}")
-    score.add_argument("--threads", type=_positive, help="onnxruntime threads (VAE_ORT_THREADS)")
+    score.add_argument("--threads", type=positive, help="onnxruntime threads (VAE_ORT_THREADS)")
     score.add_argument("--quiet", action="store_true", help="no progress bar")
 
     impute = commands.add_parser("impute", help="fill a file's missing cells with the model")
     impute.add_argument("input", metavar="INPUT", help=".csv, .parquet or a directory")
     impute.add_argument("--model", required=True, help="bundle directory or model-store tag")
     impute.add_argument("--out", required=True, metavar="OUTPUT", help=".csv or .parquet")
-    impute.add_argument("--n-samples", type=_positive, default=K, help=f"K ({K})")
-    impute.add_argument("--draws", type=_natural, default=0,
+    impute.add_argument("--n-samples", type=positive, default=K, help=f"K ({K})")
+    impute.add_argument("--draws", type=whole_number, default=0,
                         help="0: each missing cell's expected value; N: N multiple imputations")
-    impute.add_argument("--seed", type=_seed, help="noise seed (default: a fresh one, printed)")
-    impute.add_argument("--threads", type=_positive, help="onnxruntime threads (VAE_ORT_THREADS)")
+    impute.add_argument("--seed", type=seed_number,
+                        help="noise seed (default: a fresh one, printed)")
+    impute.add_argument("--threads", type=positive, help="onnxruntime threads (VAE_ORT_THREADS)")
     evaluate = commands.add_parser("evaluate", help="AUROC, average precision and detection "
                                    "rates of a model on a labelled file")
     evaluate.add_argument("--model", required=True, help="bundle directory or model-store tag")
@@ -165,8 +107,8 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--label-column", required=True, metavar="COL",
                           help="the column saying which rows are normal (an index for .npy)")
     evaluate.add_argument("--normal-value", metavar="V", help="the label of normal rows (0)")
-    evaluate.add_argument("--n-samples", type=_positive, default=K, help=f"K ({K})")
-    evaluate.add_argument("--seed", type=_seed, default=0, help="noise seed (0)")
+    evaluate.add_argument("--n-samples", type=positive, default=K, help=f"K ({K})")
+    evaluate.add_argument("--seed", type=seed_number, default=0, help="noise seed (0)")
     evaluate.add_argument("--out", default="evaluation", metavar="DIR",
                           help="where evaluation.json, roc.png and scores.png go (evaluation)")
     return top
@@ -177,6 +119,9 @@ def run_train(args: argparse.Namespace) -> None:
     from training.config import TrainConfig
     from training.train import EVALUATION, resume, train
 
+    if args.resume and args.engine == "ray":
+        raise InputError("--resume is for one-process runs; a Ray run resumes by itself when "
+                         "a worker dies: start it again to retrain")
     if args.resume:  # the run's own settings; only --epochs may change
         metrics = resume(args.out, args.epochs, progress=not args.quiet, threads=args.threads)
     else:
@@ -191,7 +136,12 @@ def run_train(args: argparse.Namespace) -> None:
                              weight_average=args.weight_average, seed=args.seed,
                              sampling=not args.no_sampling, numeric=args.numeric,
                              categorical=args.categorical, ignore=args.ignore)
-        metrics = train(config, args.out, progress=not args.quiet, threads=args.threads)
+        if args.engine == "ray":
+            from training.ray_train import train_on_ray
+            metrics = train_on_ray(config, args.out, args.ray_address, args.ray_workers,
+                                   args.threads or 1, progress=not args.quiet)
+        else:
+            metrics = train(config, args.out, progress=not args.quiet, threads=args.threads)
     if args.quiet:  # otherwise said before training began
         print(metrics["chosen"])
     import resource
@@ -266,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             from export.verify import ExportError
             from training.train import RunError
             expected += (RunError, ExportError)
-        if args.command == "score" and args.engine == "ray":
+        if args.command in ("score", "train") and args.engine == "ray":
             from serving.jobs.ray_engine import ClusterError
             expected += (ClusterError,)
         if args.command == "evaluate":

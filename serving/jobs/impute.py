@@ -19,8 +19,8 @@ from serving.tables.sources import chunks, file_columns, open_source
 from serving.tables.write import write_table
 
 
-def impute_file(input: Path, model: str, out: Path, n_samples: int = DEFAULT_SAMPLES, draws: int = 0,
-                seed: int | None = None, chunk_rows: int = 1 << 14,
+def impute_file(input: Path, model: str, out: Path, n_samples: int = DEFAULT_SAMPLES,
+                draws: int = 0, seed: int | None = None, chunk_rows: int = 1 << 14,
                 threads: int | None = None) -> tuple[int, int]:
     """(rows written, seed)."""
     table_format(out, f"--out {out}", " (the output format follows it)")

@@ -80,9 +80,9 @@ def _read(source, ray):
                                  columns=source.feature_names + source.passthrough)
 
 
-def join_ray(ray, address: str | None) -> None:
+def join_ray(ray, address: str | None, packages: tuple[str, ...] = ("serving",)) -> None:
     """A local Ray of this machine's CPUs, or the cluster at `address` (its GCS address
-    HOST:PORT, as `ray start --head` prints it), whose workers get this package's code."""
+    HOST:PORT, as `ray start --head` prints it), whose workers get these packages' code."""
     if address is None:
         ray.init(include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
                  num_cpus=os.cpu_count())
@@ -91,10 +91,10 @@ def join_ray(ray, address: str | None) -> None:
         raise ClusterError(f"--ray-address {address} is a Ray Client address, which needs "
                          f"pip install 'ray[client]'; or give the cluster's GCS address "
                          f"HOST:PORT (6379 by default), which joins without it")
-    serving = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parent.parent.parent
     try:
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False,
-                 runtime_env={"py_modules": [str(serving)]})
+                 runtime_env={"py_modules": [str(root / name) for name in packages]})
     except (ConnectionError, RuntimeError, ValueError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ClusterError(f"could not join the Ray cluster at {address} ({first}); expected "

@@ -1,9 +1,11 @@
 """`vae score --engine ray` on a real multi-node Ray cluster: a head and a second raylet
 started with `ray start` on this machine, joined by address."""
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +102,82 @@ def test_a_ray_client_address_without_ray_client_is_one_line(tmp_path, bundle_di
                    "ray://127.0.0.1:10001", "--quiet")
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "needs pip install 'ray[client]'" in done.stderr
+
+
+# -- vae train --engine ray (issue 26): Ray Train on the same two-node cluster ----------------
+
+TRAIN = ["--data", "digits", "--hidden", "32,32", "--latent-dim", "4", "--batch-size", "64",
+         "--epochs", "40", "--patience", "40", "--ray-workers", "2", "--quiet"]
+
+
+def trained_weights(run_dir: Path) -> dict:
+    import torch
+    return torch.load(run_dir / "model.pt", weights_only=True)["state_dict"]
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    import torch
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def ray_run(cluster, tmp_path_factory):
+    pytest.importorskip("ray.train")
+    out = tmp_path_factory.mktemp("ray-train") / "run"
+    done = run_cli("train", *TRAIN, "--engine", "ray", "--ray-address", cluster, "--out",
+                   str(out), env=RAY_ENV, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Ray Train, 2 workers × 1 torch thread" in done.stdout
+    assert "Traceback" not in done.stderr
+    return out
+
+
+def test_ray_train_on_the_cluster_gives_a_run_whose_bundle_serves(ray_run, tmp_path, digits_x):
+    from starlette.testclient import TestClient
+
+    from serving.http.assemble import build
+    from serving.http.settings import Settings
+
+    done = run_cli("export", str(ray_run), "--out", str(tmp_path / "bundle"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    service = build(Settings.from_env({"VAE_MODEL": str(tmp_path / "bundle")}))
+    with TestClient(service.to_asgi()) as http:
+        answer = http.post("/anomaly_score", json={"x": digits_x[:3].tolist(), "seed": 1})
+    assert answer.status_code == 200 and len(answer.json()["score"]) == 3
+    history = json.loads((ray_run / "metrics.json").read_text())["history"]
+    assert history[-1]["val_loss"] < history[0]["val_loss"]  # it learned
+
+
+def test_ray_train_with_the_same_seed_and_workers_gives_the_same_weights(ray_run, cluster,
+                                                                        tmp_path):
+    done = run_cli("train", *TRAIN, "--engine", "ray", "--ray-address", cluster, "--out",
+                   str(tmp_path / "again"), env=RAY_ENV, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert same_weights(trained_weights(ray_run), trained_weights(tmp_path / "again"))
+
+
+def test_a_killed_ray_train_worker_is_replaced_and_the_run_ends_the_same(ray_run, cluster,
+                                                                        tmp_path):
+    """SIGKILL one worker once a checkpoint exists: Ray Train starts the workers again from
+    it, and the run ends with the weights of the run that was never interrupted."""
+    import psutil
+
+    out = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "vae_service.cli", "train", *TRAIN,
+                                "--engine", "ray", "--ray-address", cluster, "--out", str(out)],
+                               env={**os.environ, **RAY_ENV}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    killed = None
+    deadline = time.monotonic() + 300
+    while killed is None and process.poll() is None and time.monotonic() < deadline:
+        if list((out / "ray").rglob("checkpoint_*")):
+            workers = [p for p in psutil.process_iter(["cmdline"])
+                       if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
+            if workers:
+                killed = workers[-1].pid
+                workers[-1].kill()
+        time.sleep(0.05)
+    stdout, stderr = process.communicate(timeout=900)
+    assert killed is not None, "the run ended before a worker could be killed"
+    assert process.returncode == 0, stderr[-3000:]
+    assert same_weights(trained_weights(ray_run), trained_weights(out))
