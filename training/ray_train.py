@@ -9,7 +9,7 @@
   At each step each worker takes batch_size / workers rows of its shard (a permutation seeded by
   (seed, epoch, rank)); the gradients are averaged over gloo (the torch.distributed group Ray
   Train sets up), and the step guard judges the mean loss, so the workers stay identical.
-- Rank 0 reports a checkpoint at most every CHECKPOINT_EVERY_S and after the last epoch. A
+- Rank 0 reports a checkpoint every CHECKPOINT_EVERY_S and after the last epoch. A
   worker that dies is replaced (FailureConfig) and every worker continues from the last
   checkpoint: the run ends with the weights it would have had.
 - The driver writes the run directory from the final checkpoint, as a one-process run does.
@@ -36,7 +36,8 @@ from training.prepare import Prepared, epoch_rows, prepare
 from training.sizing import choose_sizes
 from training.stream import matrices, training_rows
 
-CHECKPOINT_EVERY_S = 1.0
+# A report and a checkpoint this often (and at the end); a restart redoes at most as much
+CHECKPOINT_EVERY_S = 10.0
 CHECKPOINT_FILE = "state.pt"
 
 
@@ -173,13 +174,21 @@ def _worker(setup: dict) -> None:
         record = run.epoch(batches, epoch_generator(config.seed, run.state["epoch"], rank),
                            sync)
         record["rows_per_s"] = round(each * world / max(time.perf_counter() - started, 1e-9))
-        last = run.state["epoch"] >= config.epochs or run.stopped()
-        if rank == 0 and (last or time.perf_counter() - saved >= CHECKPOINT_EVERY_S):
+        # Every worker reports together (a report is collective), only when rank 0's clock
+        # says a checkpoint is due, or at the end: Ray Train takes a report every 2 s (its
+        # health-check poll), so a report per epoch held each epoch up to 2 s.
+        due = torch.tensor([run.state["epoch"] >= config.epochs or run.stopped()
+                            or time.perf_counter() - saved >= CHECKPOINT_EVERY_S],
+                           dtype=torch.int32)
+        sync.dist.broadcast(due, src=0)
+        if not due.item():
+            continue
+        if rank == 0:
             with tempfile.TemporaryDirectory() as directory:
                 torch.save(run.checkpoint(), Path(directory) / CHECKPOINT_FILE)
                 ray.train.report(record, checkpoint=ray.train.Checkpoint.from_directory(
                     directory))
-            saved = time.perf_counter()
         else:
             ray.train.report(record)
+        saved = time.perf_counter()
 

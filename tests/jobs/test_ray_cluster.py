@@ -107,7 +107,7 @@ def test_a_ray_client_address_without_ray_client_is_one_line(tmp_path, bundle_di
 # -- vae train --engine ray (issue 26): Ray Train on the same two-node cluster ----------------
 
 TRAIN = ["--data", "digits", "--hidden", "32,32", "--latent-dim", "4", "--batch-size", "64",
-         "--epochs", "40", "--patience", "40", "--ray-workers", "2", "--quiet"]
+         "--epochs", "150", "--patience", "150", "--ray-workers", "2", "--quiet"]
 
 
 def trained_weights(run_dir: Path) -> dict:
