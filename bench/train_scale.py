@@ -204,7 +204,9 @@ def main() -> None:
                   f"{'met' if small else 'NOT met'}; {growth:+.0%} against {args.rows} rows' "
                   f"{now['peak_rss_mb']} MB, within {TARGET_RSS_GROWTH:.0%}: "
                   f"{'met' if flat else 'NOT met'}")
-    (RESULTS / "train_scale.json").write_text(json.dumps(results, indent=1) + "\n")
+    path = RESULTS / "train_scale.json"  # the parts run now replace those of earlier runs
+    kept = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps(kept | results, indent=1) + "\n")
 
 
 if __name__ == "__main__":
