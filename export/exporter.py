@@ -14,6 +14,7 @@ from export.verify import PARITY_BATCHES, PARITY_SAMPLES, PARITY_TOLERANCE, chec
     check_parity, parity
 from serving.core.bundle import Bundle, write_bundle
 from serving.core.noise import DEFAULT_SAMPLES, SeededNoise
+from serving.core.rows import InputError
 from serving.core.runtime import VAEGraphs
 from serving.core.scores import calibrate
 from training.model import VAE
@@ -27,12 +28,22 @@ OBSERVED_SHARES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 MIN_LEVEL_ROWS = 50
 
 
-def model_version(vae: VAE) -> str:
-    """A content hash of the weights and normalization: the same model, the same version."""
+# What changes an answer beside the weights: the manifest's fields that the runtime reads
+ANSWER_FIELDS = ("n_features", "feature_names", "likelihood", "sampling", "normalization",
+                 "opset", "calibration", "schema")
+
+
+def model_version(vae: VAE, manifest: dict) -> str:
+    """A digest of everything that changes an answer: the weights (with the normalization),
+    the graphs' opset, the calibration (threshold, quantiles, target) and the input schema.
+    Two bundles with the same version give the same answers; a new threshold is a new
+    version."""
     digest = hashlib.sha256()
     for name, tensor in sorted(vae.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().contiguous().numpy().tobytes())
+    fields = {key: manifest[key] for key in ANSWER_FIELDS if key in manifest}
+    digest.update(json.dumps(fields, sort_keys=True).encode())
     return digest.hexdigest()[:12]
 
 
@@ -70,11 +81,12 @@ def observed_levels(graphs: VAEGraphs, x: np.ndarray, sampling: bool,
 
 
 def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str = "vae",
-               target_fpr: float = 0.01) -> Bundle:
-    """Export, verify and calibrate a finished run, then write its bundle to `out`."""
+               target_fpr: float = 0.01, threshold: float | None = None) -> Bundle:
+    """Export, verify and calibrate a finished run, then write its bundle to `out`. The
+    threshold is the validation scores' (1 - target_fpr) quantile, or `threshold` nats as
+    given (its target_fpr is then the share of validation rows above it)."""
     vae, saved = load_run(run_dir)
     schema = saved_schema(saved)
-    version = model_version(vae)
     encoder, decoder = export_graphs(vae)
     check_graph(encoder, "encoder")
     check_graph(decoder, "decoder")
@@ -84,20 +96,32 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str = "
     worst = parity(vae, graphs, x_val)
     check_parity(worst)
 
+    if threshold is not None:  # the share of validation rows above the given threshold
+        complete = x_val[~np.isnan(x_val).any(axis=1)] if schema is not None else x_val
+        scores = validation_scores(graphs, complete if len(complete) else x_val, vae.sampling)
+        target_fpr = float(np.mean(scores > threshold))
+        if not 0.0 < target_fpr < 1.0:
+            where = "above" if target_fpr == 0 else "below"
+            raise InputError(f"--threshold {threshold:g} is {where} every validation row's "
+                             f"score ({scores.min():.6g} to "
+                             f"{scores.max():.6g} nats); expected a threshold between them")
     by_observed = None
     if schema is None:
-        quantiles, threshold = calibrate(validation_scores(graphs, x_val, vae.sampling),
-                                         target_fpr)
+        quantiles, chosen = calibrate(validation_scores(graphs, x_val, vae.sampling),
+                                      target_fpr)
         calibrated_rows = len(x_val)
     else:
         by_observed = observed_levels(graphs, x_val, vae.sampling, target_fpr)
         top = by_observed[0]
-        quantiles, threshold, calibrated_rows = top["quantiles"], top["threshold"], top["rows"]
+        quantiles, chosen, calibrated_rows = top["quantiles"], top["threshold"], top["rows"]
+    if threshold is not None:
+        chosen = float(threshold)
+        if by_observed is not None:
+            by_observed[0]["threshold"] = chosen
     metrics = saved["metrics"]
     config = saved["config"]
     manifest = {
         "name": name,
-        "version": version,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "n_features": vae.n_features,
         "latent_dim": vae.latent_dim,
@@ -117,7 +141,7 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str = "
                         if vae.sampling else "recon_nll + ½‖mu‖² on validation rows",
                         "n_samples": CALIBRATION_SAMPLES, "seed": CALIBRATION_SEED,
                         "rows": calibrated_rows, "quantiles": quantiles,
-                        "threshold": threshold, "target_fpr": target_fpr},
+                        "threshold": chosen, "target_fpr": target_fpr},
         "verification": {"batches": list(PARITY_BATCHES), "n_samples": list(PARITY_SAMPLES),
                          "tolerance": PARITY_TOLERANCE, "parity": worst},
     }
@@ -126,6 +150,8 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str = "
         manifest["schema"] = schema.model_dump(exclude_none=True)
     if saved.get("image_shape"):
         manifest["image_shape"] = list(saved["image_shape"])
+    manifest = {"name": name, "version": model_version(vae, manifest),
+                **{k: v for k, v in manifest.items() if k != "name"}}
     for graph in (encoder, decoder):
         _set_metadata(graph, manifest)
     return write_bundle(out, encoder.SerializeToString(), decoder.SerializeToString(), manifest)

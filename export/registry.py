@@ -8,17 +8,16 @@ from serving.core.bundle import GRAPH_FILES, MANIFEST_FILE, Bundle
 
 
 def register(bundle: Bundle) -> str:
-    """Copy the bundle into the model store as NAME:VERSION; the tag is returned."""
+    """Copy the bundle into the model store as NAME:VERSION; the tag is returned. The version
+    is a digest of everything that changes an answer (export.exporter.model_version), so a
+    tag that exists already holds a bundle that answers the same: it is kept, never
+    overwritten."""
     manifest = bundle.manifest
     tag = f"{manifest.name}:{manifest.version}"
     try:
-        existing = bentoml.models.get(tag)
+        return str(bentoml.models.get(tag).tag)
     except bentoml.exceptions.NotFound:
-        existing = None
-    if existing is not None:
-        if existing.info.metadata.get("sha256") == manifest.sha256:
-            return str(existing.tag)
-        bentoml.models.delete(tag)  # same weights, new calibration: the new bundle replaces it
+        pass
     labels = {"framework": "onnxruntime", "dataset": manifest.training.dataset,
               "sampling": str(manifest.sampling).lower()}
     metadata = {"n_features": manifest.n_features, "latent_dim": manifest.latent_dim,

@@ -70,3 +70,12 @@ def contamination(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"{text!r} is neither auto nor a fraction in [0, 0.5) "
                                          f"(the share of anomalies expected in the rows)")
     return share
+
+
+def share(text: str) -> float:
+    """A false-positive rate: a fraction strictly between 0 and 1."""
+    value = number_or_nan(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share strictly between 0 and 1 "
+                                         f"(0.01 flags 1% of the validation rows)")
+    return value

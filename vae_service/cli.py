@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from vae_service.arguments import (column_names, contamination, decay, finite_weight,
-                                   layer_widths, positive, seed_number, whole_number)
+                                   layer_widths, positive, seed_number, share, whole_number)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -68,8 +68,13 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("run_dir", metavar="RUN_DIR")
     export.add_argument("--out", required=True, metavar="BUNDLE_DIR")
     export.add_argument("--name", default="vae", help="model name (vae)")
-    export.add_argument("--target-fpr", type=float, default=0.01,
-                        help="share of validation rows above the anomaly threshold (0.01)")
+    limit = export.add_mutually_exclusive_group()
+    limit.add_argument("--target-fpr", type=share, default=0.01,
+                       help="share of validation rows above the anomaly threshold (0.01)")
+    limit.add_argument("--threshold", type=finite_weight, metavar="NATS",
+                       help="the anomaly threshold itself, in nats (as `vae evaluate`'s best-F1 "
+                            "line gives it); the manifest records the share of validation rows "
+                            "above it")
     export.add_argument("--register", action="store_true",
                         help="also store the bundle in the BentoML model store as NAME:VERSION")
     score = commands.add_parser("score", help="score a file (or a directory of .parquet files)")
@@ -157,11 +162,12 @@ def run_train(args: argparse.Namespace) -> None:
 def run_export(args: argparse.Namespace) -> None:
     from export.exporter import export_run
 
-    bundle = export_run(args.run_dir, args.out, name=args.name, target_fpr=args.target_fpr)
+    bundle = export_run(args.run_dir, args.out, name=args.name, target_fpr=args.target_fpr,
+                        threshold=args.threshold)
     manifest = bundle.manifest
     print(f"exported {manifest.name}:{manifest.version} to {bundle.path} (threshold "
-          f"{manifest.calibration.threshold:.3f} nats at {manifest.calibration.target_fpr:.0%} "
-          f"validation false positives)")
+          f"{manifest.calibration.threshold:.3f} nats at "
+          f"{manifest.calibration.target_fpr * 100:.3g}% validation false positives)")
     if args.register:
         from export.registry import register
         tag = register(bundle)

@@ -116,6 +116,40 @@ def test_cli_export_registers_in_the_model_store(digits_run, tmp_path):
     again = run_cli("export", str(digits_run), "--out", str(tmp_path / "b"), "--register", env=env)
     assert again.returncode == 0 and f"registered vae:{version}" in again.stdout
 
+    # issue 28: a new threshold is a new version, registered beside the first, which stays
+    other = run_cli("export", str(digits_run), "--out", str(tmp_path / "c"), "--register",
+                    "--target-fpr", "0.005", env=env)
+    assert other.returncode == 0, other.stderr
+    assert "at 0.5% validation false positives" in other.stdout  # not "0%"
+    new = load_bundle(tmp_path / "c").manifest
+    assert new.version != version and f"registered vae:{new.version}" in other.stdout
+    first = run_cli_python("from serving.store import load_runtime; "
+                           f"print(load_runtime('vae:{version}').threshold)", env)
+    kept = load_bundle(tmp_path / "b").manifest.calibration.threshold
+    assert float(first) == pytest.approx(kept, rel=1e-6)  # the first bundle, not overwritten
+
+
+def test_the_version_is_a_digest_of_what_changes_an_answer(digits_run, tmp_path):
+    """Issue 28: the same run and calibration give the same version; another target, another
+    threshold or another run give another. --threshold sets the threshold itself."""
+    from export.exporter import export_run
+
+    same = [export_run(digits_run, tmp_path / name, target_fpr=0.01).manifest
+            for name in ("a", "b")]
+    assert same[0].version == same[1].version
+    other = export_run(digits_run, tmp_path / "c", target_fpr=0.05).manifest
+    assert other.version != same[0].version
+    quantiles = same[0].calibration.quantiles
+    given = export_run(digits_run, tmp_path / "d", threshold=quantiles[950]).manifest
+    assert given.calibration.threshold == quantiles[950] and given.version != same[0].version
+    assert 0.04 <= given.calibration.target_fpr <= 0.06
+    done = run_cli("export", str(digits_run), "--out", str(tmp_path / "e"), "--threshold",
+                   str(quantiles[-1] + 1))
+    assert done.returncode == 1 and "is above every validation row's score" in done.stderr
+    done = run_cli("export", str(digits_run), "--out", str(tmp_path / "e"), "--threshold", "1",
+                   "--target-fpr", "0.1")
+    assert done.returncode == 2 and "not allowed with argument" in done.stderr
+
 
 def run_cli_python(code: str, env: dict) -> str:
     import os
