@@ -23,6 +23,12 @@ def _until_done(scored: queue.Queue):
         yield table
 
 
+def too_many_rows(source, limit: int, rows: int | None = None) -> InputError:
+    count = f"{rows} rows" if rows is not None else f"more than {limit} rows"
+    return InputError(f"{source.path} has {count}; at most {limit} are accepted per upload "
+                      f"(score larger files with `vae score`)")
+
+
 async def score_upload(service, source, n_samples: int, seed: int, request, out: Path) -> None:
     """Every chunk of an upload through the job step, read and scored on graph_thread
     (other requests run between chunks), each at most VAE_MAX_ROW_SAMPLES row-samples,
@@ -30,6 +36,8 @@ async def score_upload(service, source, n_samples: int, seed: int, request, out:
     no more than a few chunks' scores are held at once. A client that went away stops
     the work, and a failed upload leaves no output."""
     settings = service.settings
+    if source.rows is not None and source.rows > settings.max_file_rows:  # from the metadata
+        raise too_many_rows(source, settings.max_file_rows, source.rows)
     chunk = max(1, min(settings.file_chunk_rows, settings.max_row_samples // n_samples))
     rows_of = chunks(source, chunk)
     scored: queue.Queue = queue.Queue()
@@ -39,10 +47,8 @@ async def score_upload(service, source, n_samples: int, seed: int, request, out:
     try:
         while (item := await service._on_graph_thread(next, rows_of, None)) is not None:
             first, rows, passthrough = item
-            if first + len(rows) > settings.max_file_rows:
-                raise InputError(f"{source.path} has more than {settings.max_file_rows} "
-                                 f"rows; at most that many are accepted per upload (score "
-                                 f"larger files with `vae score`)")
+            if first + len(rows) > settings.max_file_rows:  # a CSV, counted as it is read
+                raise too_many_rows(source, settings.max_file_rows)
             table = await service._on_graph_thread(score_chunk, service.runtime, first, rows,
                                                 passthrough, n_samples, seed)
             service._count("anomaly_score_file", table.num_rows,

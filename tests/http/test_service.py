@@ -258,8 +258,15 @@ def test_an_upload_over_the_row_limit_is_refused(http, runtime, tmp_path):
     np.save(path, np.zeros((1001, 64), np.float32))
     response = http.post("/anomaly_score_file", files={"file": (path.name, path.read_bytes())},
                          data={"n_samples": "1"})
-    assert response.status_code == 400
-    assert "the uploaded file has more than 1000 rows" in response.json()["error"]
+    assert response.status_code == 400  # the .npy header says it: refused before scoring
+    assert "the uploaded file has 1001 rows; at most 1000" in response.json()["error"]
+    zeros = pa.array(np.zeros(50_000, np.float32))  # issue 28: a small Parquet of many rows
+    pq.write_table(pa.table({name: zeros for name in runtime.manifest.feature_names}),
+                   tmp_path / "many.parquet")
+    response = http.post("/anomaly_score_file", data={"n_samples": "1"}, files={
+        "file": ("many.parquet", (tmp_path / "many.parquet").read_bytes())})
+    assert response.status_code == 400  # its footer says 50,000 rows
+    assert "the uploaded file has 50000 rows; at most 1000" in response.json()["error"]
     np.save(path, np.zeros((1000, 64), np.float32))  # at the limit, in chunks of 8192 // 64
     response = http.post("/anomaly_score_file", files={"file": (path.name, path.read_bytes())},
                          data={"n_samples": "64", "seed": "2"})

@@ -46,14 +46,20 @@ def test_given_sizes_are_kept_and_the_choice_is_said_in_one_line():
     assert "\n" not in line
 
 
-def test_threads_follow_the_network_and_the_batch():
+def test_threads_follow_the_network_the_batch_and_the_free_cpus(monkeypatch):
     from serving.core.threads import container_cpus
+    from training import sizing
     from training.sizing import choose_threads
 
     cpus = min(4, int(container_cpus()))
+    monkeypatch.setattr(sizing.os, "getloadavg", lambda: (0.0, 0.0, 0.0))  # an idle machine
     assert choose_threads(TrainConfig(hidden=(64, 64), batch_size=64)) == 1
     assert choose_threads(TrainConfig(hidden=(256, 256), batch_size=64)) == cpus
     assert choose_threads(TrainConfig(hidden=(64, 64), batch_size=256)) == cpus  # a large table
+    # issue 28: every core busy (`make serve` beside other work): one thread, not a wait
+    busy = float(sizing.os.cpu_count())
+    monkeypatch.setattr(sizing.os, "getloadavg", lambda: (busy, busy, busy))
+    assert choose_threads(TrainConfig(hidden=(256, 256), batch_size=64)) == 1
 
 
 def test_trimmed_mean_leaves_out_the_worst_rows():
