@@ -65,3 +65,11 @@ def test_a_score_job_stopped_by_a_bad_row_leaves_no_parts(tmp_path, bundle_dir, 
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("vae score: error: ") and "row 4500, column 3 is infinite" in last
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.npy"]  # no parts, no output
+
+
+def test_the_help_is_whole_sentences():
+    """Issue 28: `vae --help` ended mid-sentence ("..., so")."""
+    from vae_service.cli import parser
+
+    description = parser().description
+    assert description.endswith(".") and "docs/contract.md" in description

@@ -13,7 +13,9 @@ def parser() -> argparse.ArgumentParser:
     from serving.core.noise import DEFAULT_SAMPLES as K
     from training.config import TrainConfig  # dataclasses only: no torch
 
-    top = argparse.ArgumentParser(prog="vae", description=__doc__.split("\n")[0])
+    top = argparse.ArgumentParser(
+        prog="vae", description="Train, export, score, impute and evaluate with a variational "
+                                "autoencoder (docs/contract.md).")
     commands = top.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a VAE into RUN_DIR")

@@ -141,7 +141,8 @@ class Manifest(BaseModel):
         return self
 
     def public(self) -> dict:
-        """What /metadata shows: everything but the long per-feature and per-quantile lists."""
+        """What /metadata shows: everything but the normalization's mean and std and the
+        calibration's quantiles (feature_names and the schema stay: clients need them)."""
         public = self.model_dump(exclude={"normalization": {"mean", "std"},
                                           "calibration": {"quantiles", "by_observed"}},
                                  exclude_none=True, by_alias=True)
