@@ -10,6 +10,7 @@ import onnx
 import torch
 
 from export.graphs import OPSET, export_graphs
+from export.quantize import gate, quantize_graphs
 from export.verify import PARITY_BATCHES, PARITY_SAMPLES, PARITY_TOLERANCE, check_graph, \
     check_parity, parity
 from serving.core.bundle import Bundle, write_bundle
@@ -30,21 +31,24 @@ MIN_LEVEL_ROWS = 50
 
 # What changes an answer beside the weights: the manifest's fields that the runtime reads
 ANSWER_FIELDS = ("n_features", "feature_names", "likelihood", "sampling", "normalization",
-                 "opset", "calibration", "schema")
+                 "precision", "opset", "calibration", "schema")
+SCHEME = ("static QDQ: Gemm weights int8 per output channel, their inputs uint8 per tensor "
+          "(MinMax over the validation rows)")
 
 
 def model_version(vae: VAE, manifest: dict) -> str:
     """A digest of everything that changes an answer: the weights (with the normalization),
     the graphs' opset, the calibration (threshold, quantiles, target) and the input schema.
     Two bundles with the same version give the same answers; a new threshold is a new
-    version."""
+    version. An int8 bundle's version ends in -int8, so every answer says which answered."""
     digest = hashlib.sha256()
     for name, tensor in sorted(vae.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().contiguous().numpy().tobytes())
     fields = {key: manifest[key] for key in ANSWER_FIELDS if key in manifest}
     digest.update(json.dumps(fields, sort_keys=True).encode())
-    return digest.hexdigest()[:12]
+    precision = manifest.get("precision", "fp32")
+    return digest.hexdigest()[:12] + ("" if precision == "fp32" else f"-{precision}")
 
 
 def validation_scores(graphs: VAEGraphs, x: np.ndarray, sampling: bool) -> np.ndarray:
@@ -81,10 +85,13 @@ def observed_levels(graphs: VAEGraphs, x: np.ndarray, sampling: bool,
 
 
 def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str = "vae",
-               target_fpr: float = 0.01, threshold: float | None = None) -> Bundle:
+               target_fpr: float = 0.01, threshold: float | None = None,
+               precision: str = "fp32") -> Bundle:
     """Export, verify and calibrate a finished run, then write its bundle to `out`. The
     threshold is the validation scores' (1 - target_fpr) quantile, or `threshold` nats as
-    given (its target_fpr is then the share of validation rows above it)."""
+    given (its target_fpr is then the share of validation rows above it). With precision
+    int8 the bundle's graphs are int8 (export.quantize), past its gate, and calibrated
+    themselves."""
     vae, saved = load_run(run_dir)
     schema = saved_schema(saved)
     encoder, decoder = export_graphs(vae)
@@ -95,6 +102,14 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str = "
     x_val = np.ascontiguousarray(saved["x_val"].numpy(), dtype=np.float32)
     worst = parity(vae, graphs, x_val)
     check_parity(worst)
+    quantization = None
+    if precision == "int8":
+        fp32 = graphs
+        quantized = quantize_graphs(encoder.SerializeToString(), decoder.SerializeToString(),
+                                    x_val, vae.latent_dim)
+        graphs = VAEGraphs(*quantized, vae.n_features, vae.latent_dim, schema=schema)
+        quantization = {"scheme": SCHEME, **gate(fp32, graphs, x_val, vae.sampling)}
+        encoder, decoder = (onnx.load_from_string(graph) for graph in quantized)
 
     if threshold is not None:  # the share of validation rows above the given threshold
         complete = x_val[~np.isnan(x_val).any(axis=1)] if schema is not None else x_val
@@ -131,6 +146,7 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str = "
         "sampling": vae.sampling,
         "normalization": {"kind": "standardize", "mean": vae.x_shift.tolist(),
                           "std": vae.x_scale.tolist()},
+        "precision": precision,
         "opset": OPSET,
         "training": {"dataset": saved["dataset"], "rows": metrics["train_rows"],
                      "epochs": metrics["epochs"], "seed": config["seed"],
@@ -148,6 +164,8 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str = "
     if by_observed is not None:
         manifest["calibration"]["by_observed"] = by_observed
         manifest["schema"] = schema.model_dump(exclude_none=True)
+    if quantization is not None:
+        manifest["quantization"] = quantization
     if saved.get("image_shape"):
         manifest["image_shape"] = list(saved["image_shape"])
     manifest = {"name": name, "version": model_version(vae, manifest),
@@ -161,7 +179,7 @@ def _set_metadata(graph: onnx.ModelProto, manifest: dict) -> None:
     """The manifest's identity in the graph's metadata_props, so a lone graph still says what
     it is (the calibration, which changes without the graph changing, stays in the manifest)."""
     keys = ("name", "version", "created_at", "n_features", "latent_dim", "feature_names",
-            "likelihood", "sampling", "normalization", "training", "schema")
+            "likelihood", "sampling", "normalization", "precision", "training", "schema")
     del graph.metadata_props[:]
     for key in (k for k in keys if k in manifest):
         value = manifest[key]

@@ -77,6 +77,9 @@ def parser() -> argparse.ArgumentParser:
                        help="the anomaly threshold itself, in nats (as `vae evaluate`'s best-F1 "
                             "line gives it); the manifest records the share of validation rows "
                             "above it")
+    export.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                        help="int8: graphs with int8 matrix products, exported only if they "
+                             "pass the gate against fp32 (docs/training.md)")
     export.add_argument("--register", action="store_true",
                         help="also store the bundle in the BentoML model store as NAME:VERSION")
     score = commands.add_parser("score", help="score a file (or a directory of .parquet files)")
@@ -165,9 +168,10 @@ def run_export(args: argparse.Namespace) -> None:
     from export.exporter import export_run
 
     bundle = export_run(args.run_dir, args.out, name=args.name, target_fpr=args.target_fpr,
-                        threshold=args.threshold)
+                        threshold=args.threshold, precision=args.precision)
     manifest = bundle.manifest
-    print(f"exported {manifest.name}:{manifest.version} to {bundle.path} (threshold "
+    print(f"exported {manifest.name}:{manifest.version} ({manifest.precision}) to "
+          f"{bundle.path} (threshold "
           f"{manifest.calibration.threshold:.3f} nats at "
           f"{manifest.calibration.target_fpr * 100:.3g}% validation false positives)")
     if args.register:

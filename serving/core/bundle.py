@@ -116,6 +116,7 @@ class Manifest(BaseModel):
     likelihood: Literal["gaussian", "gaussian+categorical"]
     schema_: Schema | None = Field(None, alias="schema")  # None: made before column schemas
     sampling: bool = True  # False for the --no-sampling ablation: z = mu, penalty ½‖mu‖²
+    precision: Literal["fp32", "int8"] = "fp32"  # of both graphs (`vae export --precision`)
     normalization: Normalization
     opset: int
     sha256: dict[str, str]

@@ -1,0 +1,85 @@
+"""Issue 27: `vae export --precision int8`: static int8 graphs behind a gate, served by the same
+runtime, and a row's answer still independent of its batch-mates."""
+
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+
+from export.exporter import export_run
+from serving.core.bundle import load_bundle
+from serving.core.runtime import VAEGraphs, VAERuntime
+from tests.conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(digits_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("int8") / "bundle"
+    done = run_cli("export", str(digits_run), "--out", str(out), "--precision", "int8")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "(int8)" in done.stdout
+    return out
+
+
+def test_an_int8_bundle_records_its_precision_and_its_gate(int8_bundle, bundle_dir):
+    manifest = load_bundle(int8_bundle).manifest
+    assert manifest.precision == "int8" and manifest.version.endswith("-int8")
+    assert manifest.version != load_bundle(bundle_dir).manifest.version
+    gate = manifest.model_extra["quantization"]
+    assert gate["max_score_difference"] <= gate["tolerance"]["max_score_difference"]
+    assert gate["auroc_int8"] >= gate["auroc_fp32"] - gate["tolerance"]["max_auroc_drop"]
+    assert VAERuntime(load_bundle(int8_bundle)).manifest.public()["precision"] == "int8"
+
+
+def test_int8_answers_do_not_depend_on_batch_mates_on_any_surface(int8_bundle, digits_x,
+                                                                 tmp_path):
+    from serving.http.assemble import build
+    from serving.http.settings import Settings
+
+    runtime = VAERuntime(load_bundle(int8_bundle), threads=1)
+    x = digits_x[:200]
+    whole = runtime.score(x, runtime.noise(3, 16)).score
+    alone = [runtime.score(x[i:i + 1], runtime.noise(3, 16, i)).score[0] for i in range(0, 200, 9)]
+    assert np.array_equal(alone, whole[::9])
+    chunks = [runtime.score(x[i:i + 37], runtime.noise(3, 16, i)).score for i in range(0, 200, 37)]
+    assert np.array_equal(np.concatenate(chunks), whole)
+    np.save(tmp_path / "rows.npy", x)
+    done = run_cli("score", str(tmp_path / "rows.npy"), "--model", str(int8_bundle), "--out",
+                   str(tmp_path / "scores.npy"), "--seed", "3", "--chunk-rows", "64", "--quiet")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert np.array_equal(np.load(tmp_path / "scores.npy")["score"], whole)
+    service = build(Settings.from_env({"VAE_MODEL": str(int8_bundle)}))
+    with TestClient(service.to_asgi()) as http:
+        answer = http.post("/anomaly_score", json={"x": x[20:25].tolist(), "seed": 3}).json()
+    assert answer["model_version"].endswith("-int8")
+    assert answer["score"] == runtime.score(x[20:25], runtime.noise(3, 16)).score.tolist()
+
+
+def test_dynamic_quantization_would_break_the_batch_promise(bundle_dir, digits_x, tmp_path):
+    """Why the scales are static: onnxruntime's dynamic quantization scales each call's input
+    as a whole, so the same row scores differently alone and among others."""
+    from onnxruntime.quantization import quantize_dynamic
+
+    bundle = load_bundle(bundle_dir)
+    for name in ("encoder", "decoder"):
+        quantize_dynamic(bundle.path / f"{name}.onnx", tmp_path / f"{name}.onnx")
+    graphs = VAEGraphs(tmp_path / "encoder.onnx", tmp_path / "decoder.onnx",
+                       bundle.manifest.n_features, bundle.manifest.latent_dim)
+    runtime = VAERuntime(bundle, threads=1)
+    x = digits_x[:64]
+    together = graphs.score_rows(x, runtime.noise(3, 16), True)[0].score
+    alone = np.array([graphs.score_rows(x[i:i + 1], runtime.noise(3, 16, i), True)[0].score[0]
+                      for i in range(len(x))])
+    assert not np.array_equal(alone, together)
+
+
+def test_an_export_that_fails_the_gate_is_refused_in_one_line(digits_run, tmp_path,
+                                                             monkeypatch):
+    from export import quantize
+    from export.quantize import GateError
+
+    monkeypatch.setattr(quantize, "MAX_SCORE_DIFFERENCE", 1e-9)
+    with pytest.raises(GateError, match=r"largest validation score difference is [\d.]+% of "
+                                        r"the fp32 score .* AUROC against shuffled rows "
+                                        r"0\.\d+ against fp32's 0\.\d+"):
+        export_run(digits_run, tmp_path / "refused", precision="int8")
+    assert not (tmp_path / "refused").exists()
