@@ -18,6 +18,24 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subpro
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
+def served_answer(bundle: Path, path: str, body: dict) -> dict:
+    """The JSON answer of the `vae` service built on `bundle` (as `bentoml serve` builds it)
+    to one request, in a fresh interpreter: a process registers BentoML's metrics once, and
+    the session's own service holds them."""
+    import json
+
+    code = ("import json, sys; from starlette.testclient import TestClient; "
+            "from serving.http.assemble import build; from serving.http.settings import Settings; "
+            "service = build(Settings.from_env({'VAE_MODEL': sys.argv[1]})); "
+            "http = TestClient(service.to_asgi()).__enter__(); "
+            "answer = http.post(sys.argv[2], json=json.loads(sys.argv[3])); "
+            "print(json.dumps({'status': answer.status_code, **answer.json()}))")
+    done = subprocess.run([sys.executable, "-c", code, str(bundle), path, json.dumps(body)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def run_cli_here(*args: str) -> subprocess.CompletedProcess:
     """`vae ARGS` in this interpreter: for the failure cases, which need no fresh process to
     show their one line and exit code."""

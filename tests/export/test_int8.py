@@ -3,12 +3,11 @@ runtime, and a row's answer still independent of its batch-mates."""
 
 import numpy as np
 import pytest
-from starlette.testclient import TestClient
 
 from export.exporter import export_run
 from serving.core.bundle import load_bundle
 from serving.core.runtime import VAEGraphs, VAERuntime
-from tests.conftest import run_cli
+from tests.conftest import run_cli, served_answer
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +31,6 @@ def test_an_int8_bundle_records_its_precision_and_its_gate(int8_bundle, bundle_d
 
 def test_int8_answers_do_not_depend_on_batch_mates_on_any_surface(int8_bundle, digits_x,
                                                                  tmp_path):
-    from serving.http.assemble import build
-    from serving.http.settings import Settings
-
     runtime = VAERuntime(load_bundle(int8_bundle), threads=1)
     x = digits_x[:200]
     whole = runtime.score(x, runtime.noise(3, 16)).score
@@ -47,9 +43,7 @@ def test_int8_answers_do_not_depend_on_batch_mates_on_any_surface(int8_bundle, d
                    str(tmp_path / "scores.npy"), "--seed", "3", "--chunk-rows", "64", "--quiet")
     assert done.returncode == 0, done.stderr[-2000:]
     assert np.array_equal(np.load(tmp_path / "scores.npy")["score"], whole)
-    service = build(Settings.from_env({"VAE_MODEL": str(int8_bundle)}))
-    with TestClient(service.to_asgi()) as http:
-        answer = http.post("/anomaly_score", json={"x": x[20:25].tolist(), "seed": 3}).json()
+    answer = served_answer(int8_bundle, "/anomaly_score", {"x": x[20:25].tolist(), "seed": 3})
     assert answer["model_version"].endswith("-int8")
     assert answer["score"] == runtime.score(x[20:25], runtime.noise(3, 16)).score.tolist()
 

@@ -133,17 +133,13 @@ def ray_run(cluster, tmp_path_factory):
 
 
 def test_ray_train_on_the_cluster_gives_a_run_whose_bundle_serves(ray_run, tmp_path, digits_x):
-    from starlette.testclient import TestClient
-
-    from serving.http.assemble import build
-    from serving.http.settings import Settings
+    from tests.conftest import served_answer
 
     done = run_cli("export", str(ray_run), "--out", str(tmp_path / "bundle"))
     assert done.returncode == 0, done.stderr[-2000:]
-    service = build(Settings.from_env({"VAE_MODEL": str(tmp_path / "bundle")}))
-    with TestClient(service.to_asgi()) as http:
-        answer = http.post("/anomaly_score", json={"x": digits_x[:3].tolist(), "seed": 1})
-    assert answer.status_code == 200 and len(answer.json()["score"]) == 3
+    answer = served_answer(tmp_path / "bundle", "/anomaly_score",
+                           {"x": digits_x[:3].tolist(), "seed": 1})
+    assert answer["status"] == 200 and len(answer["score"]) == 3
     history = json.loads((ray_run / "metrics.json").read_text())["history"]
     assert history[-1]["val_loss"] < history[0]["val_loss"]  # it learned
 

@@ -1,0 +1,141 @@
+"""int8 against fp32, side by side in one run (issue 27).
+
+    .venv/bin/python -m bench.int8 [--run runs/digits] [--seconds 3]
+
+Exports the run twice (fp32, and `--precision int8`), then for each bundle: in-process scoring
+at K = 1 and 16 (rows/s), one-row latency at K = 16 (median of many calls), `vae score` of a
+200,000-row .npy in a fresh process (rows/s and peak RSS), and the gate's figures (score
+difference, AUROC against shuffled rows). It also times the network's own matrix products
+at K = 16: in fp32 (numpy's BLAS, one thread: bench.speed's roofline) and in int8
+(onnxruntime's MatMulInteger, uint8 × int8, one thread), and prints each target as met or not.
+"""
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import RESULTS, rate
+from bench.speed import gemm_roofline
+from serving.core.runtime import SAMPLE_ROWS
+from serving.store import load_runtime
+
+TARGETS = {"in-process K = 16": 2.0, "vae score": 1.8}
+JOB_ROWS = 200_000
+
+
+def int8_roofline(sizes: dict, n_features: int, k: int, seconds: float) -> float:
+    """Rows per second that the network's matrix products allow in int8: onnxruntime's
+    MatMulInteger (uint8 activations, int8 weights) for every layer, one thread."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    hidden, latent = list(sizes["hidden"]), sizes["latent_dim"]
+    batch = max(1, SAMPLE_ROWS // k)
+    encoder = [n_features, *hidden, 2 * latent]
+    decoder = [latent, *hidden[::-1], 2 * n_features]
+    nodes, inputs, outputs, feeds = [], [], [], {}
+    rng = np.random.default_rng(0)
+    for rows, widths in ((batch, encoder), (batch * k, decoder)):
+        for a, b in zip(widths[:-1], widths[1:]):
+            i = len(nodes)
+            inputs += [helper.make_tensor_value_info(f"x{i}", TensorProto.UINT8, [rows, a]),
+                       helper.make_tensor_value_info(f"w{i}", TensorProto.INT8, [a, b])]
+            outputs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.INT32, [rows, b]))
+            nodes.append(helper.make_node("MatMulInteger", [f"x{i}", f"w{i}"], [f"y{i}"]))
+            feeds[f"x{i}"] = rng.integers(0, 255, (rows, a), dtype=np.uint8)
+            feeds[f"w{i}"] = rng.integers(-127, 127, (a, b), dtype=np.int8)
+    model = helper.make_model(helper.make_graph(nodes, "gemms", inputs, outputs),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+    session = ort.InferenceSession(model.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    return rate(lambda: session.run(None, feeds), batch, seconds)
+
+
+def job(bundle: Path, rows: Path, out: Path) -> dict:
+    """`vae score` in a fresh process under /usr/bin/time: rows/s and peak RSS."""
+    started = time.perf_counter()
+    done = subprocess.run(["/usr/bin/time", "-f", "maxrss %M", sys.executable, "-m",
+                           "vae_service.cli", "score", str(rows), "--model", str(bundle),
+                           "--out", str(out), "--seed", "1", "--quiet"], capture_output=True,
+                          text=True, check=True)
+    seconds = time.perf_counter() - started
+    peak = int(re.search(r"maxrss (\d+)", done.stderr).group(1)) / 1024
+    return {"rows_per_s": JOB_ROWS / seconds, "peak_rss_mb": round(peak)}
+
+
+def latency_ms(runtime, x: np.ndarray, calls: int = 2000) -> float:
+    times = []
+    for i in range(calls):
+        started = time.perf_counter()
+        runtime.score(x[i % len(x):i % len(x) + 1], runtime.noise(1, 16))
+        times.append(time.perf_counter() - started)
+    return float(np.median(times) * 1e3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run", type=Path, default=Path("runs/digits"))
+    parser.add_argument("--seconds", type=float, default=3.0)
+    args = parser.parse_args()
+    from export.exporter import export_run
+    from sklearn.datasets import load_digits
+    from training.train import load_run
+
+    x = np.resize(load_digits().data.astype(np.float32), (JOB_ROWS, 64))
+    results: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        np.save(tmp / "rows.npy", x)
+        for precision in ("fp32", "int8"):
+            bundle = export_run(args.run, tmp / precision, precision=precision)
+            runtime = load_runtime(bundle.path, threads=1)
+            figures = {f"in-process K = {k}": rate(
+                lambda k=k: runtime.score(x[:20_000], runtime.noise(1, k)), 20_000, args.seconds)
+                for k in (1, 16)}
+            figures["one-row latency ms, K = 16"] = latency_ms(runtime, x)
+            scored = job(bundle.path, tmp / "rows.npy", tmp / f"{precision}.npy")
+            figures["vae score"], figures["vae score peak RSS MB"] = \
+                scored["rows_per_s"], scored["peak_rss_mb"]
+            figures["gate"] = bundle.manifest.model_extra.get("quantization")
+            figures["version"] = bundle.manifest.version
+            results[precision] = figures
+            print(precision, json.dumps({k: v for k, v in figures.items() if k != "gate"}),
+                  flush=True)
+    sizes = load_run(args.run)[1]["config"]
+    results["roofline"] = {"fp32 K = 16": gemm_roofline(sizes, 64, 16, args.seconds),
+                           "int8 K = 16": int8_roofline(sizes, 64, 16, args.seconds)}
+    fp32, int8 = results["fp32"], results["int8"]
+    roof = results["roofline"]
+    print(f"GEMM rooflines at K = 16: fp32 {roof['fp32 K = 16']:.0f} rows/s (in-process fp32 "
+          f"at {fp32['in-process K = 16'] / roof['fp32 K = 16']:.2f}x), int8 "
+          f"{roof['int8 K = 16']:.0f} rows/s (in-process int8 at "
+          f"{int8['in-process K = 16'] / roof['int8 K = 16']:.2f}x)")
+    print(f"gate: {int8['gate']}")
+    verdicts = {}
+    for name, target in TARGETS.items():
+        ratio = int8[name] / fp32[name]
+        verdicts[f"{name}: int8 >= {target}x fp32"] = (ratio, ratio >= target)
+    verdicts["vae score memory no higher"] = (
+        int8["vae score peak RSS MB"] / fp32["vae score peak RSS MB"],
+        int8["vae score peak RSS MB"] <= fp32["vae score peak RSS MB"] * 1.02)
+    verdicts["one-row latency no worse"] = (
+        int8["one-row latency ms, K = 16"] / fp32["one-row latency ms, K = 16"],
+        int8["one-row latency ms, K = 16"] <= fp32["one-row latency ms, K = 16"] * 1.05)
+    results["targets"] = {k: {"ratio": v, "met": m} for k, (v, m) in verdicts.items()}
+    for name, (value, met) in verdicts.items():
+        print(f"  {'met    ' if met else 'NOT MET'} {name}: {value:.2f}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "int8.json").write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
