@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import warnings
 from datetime import datetime, timezone
 
 import numpy as np
@@ -55,6 +56,18 @@ def validation_scores(graphs: VAEGraphs, x: np.ndarray, sampling: bool) -> np.nd
     """Scores of the validation rows with the contract's noise, as the service would give them."""
     noise = SeededNoise(CALIBRATION_SEED, CALIBRATION_SAMPLES, graphs.latent_dim)
     return graphs.score_rows(x, noise, sampling)[0].score
+
+
+def feature_medians(graphs: VAEGraphs, x: np.ndarray, sampling: bool) -> list[float]:
+    """Each feature's median feature_nll over the validation rows where it is observed: what
+    `explain` subtracts, so that features of every scale compare (feature_excess)."""
+    noise = SeededNoise(CALIBRATION_SEED, CALIBRATION_SAMPLES, graphs.latent_dim)
+    nll = graphs.score_rows(x, noise, sampling, explain=True)[0].feature_nll.astype(np.float64)
+    nll[np.isnan(x)] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a feature never observed: 0
+        medians = np.nanmedian(nll, axis=0)
+    return [float(v) for v in np.nan_to_num(medians, nan=0.0)]
 
 
 def observed_levels(graphs: VAEGraphs, x: np.ndarray, sampling: bool,
@@ -157,7 +170,8 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str = "
                         if vae.sampling else "recon_nll + ½‖mu‖² on validation rows",
                         "n_samples": CALIBRATION_SAMPLES, "seed": CALIBRATION_SEED,
                         "rows": calibrated_rows, "quantiles": quantiles,
-                        "threshold": chosen, "target_fpr": target_fpr},
+                        "threshold": chosen, "target_fpr": target_fpr,
+                        "feature_nll_median": feature_medians(graphs, x_val, vae.sampling)},
         "verification": {"batches": list(PARITY_BATCHES), "n_samples": list(PARITY_SAMPLES),
                          "tolerance": PARITY_TOLERANCE, "parity": worst},
     }

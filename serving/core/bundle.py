@@ -76,6 +76,8 @@ class Calibration(BaseModel):
     threshold: float
     target_fpr: float = Field(gt=0, lt=1)
     by_observed: list[ObservedLevel] | None = None
+    # each feature's median feature_nll over the validation rows (bundles since explain ranks)
+    feature_nll_median: list[float] | None = None
 
     @model_validator(mode="after")
     def _usable(self) -> "Calibration":
@@ -145,7 +147,8 @@ class Manifest(BaseModel):
         """What /metadata shows: everything but the normalization's mean and std and the
         calibration's quantiles (feature_names and the schema stay: clients need them)."""
         public = self.model_dump(exclude={"normalization": {"mean", "std"},
-                                          "calibration": {"quantiles", "by_observed"}},
+                                          "calibration": {"quantiles", "by_observed",
+                                                          "feature_nll_median"}},
                                  exclude_none=True, by_alias=True)
         if self.calibration.by_observed:
             public["calibration"]["by_observed"] = [

@@ -42,6 +42,8 @@ class ScoredRows(Scores):
     is_anomaly: np.ndarray  # (B,)
     observed: np.ndarray  # (B,) cells observed in each row
     mu: np.ndarray | None = None  # (B, D) when asked for
+    # (B, F) with explain: feature_nll minus its validation median, comparable across features
+    feature_excess: np.ndarray | None = None
 
 
 class VAEGraphs:
@@ -224,10 +226,13 @@ class VAERuntime:
         observed = np.count_nonzero(~np.isnan(x), axis=1)
         share, is_anomaly = self.calibrator.judge(score, observed)
         feature_nll = None if terms.feature_nll is None else saturate(terms.feature_nll)
+        medians = self.manifest.calibration.feature_nll_median
+        excess = None if feature_nll is None or medians is None else \
+            saturate(feature_nll - np.asarray(medians, np.float32))
         return ScoredRows(score=score, recon_nll=saturate(terms.recon_nll),
                           kl=saturate(terms.kl), feature_nll=feature_nll,
                           percentile=share, is_anomaly=is_anomaly, observed=observed,
-                          mu=mu if with_latent else None)
+                          mu=mu if with_latent else None, feature_excess=excess)
 
     def encode(self, x: np.ndarray, eps: np.ndarray) -> tuple[np.ndarray, ...]:
         """mu, logvar (B, D) and z (K, B, D) of checked rows x under eps (K, B, D)."""

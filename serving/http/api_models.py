@@ -19,8 +19,9 @@ Seed = Annotated[Annotated[int, Strict(), Field(ge=0, le=MAX_SEED)] | None, Fiel
 Temperature = Annotated[float, Strict(), Field(ge=0.0, le=100.0, allow_inf_nan=False,
                                                description="scale of z ~ N(0, I)",
                                                examples=[1.0])]
-Explain = Annotated[bool, Strict(), Field(description="add feature_nll: each feature's share of "
-                                            "recon_nll", examples=[False])]
+Explain = Annotated[bool, Strict(), Field(description="add feature_nll, each feature's share of "
+                                            "recon_nll, and feature_excess, its excess over "
+                                            "the validation median", examples=[False])]
 
 
 def rows_of(width: int | None, missing: bool = False) -> type:
@@ -128,3 +129,7 @@ class ScoreAnswer(Seeded):
                                          "missing cells is judged at its observed count")
     observed: list[int] | None = Field(None, description="cells observed in each row")
     feature_nll: list[list[float]] | None = None
+    feature_excess: list[list[float]] | None = Field(
+        None, description="with explain: feature_nll minus the feature's median over the "
+                          "validation rows; the largest names the feature that is most "
+                          "unusual for this model, whatever its scale")

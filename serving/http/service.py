@@ -221,7 +221,9 @@ def service_class(settings: Settings, bundle: Bundle) -> type:
                 kl=scored["kl"].tolist(), percentile=scored["percentile"].tolist(),
                 is_anomaly=scored["is_anomaly"].tolist(), threshold=self.threshold,
                 observed=scored["observed"].tolist() if self.runtime.schema else None,
-                feature_nll=scored["feature_nll"].tolist() if explain else None, seed=seed,
+                feature_nll=scored["feature_nll"].tolist() if explain else None,
+                feature_excess=scored["feature_excess"].tolist()
+                if explain and "feature_excess" in scored else None, seed=seed,
                 model_version=self.version)
 
         @bentoml.api
