@@ -20,6 +20,7 @@ bento.py, bodies.py, logs.py, server.py. Of ours, it imports only serving.core.
 - A text `file` field is fetched as a URL, and an upload's name becomes a temporary file's:
   `uploads_only`.
 - uvicorn answers a request it cannot parse in plain text: `protocol_errors_as_json`.
+- A passing /readyz or /livez answers an empty line: `probes_answer_json`.
 - The main process outlives workers that cannot restart without the bundle:
   `exit_when_the_bundle_is_gone`.
 - #5540 (the client to a dependency service closes its session every 100 requests) and #4971

@@ -1,5 +1,5 @@
 """The server's life: a header timeout uvicorn lacks under BentoML's workers, BentoML's request
-timers cancelled, and a stop when the bundle is gone."""
+timers cancelled, a stop when the bundle is gone, and probes that answer in JSON."""
 
 import os
 import threading
@@ -121,3 +121,24 @@ def request_timers_cancelled() -> None:
             timer.cancel()
     __call__.cancels_its_timer = True
     middleware.__call__ = __call__
+
+
+def probes_answer_json() -> None:
+    """BentoML answers a passing /readyz and /livez with an empty line, which a person or a
+    script checking the service reads as nothing: they answer {"status": "ready"} and
+    {"status": "alive"} (a failing probe stays BentoML's 503)."""
+    from _bentoml_impl.server.app import ServiceAppFactory
+    from starlette.responses import JSONResponse
+
+    for name, status in (("readyz", "ready"), ("livez", "alive")):
+        original = getattr(ServiceAppFactory, name)
+        if getattr(original, "as_json", False):
+            continue
+
+        async def probe(self, request, original=original, status=status):
+            answer = await original(self, request)
+            if answer.status_code != 200:
+                return answer
+            return JSONResponse({"status": status})
+        probe.as_json = True
+        setattr(ServiceAppFactory, name, probe)

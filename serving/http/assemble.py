@@ -11,7 +11,7 @@ from serving.framework.bodies import (client_errors_answered, describe, forbid_u
                                       protocol_errors_as_json, uploads_only)
 from serving.framework.logs import metrics_directory_per_server, unknown_paths_as_one_metric_label
 from serving.framework.server import (exit_when_the_bundle_is_gone, header_timeout,
-                                      request_timers_cancelled)
+                                      probes_answer_json, request_timers_cancelled)
 from serving.http import oip
 from serving.http.errors import STATUSES, JSONErrorMiddleware, validation_message
 from serving.http.guard import BodyGuard
@@ -60,4 +60,5 @@ def build(settings: Settings) -> bentoml.Service:
     unknown_paths_as_one_metric_label(list(fields))
     header_timeout(settings.header_timeout)
     request_timers_cancelled()
+    probes_answer_json()
     return service

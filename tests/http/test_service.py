@@ -183,8 +183,8 @@ def test_oversized_bodies_get_413(http):
 def test_metadata_and_probes(http, runtime):
     assert http.get("/metadata").json()["version"] == runtime.version
     assert http.post("/metadata").json()["n_features"] == 64
-    assert http.get("/livez").status_code == 200
-    assert http.get("/readyz").status_code == 200
+    assert http.get("/livez").json() == {"status": "alive"}  # issue 28: not an empty body
+    assert http.get("/readyz").json() == {"status": "ready"}
     response = http.put("/anomaly_score")
     assert response.status_code == 405 and "use POST" in response.json()["error"]
 
