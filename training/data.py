@@ -219,6 +219,13 @@ def fit_normalization(x_train: np.ndarray,
     else:
         mean = x_train.mean(axis=0, dtype=np.float64)
         std = x_train.std(axis=0, dtype=np.float64)
+    return normalization(mean, std, schema)
+
+
+def normalization(mean: np.ndarray, std: np.ndarray,
+                  schema: Schema | None) -> tuple[np.ndarray, np.ndarray]:
+    """The stored shift and scale of float64 statistics: a constant feature keeps std 1, and a
+    categorical column mean 0 and std 1."""
     std = np.where(std > 1e-6 * np.maximum(1.0, np.abs(mean)), std, 1.0)
     if schema is not None:
         mean[schema.categorical_index], std[schema.categorical_index] = 0.0, 1.0

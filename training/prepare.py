@@ -71,12 +71,15 @@ def batches_of(prepared: Prepared, config: TrainConfig) -> Batches:
                                        epoch_rows(config, prepared.n_train), config.batch_size):
                 yield torch.from_numpy(batch)
         return streamed
-    return rows_in_memory(torch.from_numpy(prepared.x_train()), config)
+    return rows_in_memory(torch.from_numpy(prepared.x_train()), config.batch_size,
+                          epoch_rows(config, prepared.n_train))
 
 
-def rows_in_memory(x_train: torch.Tensor, config: TrainConfig) -> Batches:
+def rows_in_memory(x_train: torch.Tensor, batch_size: int, rows: int) -> Batches:
+    """Batches of `rows` rows of x_train per epoch, in an order drawn from the epoch's
+    generator."""
     def batches(generator: torch.Generator, epoch: int) -> Iterator[torch.Tensor]:
         order = torch.randperm(len(x_train), generator=generator)
-        for start in range(0, epoch_rows(config, len(x_train)), config.batch_size):
-            yield x_train[order[start:start + config.batch_size]]
+        for start in range(0, rows, batch_size):
+            yield x_train[order[start:start + batch_size]]
     return batches

@@ -32,7 +32,7 @@ from serving.core.rows import InputError
 from training.config import TrainConfig
 from training.loop import Run, epoch_generator
 from training.model import Layout
-from training.prepare import Prepared, epoch_rows, prepare
+from training.prepare import Prepared, epoch_rows, prepare, rows_in_memory
 from training.sizing import choose_sizes
 from training.stream import matrices, training_rows
 
@@ -155,13 +155,8 @@ def _worker(setup: dict) -> None:
     shard = setup["shards"][rank]
     x = torch.from_numpy(np.concatenate([b["data"] for b in shard.iter_batches(
         batch_size=None, batch_format="numpy")]).astype(np.float32, copy=False))
-    local, each = config.batch_size // world, min(epoch_rows(config, setup["n_train"]) // world,
-                                                  len(x))
-
-    def batches(generator: torch.Generator, epoch: int):
-        order = torch.randperm(len(x), generator=generator)
-        for start in range(0, each, local):
-            yield x[order[start:start + local]]
+    each = min(epoch_rows(config, setup["n_train"]) // world, len(x))
+    batches = rows_in_memory(x, config.batch_size // world, each)
 
     run = _run(config, setup)
     checkpoint = ray.train.get_checkpoint()

@@ -27,6 +27,7 @@ from serving.core.rows import InputError
 from serving.core.schema import Schema
 from serving.tables.infer import infer_schema
 from serving.tables.read import arrow_error
+from training.data import normalization
 
 STREAM_ROWS = 1_000_000  # a Parquet table with more rows is streamed
 SAMPLE_ROWS = 100_000  # rows the column decisions are made on
@@ -169,11 +170,8 @@ def read_validation_and_stats(table: StreamedTable) -> np.ndarray:
             mean = mean + delta * n / np.maximum(total, 1)
             m2 = m2 + chunk_m2 + delta**2 * count * n / np.maximum(total, 1)
             count = total
-    std = np.sqrt(m2 / np.maximum(count, 1))
-    std = np.where(std > 1e-6 * np.maximum(1.0, np.abs(mean)), std, 1.0)
-    mean[table.schema.categorical_index], std[table.schema.categorical_index] = 0.0, 1.0
-    table.stats = {"mean": mean.astype(np.float32), "std": std.astype(np.float32),
-                   "missing": missing}
+    shift, scale = normalization(mean, np.sqrt(m2 / np.maximum(count, 1)), table.schema)
+    table.stats = {"mean": shift, "std": scale, "missing": missing}
     return np.concatenate(val)
 
 
