@@ -61,6 +61,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+RAY_ENV = {"RAY_AUTH_MODE": "disabled"}  # `ray start` turns token auth on by default
+
+
+@contextmanager
+def ray_cluster(temp: Path):
+    """Two Ray nodes on this machine, one CPU each (`ray start --head` and a second raylet
+    joined by address); their address. `ray stop --force` at the end stops every Ray of the
+    machine, not only these two nodes."""
+    env = {**os.environ, **RAY_ENV}
+    ray = str(Path(sys.executable).with_name("ray"))
+
+    def start(*args: str) -> None:
+        done = subprocess.run([ray, "start", *args, "--num-cpus=1", "--disable-usage-stats"],
+                              env=env, capture_output=True, text=True, timeout=120)
+        if done.returncode:
+            raise RuntimeError(f"ray start {' '.join(args)} failed: {done.stderr[-2000:]}")
+
+    port = free_port()
+    try:
+        start("--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}")
+        start(f"--address=127.0.0.1:{port}")
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
 def vae(*args: str) -> subprocess.CompletedProcess:
     """`vae ARGS` in a fresh process, as a user runs it: its output captured, a failure raised."""
     return subprocess.run([sys.executable, "-m", "vae_service.cli", *args], cwd=ROOT, capture_output=True,

@@ -16,7 +16,6 @@ train with peak RSS at most 1 GB, within 20% of the smaller table's.
 """
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import RESULTS
+from bench.common import RESULTS, ray_cluster
 
 TARGET_SECONDS, TARGET_LOSS, TARGET_RSS_MB, TARGET_RSS_GROWTH = 90.0, 0.01, 1024, 0.2
 GROUP = 131_072  # rows per Parquet row group
@@ -67,24 +66,6 @@ def parquet_directory(x: np.ndarray, directory: Path, copies: int = 1,
                     out.write_table(pa.table({n: block[:, j] for j, n in enumerate(names)}),
                                     row_group_size=GROUP)
     return directory
-
-
-@contextlib.contextmanager
-def ray_cluster(temp: Path):
-    """Two Ray nodes on this machine, one CPU each (`ray start --head` and a second raylet),
-    as the tests start them; their address."""
-    port = 6400 + os.getpid() % 500
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    ray = str(Path(sys.executable).with_name("ray"))
-    subprocess.run([ray, "start", "--head", "--num-cpus=1", f"--port={port}",
-                    "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats"],
-                   env=env, check=True, capture_output=True)
-    try:
-        subprocess.run([ray, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1",
-                        "--disable-usage-stats"], env=env, check=True, capture_output=True)
-        yield f"127.0.0.1:{port}"
-    finally:
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
 
 
 def ray_run(data: Path, out: Path, address: str) -> dict:

@@ -15,14 +15,9 @@ import httpx
 import numpy as np
 import pytest
 
+from bench.common import free_port
 from bench.readiness import wait_ready
 from tests.conftest import ROOT
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(bundle: Path, home: Path, log_path: Path) -> dict:

@@ -11,33 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.common import RAY_ENV, ray_cluster
 from tests.conftest import run_cli
-from tests.http.test_serve import free_port
-
-RAY_ENV = {"RAY_AUTH_MODE": "disabled"}  # `ray start` turns token auth on by default
-
-
-def ray(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([str(Path(sys.executable).with_name("ray")), *args],
-                          env={**os.environ, **RAY_ENV}, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     pytest.importorskip("ray")
-    port = free_port()
-    temp = tmp_path_factory.mktemp("ray")
-    head = ray("start", "--head", "--num-cpus=1", f"--port={port}", "--include-dashboard=false",
-               f"--temp-dir={temp}", "--disable-usage-stats")
-    assert head.returncode == 0, head.stderr[-2000:]
-    try:
-        worker = ray("start", f"--address=127.0.0.1:{port}", "--num-cpus=1",
-                     "--disable-usage-stats")
-        assert worker.returncode == 0, worker.stderr[-2000:]
-        yield f"127.0.0.1:{port}"
-    finally:
-        ray("stop", "--force")
+    with ray_cluster(tmp_path_factory.mktemp("ray")) as address:
+        yield address
 
 
 def test_the_cluster_has_two_nodes(cluster):
