@@ -4,6 +4,7 @@ of the weights, the step guard, the history and the best weights so far. The one
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from training.config import TrainConfig
 from training.model import VAE, Layout
@@ -104,3 +105,25 @@ class Run:
                               best_state={k: v.clone()
                                           for k, v in self.evaluated.state_dict().items()})
         return record
+
+
+class Progress:
+    """The bar both engines show: epochs done (tqdm's rate and ETA), and after it the epoch's
+    losses, the best validation loss so far, rows/s, optimizer steps, and the steps the guard
+    skipped or clipped."""
+
+    def __init__(self, config: TrainConfig, initial: int, steps_per_epoch: int, enabled: bool):
+        self.steps_per_epoch = steps_per_epoch
+        self.bar = tqdm(total=config.epochs, initial=initial, desc="train", unit="epoch",
+                        disable=not enabled, dynamic_ncols=True, mininterval=0.5)
+
+    def show(self, record: dict, best_val: float) -> None:
+        """An epoch's record (Run.epoch's, with rows_per_s)."""
+        self.bar.update(record["epoch"] - self.bar.n)
+        self.bar.set_postfix(train=f"{record['train_loss']:.2f}", val=f"{record['val_loss']:.2f}",
+                             best=f"{best_val:.2f}" if best_val < float("inf") else "-", skipped=record["skipped_steps"],
+                             clipped=record["clipped_steps"], rows_s=record["rows_per_s"],
+                             steps=record["epoch"] * self.steps_per_epoch)
+
+    def close(self) -> None:
+        self.bar.close()

@@ -12,6 +12,8 @@
 - Rank 0 reports a checkpoint every CHECKPOINT_EVERY_S and after the last epoch. A
   worker that dies is replaced (FailureConfig) and every worker continues from the last
   checkpoint: the run ends with the weights it would have had.
+- Rank 0 hands each epoch's record to a Ray actor (LatestRecord) without waiting; the driver
+  polls it into the same progress bar as one process's.
 - The driver writes the run directory from the final checkpoint, as a one-process run does.
 
 How it differs from one process: each step's rows come from every shard and each worker draws
@@ -22,6 +24,7 @@ workers, they are the same from run to run.
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -30,7 +33,7 @@ import torch
 
 from serving.core.rows import InputError
 from training.config import TrainConfig
-from training.loop import Run, epoch_generator
+from training.loop import Progress, Run, epoch_generator
 from training.model import Layout
 from training.prepare import Prepared, epoch_rows, prepare, rows_in_memory
 from training.sizing import choose_sizes
@@ -74,9 +77,11 @@ def train_on_ray(config: TrainConfig, run_dir: str | os.PathLike, address: str |
     join_ray(ray, address, packages=("serving", "training"))
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     shards = _training_rows_dataset(ray, prepared).split(workers, equal=True)
+    latest = ray.remote(num_cpus=0)(LatestRecord).remote()
     setup = {"config": config.to_dict(), "shards": shards, "threads": threads,
              "n_train": prepared.n_train, "x_val": prepared.x_val, "mean": prepared.mean,
-             "std": prepared.std, "schema": prepared.data.schema, "missing": prepared.missing}
+             "std": prepared.std, "schema": prepared.data.schema, "missing": prepared.missing,
+             "latest": latest}
     trainer = TorchTrainer(
         _worker, train_loop_config=setup,
         scaling_config=ScalingConfig(num_workers=workers,
@@ -84,10 +89,19 @@ def train_on_ray(config: TrainConfig, run_dir: str | os.PathLike, address: str |
         run_config=RunConfig(name="train", storage_path=str(run_dir / "ray"),
                              failure_config=FailureConfig(max_failures=3),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)))
+    bar = Progress(config, 0, -(-epoch_rows(config, prepared.n_train) // config.batch_size),
+                   progress)
+    done = threading.Event()
+    poller = threading.Thread(target=_show_progress, args=(ray, latest, bar, done), daemon=True)
+    poller.start()
     try:
         result = trainer.fit()
     except Exception as e:  # Ray's TrainingFailedError wraps the worker's
         raise ClusterError(f"Ray Train failed: {str(e).splitlines()[0][:300]}") from None
+    finally:
+        done.set()
+        poller.join()
+        bar.close()
     with result.checkpoint.as_directory() as directory:
         state = torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=True)
     run = _run(config, setup)
@@ -96,6 +110,35 @@ def train_on_ray(config: TrainConfig, run_dir: str | os.PathLike, address: str |
                      torch.from_numpy(prepared.x_val), prepared.split, prepared.n_train, run_dir,
                      time.perf_counter() - started)
     return {**metrics, "chosen": chosen, "rows_per_s": state["history"][-1].get("rows_per_s")}
+
+
+class LatestRecord:
+    """A Ray actor: the last epoch record rank 0 gave it (with the best validation loss)."""
+
+    def __init__(self):
+        self.record = None
+
+    def put(self, record: dict) -> None:
+        self.record = record
+
+    def get(self) -> dict | None:
+        return self.record
+
+
+def _show_progress(ray, latest, bar: Progress, done: threading.Event) -> None:
+    """Until `done` (and once more then): the newest record into the bar, twice a second."""
+    shown = 0
+    while True:
+        finished = done.wait(0.5)
+        try:
+            record = ray.get(latest.get.remote(), timeout=5)
+        except Exception:  # the cluster is going away with the run: the run reports why
+            return
+        if record is not None and record["epoch"] > shown:
+            bar.show(record, record["best_val"])
+            shown = record["epoch"]
+        if finished:
+            return
 
 
 def _training_rows_dataset(ray, prepared: Prepared):
@@ -169,6 +212,8 @@ def _worker(setup: dict) -> None:
         record = run.epoch(batches, epoch_generator(config.seed, run.state["epoch"], rank),
                            sync)
         record["rows_per_s"] = round(each * world / max(time.perf_counter() - started, 1e-9))
+        if rank == 0:  # not waited for
+            setup["latest"].put.remote({**record, "best_val": run.state["best_val"]})
         # Every worker reports together (a report is collective), only when rank 0's clock
         # says a checkpoint is due, or at the end: Ray Train takes a report every 2 s (its
         # health-check poll), so a report per epoch held each epoch up to 2 s.

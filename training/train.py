@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from serving.core.rows import InputError
 from serving.core.schema import Schema
@@ -23,7 +22,7 @@ from serving.tables.files import atomic_write
 from training.config import TrainConfig
 from training.data import Dataset, Split, in_memory
 from training.model import VAE, Layout
-from training.loop import Run
+from training.loop import Progress, Run
 from training.prepare import batches_of, epoch_rows, prepare
 from training.sizing import choose_sizes, choose_threads
 
@@ -107,8 +106,7 @@ def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: 
 
     steps_per_epoch = -(-epoch_rows(config, n_train) // config.batch_size)
     started = saved = time.perf_counter()
-    bar = tqdm(total=config.epochs, initial=run.state["epoch"], desc="train", unit="epoch",
-               disable=not progress, dynamic_ncols=True, mininterval=0.5)
+    bar = Progress(config, run.state["epoch"], steps_per_epoch, progress)
     while run.state["epoch"] < config.epochs and not run.stopped():
         epoch_started = time.perf_counter()
         record = run.epoch(batches)
@@ -117,11 +115,7 @@ def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: 
         if time.perf_counter() - saved >= CHECKPOINT_EVERY_S:
             atomic_save(run.checkpoint(), run_dir / CHECKPOINT)
             saved = time.perf_counter()
-        bar.update(1)
-        bar.set_postfix(train=f"{record['train_loss']:.2f}", val=f"{record['val_loss']:.2f}",
-                        best=f"{run.state['best_val']:.2f}", skipped=run.guard.skipped,
-                        clipped=run.guard.clipped, rows_s=f"{rows_per_s:.0f}",
-                        steps=run.state["epoch"] * steps_per_epoch)
+        bar.show(record, run.state["best_val"])
     bar.close()
     atomic_save(run.checkpoint(), run_dir / CHECKPOINT)  # as the run ended (early stopping too)
     metrics = finish(run.model, config, data, run.state, x_val, split, n_train, run_dir,

@@ -126,12 +126,18 @@ def test_ray_train_on_the_cluster_gives_a_run_whose_bundle_serves(ray_run, tmp_p
     assert history[-1]["val_loss"] < history[0]["val_loss"]  # it learned
 
 
-def test_ray_train_with_the_same_seed_and_workers_gives_the_same_weights(ray_run, cluster,
-                                                                        tmp_path):
-    done = run_cli("train", *TRAIN, "--engine", "ray", "--ray-address", cluster, "--out",
+def test_ray_train_with_the_same_seed_and_workers_gives_the_same_weights_and_progress(
+        ray_run, cluster, tmp_path):
+    loud = [a for a in TRAIN if a != "--quiet"]  # and its progress bar, as one process's
+    done = run_cli("train", *loud, "--engine", "ray", "--ray-address", cluster, "--out",
                    str(tmp_path / "again"), env=RAY_ENV, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert same_weights(trained_weights(ray_run), trained_weights(tmp_path / "again"))
+    bar = done.stderr.replace("\r", "\n").splitlines()
+    shown = [line for line in bar if line.startswith("train:") and "best=" in line]
+    assert len(shown) >= 2, done.stderr[-2000:]  # it moved while the run went
+    assert all(f"{key}=" in shown[-1] for key in ("val", "rows_s", "steps", "skipped")), \
+        shown[-1]
 
 
 def test_a_killed_ray_train_worker_is_replaced_and_the_run_ends_the_same(ray_run, cluster,
