@@ -6,7 +6,7 @@ RUN      := runs/digits
 BUNDLE   := bundles/digits
 export BENTOML_DO_NOT_TRACK := True
 
-.PHONY: install serve model test bench fuzz image smoke clean
+.PHONY: install serve model test bench fuzz image smoke clean prometheus
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -38,7 +38,16 @@ image: model
 smoke: image
 	$(BIN)/python deploy/smoke_test.py --image $(IMAGE)
 
-test: $(STAMP)
+# Debian's prometheus, for tests/test_monitoring.py's real-Prometheus test: installed where
+# apt-get can (as root); elsewhere that test is skipped and says why.
+prometheus:
+	@command -v prometheus >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
+	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	         --no-install-recommends prometheus; }; } >/dev/null 2>&1; } || \
+	  echo "prometheus is not installed: the real-Prometheus test will be skipped"
+
+test: $(STAMP) prometheus
 	$(BIN)/python -m pytest
 
 # bench/REPORT.md and its plots, regenerated from the embedded data and the real tables

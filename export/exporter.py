@@ -15,6 +15,7 @@ from export.quantize import gate, quantize_graphs
 from export.verify import PARITY_BATCHES, PARITY_SAMPLES, PARITY_TOLERANCE, check_graph, \
     check_parity, parity
 from serving.core.bundle import Bundle, write_bundle
+from serving.core.drift import reference as drift_reference
 from serving.core.noise import DEFAULT_SAMPLES, SeededNoise
 from serving.core.rows import InputError
 from serving.core.runtime import VAEGraphs
@@ -180,6 +181,8 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str = "
         manifest["schema"] = schema.model_dump(exclude_none=True)
     if quantization is not None:
         manifest["quantization"] = quantization
+    mu_val = graphs.encode(x_val, np.zeros((0, len(x_val), vae.latent_dim), np.float32))[0]
+    manifest["drift"] = drift_reference(x_val, mu_val, list(saved["feature_names"]))
     if saved.get("image_shape"):
         manifest["image_shape"] = list(saved["image_shape"])
     manifest = {"name": name, "version": model_version(vae, manifest),

@@ -14,8 +14,8 @@ def parser() -> argparse.ArgumentParser:
     from training.config import TrainConfig  # dataclasses only: no torch
 
     top = argparse.ArgumentParser(
-        prog="vae", description="Train, export, score, impute and evaluate with a variational "
-                                "autoencoder (docs/contract.md).")
+        prog="vae", description="Train, export, score, impute, evaluate and watch drift with a "
+                                "variational autoencoder (docs/contract.md).")
     commands = top.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a VAE into RUN_DIR")
@@ -121,6 +121,15 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=seed_number, default=0, help="noise seed (0)")
     evaluate.add_argument("--out", default="evaluation", metavar="DIR",
                           help="where evaluation.json, roc.png and scores.png go (evaluation)")
+    drift = commands.add_parser("drift", help="compare a file's rows with the model's "
+                                "reference (PSI per view; exits 3 above the threshold)")
+    drift.add_argument("input", metavar="INPUT", help=".csv, .parquet, .npy or a directory")
+    drift.add_argument("--model", required=True, help="bundle directory or model-store tag")
+    drift.add_argument("--threshold", type=float, default=0.25,
+                       help="the PSI above which a view has drifted (0.25)")
+    drift.add_argument("--out", default="drift", metavar="DIR",
+                       help="where drift.json and drift.svg go (drift)")
+    drift.add_argument("--threads", type=positive, help="onnxruntime threads (VAE_ORT_THREADS)")
     return top
 
 
@@ -212,8 +221,17 @@ def run_evaluate(args: argparse.Namespace) -> None:
     print(f"wrote evaluation.json, roc.png and scores.png to {write(evaluation, args.out)}")
 
 
+def run_drift(args: argparse.Namespace) -> int:
+    from serving.jobs.drift import drift_of_file, write_report
+
+    report = drift_of_file(args.model, args.input, args.threshold, args.threads)
+    write_report(report, Path(args.out))
+    print("\n".join(report.lines() + [f"wrote drift.json and drift.svg to {args.out}"]))
+    return 3 if report.drifted else 0
+
+
 COMMANDS = {"train": run_train, "export": run_export, "score": run_score,
-            "impute": run_impute, "evaluate": run_evaluate}
+            "impute": run_impute, "evaluate": run_evaluate, "drift": run_drift}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
               f"the {extra} extra: pip install '.[{extra}]'", file=sys.stderr)
         return 1
     try:
-        COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
     except expected as e:
         print(f"vae {args.command}: error: {e}", file=sys.stderr)
         return 1
@@ -249,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                 "score": " (run the same command again to continue)"}.get(args.command, "")
         print(f"\nvae {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

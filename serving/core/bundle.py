@@ -105,6 +105,31 @@ class Verification(BaseModel):
     parity: dict[str, dict[str, float]]
 
 
+class DriftView(BaseModel):
+    """The reference of one drift view (serving.core.drift): per column its decile edges and
+    the validation rows' share in each bucket (the last, for features, a missing cell's)."""
+
+    columns: list[str]
+    edges: list[list[float]]
+    shares: list[list[float]]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DriftView":
+        if not len(self.columns) == len(self.edges) == len(self.shares):
+            raise ValueError("columns, edges and shares differ in length")
+        for name, edges, shares in zip(self.columns, self.edges, self.shares):
+            if edges != sorted(edges) or len(shares) - len(edges) not in (1, 2):
+                raise ValueError(f"column {name!r}: edges not ascending, or not one bucket "
+                                 f"more shares than edges")
+        return self
+
+
+class DriftReference(BaseModel):
+    rows: int = Field(ge=1)
+    feature: DriftView | None = None
+    latent: DriftView | None = None
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
@@ -126,6 +151,7 @@ class Manifest(BaseModel):
     calibration: Calibration
     verification: Verification | None = None
     image_shape: list[int] | None = None  # (H, W) when each row is an image
+    drift: DriftReference | None = None  # bundles since drift metrics (serving.core.drift)
 
     @model_validator(mode="after")
     def _consistent(self) -> "Manifest":
@@ -144,11 +170,14 @@ class Manifest(BaseModel):
         return self
 
     def public(self) -> dict:
-        """What /metadata shows: everything but the normalization's mean and std and the
-        calibration's quantiles (feature_names and the schema stay: clients need them)."""
+        """What /metadata shows: everything but the normalization's mean and std, the
+        calibration's quantiles and the drift reference's edges and shares (feature_names, the
+        schema and the watched columns stay: clients need them)."""
         public = self.model_dump(exclude={"normalization": {"mean", "std"},
                                           "calibration": {"quantiles", "by_observed",
-                                                          "feature_nll_median"}},
+                                                          "feature_nll_median"},
+                                          "drift": {"feature": {"edges", "shares"},
+                                                    "latent": {"edges", "shares"}}},
                                  exclude_none=True, by_alias=True)
         if self.calibration.by_observed:
             public["calibration"]["by_observed"] = [

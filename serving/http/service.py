@@ -26,10 +26,11 @@ from serving.http.api_models import (DecodeAnswer, EncodeAnswer, Explain, Impute
 from serving.http.guard import Budget
 from serving.http.inputs import request_rows
 from serving.http.merger import Job, Merger
-from serving.http.metrics import count
+from serving.http.metrics import DriftCounters, count
 from serving.http.uploads import score_upload
 from serving.http.settings import Settings
 from serving.core.bundle import Bundle
+from serving.core.drift import Drift
 from serving.core.runtime import VAERuntime, saturate
 from serving.store import is_model_tag
 from serving.tables.sources import file_columns, open_source
@@ -62,6 +63,10 @@ def service_class(settings: Settings, bundle: Bundle) -> type:
             self.manifest = self.runtime.manifest
             self.version = self.runtime.version
             self.threshold = float(self.runtime.threshold)
+            calibration = self.manifest.calibration
+            reference = self.manifest.drift.model_dump() if self.manifest.drift else None
+            self.drift = DriftCounters(Drift(reference, calibration.n_samples),
+                                       calibration.target_fpr)
             # Every graph call of the process runs on this one thread: onnxruntime's threads are
             # never oversubscribed, and the arrays come and go in one allocator arena.
             self.graph_thread = ThreadPoolExecutor(1, thread_name_prefix="graphs")
@@ -75,8 +80,9 @@ def service_class(settings: Settings, bundle: Bundle) -> type:
         # -- graph calls, run on graph_thread ------------------------------------------------------
 
         def _score_rows(self, x: np.ndarray, eps: np.ndarray, explain: bool) -> dict:
-            scored = self.runtime.score(x, DrawnNoise(eps), explain)
-            return {k: v for k, v in vars(scored).items() if v is not None}
+            scored = self.runtime.score(x, DrawnNoise(eps), explain, with_latent=True)
+            self.drift.observe(x, scored.mu, scored.percentile, eps.shape[0])
+            return {k: v for k, v in vars(scored).items() if v is not None and k != "mu"}
 
         def _encode_rows(self, x: np.ndarray, eps: np.ndarray, _: bool) -> dict:
             return dict(zip(("mu", "logvar", "z"), self.runtime.encode(x, eps)))
@@ -117,6 +123,9 @@ def service_class(settings: Settings, bundle: Bundle) -> type:
         def _count(self, endpoint: str, rows: int, is_anomaly: np.ndarray | None = None,
                    score: np.ndarray | None = None) -> None:
             count(endpoint, rows, is_anomaly, score)
+
+        def _observe_drift(self, x: np.ndarray, scored, n_samples: int) -> None:
+            self.drift.observe(x, scored.mu, scored.percentile, n_samples)
 
         # -- endpoints ------------------------------------------------------------------------
 

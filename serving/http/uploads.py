@@ -50,7 +50,8 @@ async def score_upload(service, source, n_samples: int, seed: int, request, out:
             if first + len(rows) > settings.max_file_rows:  # a CSV, counted as it is read
                 raise too_many_rows(source, settings.max_file_rows)
             table = await service._on_graph_thread(score_chunk, service.runtime, first, rows,
-                                                passthrough, n_samples, seed)
+                                                passthrough, n_samples, seed, False,
+                                                service._observe_drift)
             service._count("anomaly_score_file", table.num_rows,
                         table["is_anomaly"].to_numpy(zero_copy_only=False),
                         table["score"].to_numpy())

@@ -73,8 +73,14 @@ def score_table(first_row: int, scored: ScoredRows, passthrough: pa.Table | None
 
 def score_chunk(runtime: VAERuntime, first_row: int, x: np.ndarray,
                 passthrough: pa.Table | None, n_samples: int, seed: int,
-                with_latent: bool = False) -> pa.Table:
+                with_latent: bool = False, observe=None) -> pa.Table:
     """Rows first_row, first_row+1, ... of a file, scored under the contract's noise for their
-    positions, as output rows."""
-    scored = runtime.score(x, runtime.noise(seed, n_samples, first_row), with_latent=with_latent)
+    positions, as output rows. observe(x, scored rows with mu, n_samples), when given, sees
+    them first (the service's drift counters)."""
+    scored = runtime.score(x, runtime.noise(seed, n_samples, first_row),
+                           with_latent=with_latent or observe is not None)
+    if observe is not None:
+        observe(x, scored, n_samples)
+        if not with_latent:
+            scored.mu = None
     return score_table(first_row, scored, passthrough, runtime.schema is not None)
