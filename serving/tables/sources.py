@@ -115,7 +115,7 @@ def chunks(source: Source, chunk_rows: int, start_row: int = 0
            ) -> Iterator[tuple[int, np.ndarray, pa.Table | None]]:
     """(first_row, x (B, F) float32, passthrough columns or None), B = chunk_rows but the last."""
     if source.kind == ".npy":
-        for start, x in _npy_chunks(source.path, chunk_rows, start_row):
+        for start, x in npy_chunks(source.path, chunk_rows, start_row):
             yield start, source.array_rows(x, start), None
         return
     if source.kind == ".csv":
@@ -136,7 +136,7 @@ def chunks(source: Source, chunk_rows: int, start_row: int = 0
         start = end
 
 
-def _npy_chunks(path: Path, chunk_rows: int, start_row: int) -> Iterator[tuple[int, np.ndarray]]:
+def npy_chunks(path: Path, chunk_rows: int, start_row: int) -> Iterator[tuple[int, np.ndarray]]:
     """Rows of a .npy file read with plain reads, not a memory map: a file truncated while it
     is read gives a one-line error here, where a mapped page would have killed the process
     with SIGBUS."""

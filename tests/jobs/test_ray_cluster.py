@@ -39,6 +39,9 @@ def scored_alike(cluster: str, rows, tmp_path, *options: str) -> None:
         done = run_cli("score", str(rows), "--out", str(out), *engine, *options,
                        env=RAY_ENV, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
+        if engine:  # a job's output is its own lines: no Ray INFO lines, no deprecations
+            assert not [line for line in done.stderr.splitlines()
+                        if "\tINFO " in line or "eprecat" in line], done.stderr[-3000:]
         outputs.append(out.read_bytes())
     assert outputs[0] == outputs[1]
 
@@ -48,6 +51,21 @@ def test_ray_engine_on_the_cluster_matches_the_local_engine(cluster, tmp_path, b
     np.save(tmp_path / "rows.npy", np.resize(digits_x, (4000, 64)))
     scored_alike(cluster, tmp_path / "rows.npy", tmp_path, "--model", str(bundle_dir),
                  "--seed", "9", "--chunk-rows", "1000", "--quiet")
+
+
+def test_a_parquet_directory_of_row_groups_scores_to_the_same_bytes_on_the_cluster(
+        cluster, tmp_path, bundle_dir, digits_x):
+    """Each row group is a part that a Ray task reads, with its first row's position."""
+    import pyarrow as pa
+    from pyarrow import parquet
+    (tmp_path / "dir").mkdir()
+    names = [f"pixel_{i // 8}_{i % 8}" for i in range(64)]
+    for i, lo in enumerate((0, 1300)):
+        rows = np.resize(digits_x, (2600, 64))[lo:lo + 1300]
+        parquet.write_table(pa.table(dict(zip(names, rows.T))), tmp_path / "dir" / f"{i}.parquet",
+                            row_group_size=500)
+    scored_alike(cluster, tmp_path / "dir", tmp_path, "--model", str(bundle_dir), "--seed", "3",
+                 "--chunk-rows", "256", "--quiet")
 
 
 def test_a_mixed_table_scores_to_the_same_bytes_on_the_cluster(cluster, tmp_path, mixed):
