@@ -68,7 +68,7 @@ def main() -> int:
         x = load_digits().data[:50].astype(np.float32)
         answer = httpx.post(f"{url}/anomaly_score", timeout=60,
                             json={"x": x.tolist(), "n_samples": 16, "seed": 7}).json()
-        expected = runtime.score(x, 16, seed=7)
+        expected = runtime.score(x, runtime.noise(7, 16))
         assert answer["score"] == expected.score.tolist(), "FAIL  /anomaly_score differs"
         ok(f"/anomaly_score of 50 rows = the runtime outside, bit for bit "
            f"(first score {answer['score'][0]:.4f})")
