@@ -30,13 +30,16 @@ model: $(BUNDLE)/manifest.json
 serve: model
 	$(BIN)/bentoml serve
 
-# The container image (podman; a debootstrap base is built once) and its smoke test.
+# The container image (podman; a debootstrap base is built once) serving MODEL, a tag of the
+# BentoML model store (`vae export ... --register`), and its smoke test (the image alone, the
+# manifests under `podman kube play`, the API page in headless Chromium; output in smoke/).
 IMAGE ?= localhost/vae-service:latest
+MODEL ?= vae:latest
 image: model
-	deploy/image.sh $(IMAGE)
+	MODEL=$(MODEL) deploy/image.sh $(IMAGE)
 
 smoke: image
-	$(BIN)/python deploy/smoke_test.py --image $(IMAGE)
+	$(BIN)/python deploy/smoke_test.py --image $(IMAGE) --out smoke
 
 # Debian's prometheus, for tests/test_monitoring.py's real-Prometheus test: installed where
 # apt-get can (as root); elsewhere that test is skipped and says why.

@@ -1,6 +1,9 @@
 """The Kubernetes manifests: valid against the schemas, and in agreement with the code."""
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import kubernetes_validate
 import pytest
@@ -110,12 +113,33 @@ def test_deployment_agrees_with_the_service_code():
     assert any(home.startswith(path) for path in writable)
 
 
-def test_job_runs_the_score_command():
+def test_job_runs_the_score_command(monkeypatch):
     [container] = _pod("job.yaml")["containers"]
     assert container["command"] == ["python", "-m", "vae_service.cli"]
+    # --model comes from VAE_MODEL: the image's own model (deploy/image.sh bakes it), or the
+    # ConfigMap's, which the Job takes as the Deployment does
+    assert {"configMapRef": {"name": "vae-service"}} in container["envFrom"]
+    monkeypatch.setenv("VAE_MODEL", "cc:0123456789ab")
     args = parser().parse_args(container["args"])
-    assert args.command == "score" and args.engine == "local"
+    assert args.command == "score" and args.engine == "local" and args.model == "cc:0123456789ab"
     assert args.input.startswith("/data/") and args.out.startswith("/data/")
     assert container["workingDir"] == "/home/bentoml/bento/src"  # where the bento puts vae_service/
     assert "vae_service/" in (ROOT / "bentofile.yaml").read_text()
     assert container["securityContext"]["readOnlyRootFilesystem"]
+
+
+def test_the_bento_holds_every_module_the_cli_imports_to_score():
+    """The image's batch Job runs `python -m vae_service.cli score`: every module of this
+    repository that it imports must be in the bento (bentofile.yaml's include)."""
+    import pathspec  # how BentoML matches include patterns
+    code = ("import sys; from vae_service.cli import parser; parser(); "
+            "import serving.jobs.local, serving.jobs.drift; "
+            "print('\\n'.join(m.__file__ for m in list(sys.modules.values()) "
+            "if getattr(m, '__file__', None)))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, check=True)
+    ours = [Path(f).relative_to(ROOT).as_posix() for f in done.stdout.split()
+            if Path(f).is_relative_to(ROOT) and ".venv" not in f]
+    include = yaml.safe_load((ROOT / "bentofile.yaml").read_text())["include"]
+    spec = pathspec.PathSpec.from_lines("gitwildmatch", include)
+    assert ours and not [f for f in ours if not spec.match_file(f)]

@@ -2,6 +2,7 @@
 `vae score` never loads torch."""
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def parser() -> argparse.ArgumentParser:
                         help="also store the bundle in the BentoML model store as NAME:VERSION")
     score = commands.add_parser("score", help="score a file (or a directory of .parquet files)")
     score.add_argument("input", metavar="INPUT", help=".csv, .parquet, .npy or a directory")
-    score.add_argument("--model", required=True, help="bundle directory or model-store tag")
+    score.add_argument("--model", **model_option())
     score.add_argument("--out", required=True, metavar="OUTPUT",
                        help=".csv, .parquet or .npy: the format follows the extension")
     score.add_argument("--n-samples", type=positive, default=K, help=f"K ({K})")
@@ -102,7 +103,7 @@ def parser() -> argparse.ArgumentParser:
 
     impute = commands.add_parser("impute", help="fill a file's missing cells with the model")
     impute.add_argument("input", metavar="INPUT", help=".csv, .parquet or a directory")
-    impute.add_argument("--model", required=True, help="bundle directory or model-store tag")
+    impute.add_argument("--model", **model_option())
     impute.add_argument("--out", required=True, metavar="OUTPUT", help=".csv or .parquet")
     impute.add_argument("--n-samples", type=positive, default=K, help=f"K ({K})")
     impute.add_argument("--draws", type=whole_number, default=0,
@@ -112,7 +113,7 @@ def parser() -> argparse.ArgumentParser:
     impute.add_argument("--threads", type=positive, help="onnxruntime threads (VAE_ORT_THREADS)")
     evaluate = commands.add_parser("evaluate", help="AUROC, average precision and detection "
                                    "rates of a model on a labelled file")
-    evaluate.add_argument("--model", required=True, help="bundle directory or model-store tag")
+    evaluate.add_argument("--model", **model_option())
     evaluate.add_argument("--data", required=True, metavar="FILE", help=".csv, .parquet or .npy")
     evaluate.add_argument("--label-column", required=True, metavar="COL",
                           help="the column saying which rows are normal (an index for .npy)")
@@ -124,13 +125,22 @@ def parser() -> argparse.ArgumentParser:
     drift = commands.add_parser("drift", help="compare a file's rows with the model's "
                                 "reference (PSI per view; exits 3 above the threshold)")
     drift.add_argument("input", metavar="INPUT", help=".csv, .parquet, .npy or a directory")
-    drift.add_argument("--model", required=True, help="bundle directory or model-store tag")
+    drift.add_argument("--model", **model_option())
     drift.add_argument("--threshold", type=float, default=0.25,
                        help="the PSI above which a view has drifted (0.25)")
     drift.add_argument("--out", default="drift", metavar="DIR",
                        help="where drift.json and drift.svg go (drift)")
     drift.add_argument("--threads", type=positive, help="onnxruntime threads (VAE_ORT_THREADS)")
     return top
+
+
+def model_option() -> dict:
+    """--model, which defaults to VAE_MODEL as the service's setting does (an image's own
+    model: deploy/image.sh sets it)."""
+    model = os.environ.get("VAE_MODEL") or None
+    return {"default": model, "required": model is None,
+            "help": "bundle directory or model-store tag (default: $VAE_MODEL"
+                    + (f", {model})" if model else ", unset)")}
 
 
 def run_train(args: argparse.Namespace) -> None:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -398,3 +399,19 @@ def test_sigterm_stops_cleanly(server):
     process = server["process"]
     os.killpg(process.pid, signal.SIGTERM)
     assert process.wait(timeout=30) == 0  # last: it stops the module's server
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_the_api_page_in_headless_chromium(server, tmp_path):
+    """`/` is what a user opens first: its own /docs.json request is answered, and it lists
+    every endpoint, each with its example."""
+    from deploy.api_page import docs_json_answered, documented, load_page, unlisted
+
+    before = docs_json_answered(server["log"].read_text())  # the client fixture's, say
+    dom = load_page(shutil.which("chromium"), f"{server['url']}/", tmp_path / "page.png")
+    assert docs_json_answered(server["log"].read_text()) >= before + 2  # the DOM, the picture
+    paths, without_example = documented(server["url"])
+    assert {"/anomaly_score", "/anomaly_score_file", "/encode", "/sample"} <= set(paths)
+    assert not unlisted(dom, paths) and not without_example
+    assert (tmp_path / "page.png").stat().st_size > 10_000
