@@ -1,6 +1,7 @@
 """Helpers shared by the benchmarks: rows, a served model, timing."""
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -67,8 +68,8 @@ RAY_ENV = {"RAY_AUTH_MODE": "disabled"}  # `ray start` turns token auth on by de
 @contextmanager
 def ray_cluster(temp: Path):
     """Two Ray nodes on this machine, one CPU each (`ray start --head` and a second raylet
-    joined by address); their address. `ray stop --force` at the end stops every Ray of the
-    machine, not only these two nodes."""
+    joined by address), their files under `temp`; their address. At the end only their
+    processes are stopped (`ray stop` would stop every Ray of the machine)."""
     env = {**os.environ, **RAY_ENV}
     ray = str(Path(sys.executable).with_name("ray"))
 
@@ -84,7 +85,25 @@ def ray_cluster(temp: Path):
         start(f"--address=127.0.0.1:{port}")
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        stop_processes_naming(str(temp))
+
+
+def stop_processes_naming(text: str, grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds, every process whose command line holds
+    text (a Ray cluster's temp dir: its GCS, raylets and their helpers), with their children
+    (the workers, which exit with their raylet anyway)."""
+    import psutil
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if text in " ".join(process.info["cmdline"] or []) and process.pid != os.getpid():
+            found += [process, *process.children(recursive=True)]
+    for process in found:
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
+    _, alive = psutil.wait_procs(found, timeout=grace)
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
 
 
 def vae(*args: str) -> subprocess.CompletedProcess:
