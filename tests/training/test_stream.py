@@ -61,9 +61,28 @@ def test_a_pass_reads_every_training_row_exactly_once(tmp_path, small_threshold)
     x_val = read_validation_and_stats(table)
     np.testing.assert_array_equal(x_val[:, 0], table.val_index)
     train_rows = pq.read_table(tmp_path / "t").to_pandas().drop(index=table.val_index)
-    np.testing.assert_allclose(table.stats["mean"][:3], train_rows[["id", "a", "b"]].mean(),
-                               rtol=1e-5)
-    np.testing.assert_allclose(table.stats["std"][1], train_rows["a"].std(ddof=0), rtol=1e-5)
+    low, high = table.clip  # every cell counted once, clipped to the sample's quantiles
+    clipped = train_rows[["id", "a", "b"]].clip(low[:3], high[:3], axis=1)
+    np.testing.assert_allclose(table.stats["mean"][:3], clipped.mean(), rtol=1e-5)
+    np.testing.assert_allclose(table.stats["std"][1], clipped["a"].std(ddof=0), rtol=1e-5)
+
+
+def test_one_huge_cell_does_not_set_a_streamed_columns_scale(tmp_path, small_threshold,
+                                                             monkeypatch):
+    # the clip quantile scaled to this sample: 1e-4 of 100,000 rows is 1% of 500
+    monkeypatch.setattr(stream, "CLIP_QUANTILE", 0.01)
+    directory = write_table(tmp_path / "t", 5000)
+    plain = open_streamed(directory, 0, 0.2, None)
+    read_validation_and_stats(plain)
+    part = pq.read_table(directory / "part-1.parquet").to_pandas()
+    part.loc[part.index[5], "a"] = 1e6  # a training row's cell (row 1671 is not validation)
+    assert 1671 not in plain.val_index
+    pq.write_table(pa.Table.from_pandas(part, preserve_index=False),
+                   directory / "part-1.parquet", row_group_size=713)
+    table = open_streamed(directory, 0, 0.2, None)
+    read_validation_and_stats(table)
+    # unclipped, this cell alone would make the std about 1e6 / sqrt(4700) = 14,600
+    assert abs(table.stats["std"][0] / plain.stats["std"][0] - 1) < 0.01
 
 
 def test_epochs_are_batches_of_the_stream_decided_by_seed_and_epoch(tmp_path, small_threshold):
