@@ -100,20 +100,30 @@ def _gaussian_terms(x: np.ndarray, x_mean: np.ndarray,
 
 
 def _cell_terms(x: np.ndarray, decoded: tuple[np.ndarray, ...], schema) -> np.ndarray:
-    """-log p(x_j|z) of every cell, (K, B, F), 0 where the cell is missing."""
+    """-log p(x_j|z) of every cell, (K, B, F), 0 where the cell is missing. The common case,
+    every column numeric and every cell observed, takes no mask and no copy into place
+    (a third of int8 scoring's time went there); its values are the same to the bit."""
     x_mean, x_logvar = decoded[:2]
     observed = ~np.isnan(x)
-    x = np.where(observed, x, np.float32(0.0))
-    cells = np.zeros((*x_mean.shape[:2], x.shape[1]), np.float32)
+    complete = bool(observed.all())
+    if not complete:
+        x = np.where(observed, x, np.float32(0.0))
     numeric = schema.numeric_index
+    all_numeric = len(numeric) == x.shape[1]  # then numeric is 0, 1, ..., F-1
     if numeric:
-        sq = x[:, numeric] - x_mean
+        sq = (x if all_numeric else x[:, numeric]) - x_mean
         np.square(sq, out=sq)
         sq *= np.exp(-x_logvar)
         sq += x_logvar
         sq += LOG_2PI
         sq *= np.float32(0.5)
-        cells[..., numeric] = np.where(observed[:, numeric], sq, np.float32(0.0))
+        if not complete:
+            np.copyto(sq, np.float32(0.0), where=~observed[:, numeric])
+        if all_numeric:
+            return sq
+    cells = np.zeros((*x_mean.shape[:2], x.shape[1]), np.float32)
+    if numeric:
+        cells[..., numeric] = sq
     offset = 0
     for j, n_levels in zip(schema.categorical_index, schema.level_counts):
         logits = decoded[2][..., offset:offset + n_levels]

@@ -136,6 +136,23 @@ def test_custom_metrics(server, client, runtime, digits_x):
     assert after[names[2]] == before[names[2]] + flagged
 
 
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_the_api_page_in_headless_chromium(server, tmp_path):
+    """`/` is what a user opens first: its own /docs.json request is answered, and it lists
+    every endpoint, each with its example."""
+    from deploy.api_page import docs_json_answered, documented, load_page, unlisted
+
+    assert server["process"].poll() is None  # the module's tests that stop it come later
+    before = docs_json_answered(server["log"].read_text())  # the client fixture's, say
+    dom = load_page(shutil.which("chromium"), f"{server['url']}/", tmp_path / "page.png")
+    assert docs_json_answered(server["log"].read_text()) >= before + 2  # the DOM, the picture
+    paths, without_example = documented(server["url"])
+    assert {"/anomaly_score", "/anomaly_score_file", "/encode", "/sample"} <= set(paths)
+    assert not unlisted(dom, paths) and not without_example
+    assert (tmp_path / "page.png").stat().st_size > 10_000
+
+
 def test_client_errors_over_the_wire(server):
     response = httpx.post(f"{server['url']}/anomaly_score", json={"x": [[1.0, 2.0]]})
     assert response.status_code == 400
@@ -400,18 +417,3 @@ def test_sigterm_stops_cleanly(server):
     os.killpg(process.pid, signal.SIGTERM)
     assert process.wait(timeout=30) == 0  # last: it stops the module's server
 
-
-@pytest.mark.skipif(shutil.which("chromium") is None,
-                    reason="Debian's chromium is not installed (apt-get install chromium)")
-def test_the_api_page_in_headless_chromium(server, tmp_path):
-    """`/` is what a user opens first: its own /docs.json request is answered, and it lists
-    every endpoint, each with its example."""
-    from deploy.api_page import docs_json_answered, documented, load_page, unlisted
-
-    before = docs_json_answered(server["log"].read_text())  # the client fixture's, say
-    dom = load_page(shutil.which("chromium"), f"{server['url']}/", tmp_path / "page.png")
-    assert docs_json_answered(server["log"].read_text()) >= before + 2  # the DOM, the picture
-    paths, without_example = documented(server["url"])
-    assert {"/anomaly_score", "/anomaly_score_file", "/encode", "/sample"} <= set(paths)
-    assert not unlisted(dom, paths) and not without_example
-    assert (tmp_path / "page.png").stat().st_size > 10_000
