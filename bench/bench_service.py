@@ -9,7 +9,8 @@ load generator in its own process) with the same JSON body: /anomaly_score at n_
 the floor). Then the service's merger against BentoML's adaptive batching (`batchable=True`,
 on the floor's graphs) at 1 and 100 rows per request. Then 2 × 50,000 one-row requests at concurrency 64, with each worker's RSS before,
 after the first run and after the second; the file endpoint and the batch job against the
-in-process runtime; and this service with VAE_WORKERS=2. p99 is reported, not targeted: this
+in-process runtime; this service with VAE_WORKERS=2; and the file endpoint and the batch job
+with the run exported in int8 against fp32 (--int8-only: that part alone). p99 is reported, not targeted: this
 shared machine shows ~100 ms stalls even for the floor. Figures go to bench/results/service.json.
 """
 
@@ -123,6 +124,31 @@ def job_rate(model: Path, x: np.ndarray) -> float:
     return float(re.search(r"([\d.]+) rows/s", done.stdout).group(1))
 
 
+def int8_files(run_dir: Path, x: np.ndarray, rows: int) -> dict:
+    """The file endpoint (one worker, one onnxruntime thread) and `vae score` for the run
+    exported in fp32 and in int8, side by side (issue 27: int8 >= 1.8x fp32 on both)."""
+    from export.exporter import export_run
+    figures = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for precision in ("fp32", "int8"):
+            bundle = export_run(run_dir, Path(tmp) / precision, precision=precision).path
+            process = []
+            with served(bundle, ONE_THREAD, process_out=process) as url:
+                uploaded = upload_rate(url, x[:rows])
+                rss = worker_rss(process[0])
+            figures[precision] = {"file endpoint rows/s": uploaded, "worker RSS MB": rss,
+                                  "vae score rows/s": job_rate(bundle, x[:200_000])}
+            print(f"  {precision}: file endpoint {uploaded:.0f} rows/s (worker RSS {rss:.0f} "
+                  f"MB), vae score {figures[precision]['vae score rows/s']:.0f} rows/s")
+    fp32, int8 = figures["fp32"], figures["int8"]
+    figures["targets"] = {
+        f"int8 {name} >= 1.8x fp32": (int8[name] / fp32[name], int8[name] / fp32[name] >= 1.8)
+        for name in ("file endpoint rows/s", "vae score rows/s")}
+    ratio = int8["worker RSS MB"] / fp32["worker RSS MB"]
+    figures["targets"]["int8 worker RSS no higher"] = (ratio, ratio <= 1.02)
+    return figures
+
+
 def verdicts(pairs: dict, memory: dict, files: dict) -> dict:
     found = {}
     for name, (limit, (rows, connections), figure) in TARGETS.items():
@@ -147,12 +173,23 @@ def main() -> None:
     parser.add_argument("--file-rows", type=int, default=50_000)
     parser.add_argument("--merging-only", action="store_true",
                         help="only the merger against BentoML's adaptive batching")
+    parser.add_argument("--run", type=Path, default=Path("runs/digits"),
+                        help="the run exported in fp32 and int8 for the int8 part")
+    parser.add_argument("--int8-only", action="store_true",
+                        help="only the file endpoint and vae score, int8 against fp32")
     args = parser.parse_args()
+    x = digits_rows(max(1000, args.file_rows, 200_000))
+    if args.int8_only:
+        print("int8 against fp32: the file endpoint and vae score")
+        figures = int8_files(args.run, x, args.file_rows)
+        for name, (value, met) in figures["targets"].items():
+            print(f"  {'met    ' if met else 'NOT MET'} {name}: {value:.2f}")
+        (RESULTS / "service_int8.json").write_text(json.dumps(figures, indent=1) + "\n")
+        return
     if not wrk_available():
         sys.exit("bench_service needs wrk: apt-get install wrk")
 
     runtime = load_runtime(args.model, threads=1)
-    x = digits_rows(max(1000, args.file_rows, 200_000))
     print(f"model {runtime.version} ({args.model}), n_samples {K}, one worker and one "
           f"onnxruntime thread each, load from wrk\n")
     results: dict = {"model": runtime.version, "n_samples": K}
@@ -203,7 +240,10 @@ def main() -> None:
             print(f"  c{connections}: {r['requests_per_s']:.0f} req/s (one worker "
                   f"{single:.0f}), p50 {r['p50_ms']:.2f} ms")
 
+    print("\nint8 against fp32: the file endpoint and vae score")
+    results["int8"] = int8_files(args.run, x, args.file_rows)
     results["targets"] = verdicts(results["pairs"], results["memory"], results["files"])
+    results["targets"].update(results["int8"].pop("targets"))
     print("\ntargets")
     for name, (value, met) in results["targets"].items():
         print(f"  {'met    ' if met else 'NOT MET'} {name}: {value:.2f}")

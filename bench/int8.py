@@ -8,6 +8,8 @@ at K = 1 and 16 (rows/s), one-row latency at K = 16 (median of many calls), `vae
 difference, AUROC against shuffled rows). It also times the network's own matrix products
 at K = 16: in fp32 (numpy's BLAS, one thread: bench.speed's roofline) and in int8
 (onnxruntime's MatMulInteger, uint8 × int8, one thread), and prints each target as met or not.
+Then, on the development draws (seed 100), each real table trained and exported in both
+precisions: the held-out AUROC and false-positive rate of each (--no-quality: not this part).
 """
 
 import argparse
@@ -81,18 +83,62 @@ def latency_ms(runtime, x: np.ndarray, calls: int = 2000) -> float:
     return float(np.median(times) * 1e3)
 
 
+def dev_quality(seed: int = 100) -> dict:
+    """int8 against fp32 on the development draws (seed 100; never the report's): each real
+    table's semi-supervised split, trained with the defaults on its normal rows and exported
+    in both precisions. The held-out rows' AUROC, and the share of held-out normal rows each
+    bundle's threshold flags (calibrated at 1%). An export the gate refuses says so."""
+    from sklearn.metrics import roc_auc_score
+
+    from bench import real_tables, tasks
+    from export.exporter import export_run
+    from export.verify import ExportError
+    from training.config import TrainConfig
+    from training.train import train
+
+    out = {}
+    for table in real_tables.TABLES:
+        task = tasks.semi_supervised(table, seed, real=True)
+        figures = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            np.save(tmp / "fit.npy", task.fit)
+            train(TrainConfig(data=str(tmp / "fit.npy"), seed=seed), tmp / "run",
+                  progress=False, threads=1)
+            for precision in ("fp32", "int8"):
+                try:
+                    bundle = export_run(tmp / "run", tmp / precision, precision=precision)
+                except ExportError as e:
+                    figures[precision] = {"refused": str(e)}
+                    continue
+                scored = load_runtime(bundle.path, threads=1).score(
+                    task.score, load_runtime(bundle.path, threads=1).noise(0, 16))
+                figures[precision] = {
+                    "auroc": float(roc_auc_score(task.anomalous, scored.score)),
+                    "fpr": float(scored.is_anomaly[~task.anomalous].mean())}
+        out[table] = figures
+        print(f"  {table}: " + "; ".join(
+            f"{p} " + (f"AUROC {f['auroc']:.4f}, FPR {f['fpr']:.1%}" if "auroc" in f
+                       else "refused by the gate") for p, f in figures.items()), flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", type=Path, default=Path("runs/digits"))
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--no-quality", action="store_true",
+                        help="not the development tables' AUROC and FPR")
     args = parser.parse_args()
-    results = run(args.run, args.seconds)
+    results = run(args.run, args.seconds, quality=not args.no_quality)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "int8.json").write_text(json.dumps(results, indent=1) + "\n")
 
 
-def run(run_dir: Path = Path("runs/digits"), seconds: float = 3.0) -> dict:
-    """Both precisions of run_dir side by side (what `make bench` keeps in results/int8.json)."""
+def run(run_dir: Path = Path("runs/digits"), seconds: float = 3.0,
+        quality: bool = True) -> dict:
+    """Both precisions of run_dir side by side, and (quality) on the development tables: what
+    `make bench` keeps in results/int8.json."""
     from export.exporter import export_run
     from sklearn.datasets import load_digits
     from training.train import load_run
@@ -140,6 +186,19 @@ def run(run_dir: Path = Path("runs/digits"), seconds: float = 3.0) -> dict:
     results["targets"] = {k: {"ratio": v, "met": m} for k, (v, m) in verdicts.items()}
     for name, (value, met) in verdicts.items():
         print(f"  {'met    ' if met else 'NOT MET'} {name}: {value:.2f}")
+    if quality:
+        print("development tables (seed 100, semi-supervised):", flush=True)
+        results["development"] = dev_quality()
+        pairs = [t for t in results["development"].values() if "auroc" in t.get("int8", {})]
+        auroc = max(abs(t["int8"]["auroc"] - t["fp32"]["auroc"]) for t in pairs)
+        fpr = max(abs(t["int8"]["fpr"] - t["fp32"]["fpr"]) for t in pairs)
+        refused = len(results["development"]) - len(pairs)
+        results["targets"]["development tables: AUROC within 0.002 of fp32's"] = {
+            "ratio": auroc, "met": auroc <= 0.002 and not refused}
+        results["targets"]["development tables: FPR within 1 point of fp32's"] = {
+            "ratio": fpr, "met": fpr <= 0.01 and not refused}
+        print(f"  largest AUROC gap {auroc:.4f}, largest FPR gap {fpr:.2%}, refused by the gate: "
+              f"{refused}")
     return results
 
 

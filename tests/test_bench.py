@@ -152,3 +152,17 @@ def test_real_table_targets_are_met_only_as_the_issue_states():
                             "semi-supervised": {"a": 0.89}, "one-class": {"digits 0": 0.95}},
                            peers)
     assert [met for _, _, met in targets(uneven)] == [True, False, False, False, False]
+
+
+def test_scale_targets_are_met_only_as_the_issues_state():
+    from bench.scale_report import train_scale_targets
+
+    def results(seconds, ours, theirs, rss, ray):
+        return {"defaults": {"wall_seconds": seconds, "val_loss": 60.0, "peak_rss_mb": 650},
+                "common_rows_loss": {"defaults": ours, "before": theirs},
+                "ten_times": {"peak_rss_mb": rss, "beside_defaults_peak_rss_mb": 650},
+                "ray": {"val_loss": ray}}
+    met = [m for _, _, m in train_scale_targets(results(80, 60.5, 60.0, 700, 61.0))]
+    assert met == [True, True, True, True]  # +0.8% loss, +8% memory, Ray +1.7%
+    met = [m for _, _, m in train_scale_targets(results(95, 60.7, 60.0, 800, 61.3))]
+    assert met == [False, False, False, False]  # 95 s, +1.2%, +23% memory, Ray +2.2%
