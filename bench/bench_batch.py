@@ -29,7 +29,7 @@ from serving.store import load_runtime  # noqa: E402
 # child would report the larger of its own peak and that of the parent it was forked from.
 JOB = """
 import json, sys, time
-import cli
+from vae_service import cli
 started = time.perf_counter()
 code = cli.main(sys.argv[1:])
 seconds = time.perf_counter() - started
@@ -53,7 +53,9 @@ def run_job(source: Path, out: Path, model: Path, chunk_rows: int) -> dict:
     result = subprocess.run([sys.executable, "-c", JOB, "score", str(source), "--model",
                              str(model), "--out", str(out), "--seed", "1", "--chunk-rows",
                              str(chunk_rows), "--quiet"], cwd=ROOT, capture_output=True,
-                            text=True, check=True)
+                            text=True)
+    if result.returncode:
+        raise RuntimeError(f"vae score failed: {result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 

@@ -339,6 +339,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent)
     parser.add_argument("--render", action="store_true",
                         help="only rewrite REPORT.md from the figures kept in results/")
+    parser.add_argument("--sections", help="only these sections, comma-separated (the others "
+                        "keep their figures): quality, ablation, speed, protocols, real, "
+                        "mixed, int8")
     args = parser.parse_args()
     results_dir, plots = args.out / "results", args.out / "plots"
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -353,6 +356,8 @@ def main() -> None:
                     "mixed": mixed.run,
                     "int8": int8.run,  # the default digits run: `make bench` trains it first
                     "run": lambda: {"minutes": (time.perf_counter() - started) / 60}}
+        if args.sections:  # "run" times a whole run only
+            sections = {n: sections[n] for n in args.sections.split(",")}
         for name, run in sections.items():  # each kept as soon as it is measured
             result = run()
             atomic_write(results_dir / f"{name}.json",
