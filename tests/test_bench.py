@@ -166,3 +166,16 @@ def test_scale_targets_are_met_only_as_the_issues_state():
     assert met == [True, True, True, True]  # +0.8% loss, +8% memory, Ray +1.7%
     met = [m for _, _, m in train_scale_targets(results(95, 60.7, 60.0, 800, 61.3))]
     assert met == [False, False, False, False]  # 95 s, +1.2%, +23% memory, Ray +2.2%
+
+
+def test_the_batch_benchmarks_job_runs_vae_score(bundle_dir, digits_x, tmp_path):
+    """bench.bench_batch's job (what make bench's speed section times) runs the CLI for real:
+    it once imported a module that had moved, and only make bench found out."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bench.bench_batch import run_job
+    pq.write_table(pa.table({f"pixel_{i // 8}_{i % 8}": digits_x[:200, i] for i in range(64)}),
+                   tmp_path / "rows.parquet")
+    figures = run_job(tmp_path / "rows.parquet", tmp_path / "out.parquet", bundle_dir, 64)
+    assert figures["code"] == 0 and pq.read_table(tmp_path / "out.parquet").num_rows == 200
