@@ -29,7 +29,7 @@ from serving.jobs.chunk import ScoreJob, score_chunk
 from serving.jobs.local import Summary, count_anomalies, open_job, output_lock
 from serving.store import load_runtime
 from serving.tables.read import arrow_error
-from serving.tables.sources import Source, chunks, npy_chunks, rechunk
+from serving.tables.sources import Source, chunks, npy_chunks, parquet_batches, rechunk
 from serving.tables.write import write_table
 
 
@@ -114,21 +114,16 @@ def read_part(source: Source, part: Part, chunk_rows: int
         yield from chunks(source, chunk_rows)
         return
     if part.rows is not None:
-        for first, x in npy_chunks(Path(part.path), part.rows, part.first):
-            yield first, source.array_rows(x, first), None
-            return
-    from pyarrow import parquet
+        first, x = next(npy_chunks(Path(part.path), part.rows, part.first))
+        yield first, source.array_rows(x, first), None
+        return
     first = part.first
-    try:
-        reader = parquet.ParquetFile(part.path, pre_buffer=False)
-        batches = reader.iter_batches(batch_size=chunk_rows, row_groups=[part.group],
-                                      columns=source.feature_names + source.passthrough)
-        for table in rechunk(batches, chunk_rows):
-            yield first, source.rows_of(table, first), \
-                table.select(source.passthrough) if source.passthrough else None
-            first += table.num_rows
-    except (pa.ArrowException, OSError) as e:
-        raise arrow_error(Path(part.path), ".parquet", e) from None
+    batches = parquet_batches(Path(part.path), source.feature_names + source.passthrough,
+                              chunk_rows, [part.group])
+    for table in rechunk(batches, chunk_rows):
+        yield first, source.rows_of(table, first), \
+            table.select(source.passthrough) if source.passthrough else None
+        first += table.num_rows
 
 
 def read_parts(ray, source: Source, chunk_rows: int):

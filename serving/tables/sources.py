@@ -123,7 +123,7 @@ def chunks(source: Source, chunk_rows: int, start_row: int = 0
                              source.schema)
         batches = _csv_batches(reader, source.path)
     else:
-        batches = (batch for f in source.files for batch in _parquet_batches(
+        batches = (batch for f in source.files for batch in parquet_batches(
             f, source.feature_names + source.passthrough, chunk_rows))
     start = 0
     for table in rechunk(batches, chunk_rows):
@@ -185,13 +185,16 @@ def _parquet_schema(path: Path, feature_names: list[str], passthrough: list[str]
     return metadata.metadata.num_rows
 
 
-def _parquet_batches(path: Path, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+def parquet_batches(path: Path, columns: list[str], batch_rows: int,
+                    row_groups: list[int] | None = None) -> Iterator[pa.RecordBatch]:
+    """The file's rows (or those of the given row groups), batch_rows at a time."""
     from pyarrow import parquet
     # pre_buffer (pyarrow's default) keeps every row group read so far alive until the file is
     # closed: the memory of a job grew with its input. Without it, memory stays flat.
     try:
         reader = parquet.ParquetFile(path, pre_buffer=False)
-        yield from reader.iter_batches(batch_size=batch_rows, columns=columns)
+        yield from reader.iter_batches(batch_size=batch_rows, row_groups=row_groups,
+                                       columns=columns)
     except (pa.ArrowException, OSError) as e:  # a corrupt page, found when it is read
         raise arrow_error(path, ".parquet", e) from None
 
