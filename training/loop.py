@@ -112,8 +112,8 @@ class Progress:
     losses, the best validation loss so far, rows/s, optimizer steps, and the steps the guard
     skipped or clipped."""
 
-    def __init__(self, config: TrainConfig, initial: int, steps_per_epoch: int, enabled: bool):
-        self.steps_per_epoch = steps_per_epoch
+    def __init__(self, config: TrainConfig, initial: int, epoch_rows: int, enabled: bool):
+        self.steps_per_epoch = -(-epoch_rows // config.batch_size)
         self.bar = tqdm(total=config.epochs, initial=initial, desc="train", unit="epoch",
                         disable=not enabled, dynamic_ncols=True, mininterval=0.5)
 
@@ -121,8 +121,9 @@ class Progress:
         """An epoch's record (Run.epoch's, with rows_per_s)."""
         self.bar.update(record["epoch"] - self.bar.n)
         self.bar.set_postfix(train=f"{record['train_loss']:.2f}", val=f"{record['val_loss']:.2f}",
-                             best=f"{best_val:.2f}" if best_val < float("inf") else "-", skipped=record["skipped_steps"],
-                             clipped=record["clipped_steps"], rows_s=record["rows_per_s"],
+                             best=f"{best_val:.2f}" if best_val < float("inf") else "-",
+                             skipped=record["skipped_steps"], clipped=record["clipped_steps"],
+                             rows_s=record["rows_per_s"],
                              steps=record["epoch"] * self.steps_per_epoch)
 
     def close(self) -> None:

@@ -89,8 +89,7 @@ def train_on_ray(config: TrainConfig, run_dir: str | os.PathLike, address: str |
         run_config=RunConfig(name="train", storage_path=str(run_dir / "ray"),
                              failure_config=FailureConfig(max_failures=3),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)))
-    bar = Progress(config, 0, -(-epoch_rows(config, prepared.n_train) // config.batch_size),
-                   progress)
+    bar = Progress(config, 0, epoch_rows(config, prepared.n_train), progress)
     done = threading.Event()
     poller = threading.Thread(target=_show_progress, args=(ray, latest, bar, done), daemon=True)
     poller.start()

@@ -104,9 +104,8 @@ def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: 
     if checkpoint is not None:
         run.load(checkpoint)
 
-    steps_per_epoch = -(-epoch_rows(config, n_train) // config.batch_size)
     started = saved = time.perf_counter()
-    bar = Progress(config, run.state["epoch"], steps_per_epoch, progress)
+    bar = Progress(config, run.state["epoch"], epoch_rows(config, n_train), progress)
     while run.state["epoch"] < config.epochs and not run.stopped():
         epoch_started = time.perf_counter()
         record = run.epoch(batches)
