@@ -133,13 +133,17 @@ class Drift:
             return np.zeros(len(self.slots), np.int64)
         return np.bincount(np.concatenate(indices), minlength=len(self.slots))
 
+    def split(self, flat: np.ndarray) -> dict[str, list[np.ndarray]]:
+        """A flat vector of slots as each view's, per column."""
+        return {view.name: [flat[lo:lo + len(view.labels(j))]
+                            for j, lo in enumerate(self.offsets[view.name])]
+                for view in self.views}
+
     def counts(self, x: np.ndarray, mu: np.ndarray | None, percentile: np.ndarray | None,
                n_samples: int) -> dict[str, list[np.ndarray]]:
         """Each counted view's counts of these rows, per column."""
-        flat = self.flat_counts(x, mu, percentile, n_samples)
-        return {view.name: [flat[lo:lo + len(view.labels(j))]
-                            for j, lo in enumerate(self.offsets[view.name])]
-                for view in self.views
+        flat = self.split(self.flat_counts(x, mu, percentile, n_samples))
+        return {view.name: flat[view.name] for view in self.views
                 if self._values(view, x, mu, percentile, n_samples) is not None}
 
 

@@ -71,16 +71,14 @@ def drift_of_file(model: str, path: str | Path, threshold: float = DEFAULT_THRES
     drift = Drift(manifest.drift.model_dump(), manifest.calibration.n_samples)
     source = open_source(path, manifest.feature_names, [], runtime.schema)
     k = manifest.calibration.n_samples
-    totals: dict[str, list[np.ndarray]] = {}
-    rows = 0
-    for first, x, _ in chunks(source, CHUNK_ROWS):
+    flat, rows = np.zeros(len(drift.slots), np.int64), 0
+    for first, x, _ in chunks(source, CHUNK_ROWS):  # every view counts: mu, and K = k
         scored = runtime.score(x, runtime.noise(NOISE_SEED, k, first), with_latent=True)
-        for name, counts in drift.counts(x, scored.mu, scored.percentile, k).items():
-            totals[name] = counts if name not in totals else \
-                [a + b for a, b in zip(totals[name], counts)]
+        flat += drift.flat_counts(x, scored.mu, scored.percentile, k)
         rows += len(x)
     if rows == 0:
         raise InputError(f"{path} has no rows; expected rows to compare with the reference")
+    totals = drift.split(flat)
     report = DriftReport(rows, threshold, {}, {})
     for view in drift.views:
         counts = totals[view.name]
