@@ -6,7 +6,10 @@ with `podman kube play`, and the API page in headless Chromium.
 1. The image is at most MAX_IMAGE_MB, and names its model (VAE_MODEL, baked by deploy/image.sh).
 2. `podman run` as the Deployment runs it (read-only root filesystem, /tmp writable, nothing
    else set): /readyz, /livez, /metadata's version = the model's outside the container, one
-   /anomaly_score answer equal to the runtime's here to the bit, SIGTERM and a clean exit.
+   /anomaly_score answer equal to the runtime's here to the bit; before it stops, headless
+   Chromium (Debian's `chromium`) opens its `/`: every endpoint is listed, the page's own
+   request to /docs.json was answered 200, and a screenshot goes to OUT/api-page.png; then
+   SIGTERM and a clean exit.
 3. job.yaml's command (`vae score`, the image's own model) over a volume at /data: its scores
    equal the runtime's here.
 4. deploy/kubernetes rendered by kustomize (`kubectl kustomize`); its ConfigMap, Deployment and
@@ -16,8 +19,6 @@ with `podman kube play`, and the API page in headless Chromium.
    writable, its CPU and memory limits); each probe of the Deployment is requested as the
    kubelet would (podman turns only the liveness probe into a healthcheck, which runs curl:
    not in the image); a row is scored; `podman kube down` removes everything.
-5. Headless Chromium (Debian's `chromium`) opens `/`: every endpoint is listed, the page's own
-   request to /docs.json was answered 200, and a screenshot goes to OUT/api-page.png.
 Prints one line per check; exits non-zero on the first failure.
 """
 
@@ -87,24 +88,33 @@ def check_answers(url: str, runtime) -> None:
        f"(first score {answer['score'][0]:.4f})")
 
 
-def run_alone(args, runtime) -> None:
+# as deploy/kubernetes/deployment.yaml runs it: read-only root, writable /tmp as BentoML's home
+READ_ONLY = ("--read-only", "--tmpfs", "/tmp:mode=1777", "-e", "BENTOML_HOME=/tmp/bentoml")
+
+
+def ready(url: str, name: str) -> None:
+    """The container `name` answers /readyz at url, or its log's tail and a FAIL line."""
+    try:
+        wait_ready(url, what=f"the container {name}")
+    except RuntimeError as e:
+        print(podman("logs", name, check=False).stderr[-2000:])
+        raise SystemExit(f"FAIL  {e}") from None
+
+
+def run_alone(args, runtime, out: Path) -> None:
+    """The image with nothing set but the read-only root: the model is its own (no VAE_MODEL
+    given). The API page is opened on it before it is stopped."""
     name = f"vae-smoke-{os.getpid()}"
     url = f"http://127.0.0.1:{args.port}"
-    # as deploy/kubernetes/deployment.yaml runs it: read-only root, writable /tmp as BentoML's
-    # home; the model is the image's own (no VAE_MODEL given)
-    podman("run", "-d", "--name", name, "--network=host", "--read-only", "--tmpfs",
-           "/tmp:mode=1777", "-e", "TMPDIR=/tmp", "-e", "BENTOML_HOME=/tmp/bentoml",
+    podman("run", "-d", "--name", name, "--network=host", *READ_ONLY, "-e", "TMPDIR=/tmp",
            "-e", "VAE_WORKERS=1", args.image, "--port", str(args.port))
     try:
-        try:
-            wait_ready(url, what=f"the container {name}")
-        except RuntimeError as e:
-            print(podman("logs", name, check=False).stderr[-2000:])
-            raise SystemExit(f"FAIL  {e}") from None
+        ready(url, name)
         ok("podman run: /readyz 200")
         assert httpx.get(f"{url}/livez").status_code == 200, "FAIL  /livez"
         ok("/livez 200")
         check_answers(url, runtime)
+        api_page(name, url, out)
         started = time.monotonic()
         podman("stop", "-t", str(int(args.grace)), name)
         seconds = time.monotonic() - started
@@ -130,8 +140,7 @@ def run_job(args, runtime, out: Path) -> None:
         os.chmod(data / sub, 0o777)
     frame = load_digits(as_frame=True).data.iloc[:300].astype("float32")
     frame.to_parquet(data / "input" / "rows.parquet")
-    done = podman("run", "--rm", "--read-only", "--tmpfs", "/tmp:mode=1777", "-e",
-                  "BENTOML_HOME=/tmp/bentoml", "-v", f"{data}:/data", "--workdir",
+    done = podman("run", "--rm", *READ_ONLY, "-v", f"{data}:/data", "--workdir",
                   container["workingDir"], "--entrypoint", container["command"][0], args.image,
                   *container["command"][1:], *container["args"], check=False)
     assert done.returncode == 0, f"FAIL  the Job's command: {done.stderr[-1500:]}"
@@ -167,11 +176,7 @@ def run_manifests(args, runtime, out: Path) -> None:
     try:
         assert played.returncode == 0, f"FAIL  podman kube play: {played.stderr[-1500:]}"
         name = f"{deployment['metadata']['name']}-pod-0-{container['name']}"
-        try:
-            wait_ready(url, what=f"the played pod's container {name}")
-        except RuntimeError as e:
-            print(podman("logs", name, check=False).stderr[-2000:])
-            raise SystemExit(f"FAIL  {e}") from None
+        ready(url, name)
         ok(f"podman kube play of the rendered ConfigMap, Deployment and Service: {name} ready")
         inspect = json.loads(podman("inspect", name).stdout)[0]
         host, limits = inspect["HostConfig"], container["resources"]["limits"]
@@ -199,30 +204,21 @@ def run_manifests(args, runtime, out: Path) -> None:
     ok("podman kube down: nothing left")
 
 
-def api_page(args, out: Path) -> None:
-    """`/` in headless Chromium, on the image run alone."""
+def api_page(name: str, url: str, out: Path) -> None:
+    """`/` of the running container `name` in headless Chromium."""
     chromium = shutil.which("chromium")
     if chromium is None:
         ok("SKIP  the API page: Debian's chromium is not installed (apt-get install chromium)")
         return
-    name = f"vae-smoke-page-{os.getpid()}"
-    url = f"http://127.0.0.1:{args.port}"
-    podman("run", "-d", "--name", name, "--network=host", "--read-only", "--tmpfs",
-           "/tmp:mode=1777", "-e", "BENTOML_HOME=/tmp/bentoml", args.image,
-           "--port", str(args.port))
-    try:
-        wait_ready(url, what=f"the container {name}")
-        dom = load_page(chromium, f"{url}/", out / "api-page.png")
-        logs = podman("logs", name, check=False)
-        assert docs_json_answered(logs.stdout + logs.stderr), \
-            "FAIL  the page's request to /docs.json was not answered 200"
-        paths, without_example = documented(url)
-        assert not unlisted(dom, paths), f"FAIL  the API page does not list {unlisted(dom, paths)}"
-        assert not without_example, f"FAIL  no example for {without_example}"
-        ok(f"headless Chromium: / lists all {len(paths)} endpoints, with their examples; its "
-           f"/docs.json request answered 200; screenshot {out / 'api-page.png'}")
-    finally:
-        podman("rm", "-f", name, check=False)
+    dom = load_page(chromium, f"{url}/", out / "api-page.png")
+    logs = podman("logs", name, check=False)
+    assert docs_json_answered(logs.stdout + logs.stderr), \
+        "FAIL  the page's request to /docs.json was not answered 200"
+    paths, without_example = documented(url)
+    assert not unlisted(dom, paths), f"FAIL  the API page does not list {unlisted(dom, paths)}"
+    assert not without_example, f"FAIL  no example for {without_example}"
+    ok(f"headless Chromium: / lists all {len(paths)} endpoints, with their examples; its "
+       f"/docs.json request answered 200; screenshot {out / 'api-page.png'}")
 
 
 def main() -> int:
@@ -238,10 +234,9 @@ def main() -> int:
     try:
         model = check_image(args.image)
         runtime = load_runtime(model)
-        run_alone(args, runtime)
+        run_alone(args, runtime, out)
         run_job(args, runtime, out)
         run_manifests(args, runtime, out)
-        api_page(args, out)
     except (AssertionError, subprocess.CalledProcessError) as e:
         print(e if isinstance(e, AssertionError) else f"FAIL  {e}: {e.stderr[-1500:]}")
         return 1
