@@ -111,8 +111,8 @@ def dev_quality(seed: int = 100) -> dict:
                 except ExportError as e:
                     figures[precision] = {"refused": str(e)}
                     continue
-                scored = load_runtime(bundle.path, threads=1).score(
-                    task.score, load_runtime(bundle.path, threads=1).noise(0, 16))
+                runtime = load_runtime(bundle.path, threads=1)
+                scored = runtime.score(task.score, runtime.noise(0, 16))
                 figures[precision] = {
                     "auroc": float(roc_auc_score(task.anomalous, scored.score)),
                     "fpr": float(scored.is_anomaly[~task.anomalous].mean())}
