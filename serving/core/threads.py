@@ -17,6 +17,11 @@ def session_options(threads: int) -> ort.SessionOptions:
     # memory grow with each new size. Plain allocations are freed after every call.
     options.enable_mem_pattern = False
     options.enable_cpu_mem_arena = False
+    # Between calls the pool's threads would spin for a while, holding a CPU that the numpy
+    # score maths of the calling thread needs: on 2 CPUs, 2 spinning threads scored fewer
+    # rows/s than 1 (bench/int8.py's `vae score`: fp32 18,698 against 18,023, int8 33,382
+    # against 40,785; not spinning, 32,705 and 60,620).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
