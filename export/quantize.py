@@ -8,12 +8,12 @@ batch-mates, on merging and on chunking; with fixed scales it never does. uint8 
 with int8 weights run onnxruntime's u8s8 kernels (AVX-512 VNNI's VPDPBUSD); int8 activations
 ran 1.5x slower here. Activations beyond the calibrated range saturate. Relu is quantized too,
 which folds it into the range of its Gemm's output: onnxruntime then chains the int8 products
-(QGemm into QGemm) with no dequantize and requantize between them, and the int8 decoder ran at
-17 µs a row at K = 16 instead of 28 (fp32: 45).
+(QGemm into QGemm) with no dequantize and requantize between them. The last products stay in
+float (_float_results). The int8 decoder ran at 15 µs a row at K = 16 instead of 28 (fp32: 44).
 
 The gate compares the int8 graphs with the fp32 ones on the validation rows: the largest score
 difference, relative to the row's fp32 score (nats of a score below 1 count as they are), and the
-AUROC of the validation rows against the same rows with each column shuffled on its own
+AUROC of the validation rows against copies of them with each column shuffled on its own
 (which keeps every feature's values and breaks their relations).
 """
 
@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from export.verify import ExportError
 from serving.core.noise import DEFAULT_SAMPLES, SeededNoise
@@ -31,6 +32,9 @@ from serving.core.runtime import VAEGraphs
 MAX_SCORE_DIFFERENCE = 0.05  # |int8 - fp32| / |fp32| of a validation row's score, at most
 MAX_AUROC_DROP = 0.002
 SHUFFLE_SEED = 7
+# Shuffled rows against the validation rows, at least: with one copy of 17 validation rows (the
+# wine development split) one pair of near-tied scores (0.02% apart) moved the AUROC by 0.0035.
+SHUFFLED_ROWS = 2048
 
 
 class GateError(ExportError):
@@ -73,8 +77,40 @@ def quantize_graphs(encoder: bytes, decoder: bytes, x: np.ndarray, latent_dim: i
                                 op_types_to_quantize=["Gemm", "MatMul", "Relu"],
                                 per_channel=True, activation_type=QuantType.QUInt8,
                                 weight_type=QuantType.QInt8)
-            out.append(target.read_bytes())
+            out.append(_float_results(onnx.load(target)).SerializeToString())
     return out[0], out[1]
+
+
+def _float_results(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The graph with its last products left in float: the quantize-dequantize pair on a Gemm's
+    output that feeds no other Gemm is dropped (onnxruntime's QGemm then writes float). Those
+    outputs are x_mean and x_logvar side by side, or mu and logvar: one uint8 range over both
+    cost a row up to 6.9% of its score (the ionosphere development split)."""
+    graph = model.graph
+    made_by = {name: node for node in graph.node for name in node.output}
+    used_by: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            used_by.setdefault(name, []).append(node)
+    dropped, replaced = [], {}
+    for node in graph.node:
+        if node.op_type != "QuantizeLinear" or \
+                getattr(made_by.get(node.input[0]), "op_type", None) != "Gemm":
+            continue
+        pairs = used_by.get(node.output[0], [])
+        after = [n for dq in pairs for n in used_by.get(dq.output[0], [])]
+        if all(dq.op_type == "DequantizeLinear" for dq in pairs) and \
+                not any(n.op_type == "Gemm" for n in after):
+            dropped += [node, *pairs]
+            replaced.update({dq.output[0]: node.input[0] for dq in pairs})
+    for node in dropped:
+        graph.node.remove(node)
+    for node in graph.node:
+        node.input[:] = [replaced.get(name, name) for name in node.input]
+    used = {name for node in graph.node for name in node.input}
+    for initializer in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(initializer)
+    return model
 
 
 @contextmanager
@@ -93,10 +129,11 @@ def _quiet_root_logger():
         root.removeHandler(null)
 
 
-def shuffled(x: np.ndarray, seed: int = SHUFFLE_SEED) -> np.ndarray:
-    """x with each column permuted on its own."""
+def shuffled(x: np.ndarray, copies: int = 1, seed: int = SHUFFLE_SEED) -> np.ndarray:
+    """Copies of x one after the other, each with every column permuted on its own."""
     rng = np.random.default_rng(seed)
-    return np.stack([column[rng.permutation(len(column))] for column in x.T], axis=1)
+    return np.concatenate([np.stack([column[rng.permutation(len(column))] for column in x.T],
+                                    axis=1) for _ in range(copies)])
 
 
 def gate(fp32: VAEGraphs, int8: VAEGraphs, x: np.ndarray, sampling: bool) -> dict:
@@ -104,7 +141,7 @@ def gate(fp32: VAEGraphs, int8: VAEGraphs, x: np.ndarray, sampling: bool) -> dic
     from sklearn.metrics import roc_auc_score
 
     noise = SeededNoise(0, DEFAULT_SAMPLES, fp32.latent_dim)
-    other = shuffled(x)
+    other = shuffled(x, copies=-(-SHUFFLED_ROWS // len(x)))
     labels = np.r_[np.zeros(len(x)), np.ones(len(other))]
     scores = {}
     for name, graphs in (("fp32", fp32), ("int8", int8)):

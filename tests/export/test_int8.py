@@ -29,6 +29,16 @@ def test_an_int8_bundle_records_its_precision_and_its_gate(int8_bundle, bundle_d
     assert VAERuntime(load_bundle(int8_bundle)).manifest.public()["precision"] == "int8"
 
 
+def test_the_int8_graphs_outputs_are_not_confined_to_256_levels(int8_bundle, digits_x):
+    """The last layer writes float: one uint8 range over x_mean and x_logvar side by side
+    would leave each feature at most 256 values."""
+    runtime = VAERuntime(load_bundle(int8_bundle), threads=1)
+    mu, logvar, z = runtime.encode(digits_x, runtime.noise(0, 4).rows(0, len(digits_x)))
+    x_mean, x_logvar = runtime.graphs.decode(z)
+    for values in (mu[:, 0], logvar[:, 0], x_mean[..., 20], x_logvar[..., 20]):
+        assert len(np.unique(values)) > 256
+
+
 def test_int8_answers_do_not_depend_on_batch_mates_on_any_surface(int8_bundle, digits_x,
                                                                  tmp_path):
     runtime = VAERuntime(load_bundle(int8_bundle), threads=1)

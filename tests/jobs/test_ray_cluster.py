@@ -53,6 +53,17 @@ def test_ray_engine_on_the_cluster_matches_the_local_engine(cluster, tmp_path, b
                  "--seed", "9", "--chunk-rows", "1000", "--quiet")
 
 
+def test_an_int8_bundle_scores_to_the_same_bytes_on_the_cluster(cluster, tmp_path, digits_run,
+                                                                digits_x):
+    """int8 graphs take no code path of their own on Ray either."""
+    done = run_cli("export", str(digits_run), "--out", str(tmp_path / "int8"), "--precision",
+                   "int8")
+    assert done.returncode == 0, done.stderr[-2000:]
+    np.save(tmp_path / "rows.npy", np.resize(digits_x, (3000, 64)))
+    scored_alike(cluster, tmp_path / "rows.npy", tmp_path, "--model", str(tmp_path / "int8"),
+                 "--seed", "5", "--chunk-rows", "700", "--quiet")
+
+
 def test_a_parquet_directory_of_row_groups_scores_to_the_same_bytes_on_the_cluster(
         cluster, tmp_path, bundle_dir, digits_x):
     """Each row group is a part that a Ray task reads, with its first row's position."""
