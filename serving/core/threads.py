@@ -1,14 +1,19 @@
-"""onnxruntime's sessions and their threads: explicit, and one default for every surface."""
+"""onnxruntime's sessions and their threads: explicit, and one default for every surface.
+
+A session runs on the thread that calls it (one intra-op thread); a runtime's threads are
+chunks of rows scored side by side (serving.core.runtime.VAEGraphs.score_rows)."""
 
 import os
 
 import onnxruntime as ort
 
 
-def session_options(threads: int) -> ort.SessionOptions:
-    """Explicit threads: by default onnxruntime sizes itself to the host, not the container."""
+def session_options() -> ort.SessionOptions:
+    """One thread, explicitly: by default onnxruntime sizes itself to the host, not the
+    container. Splitting each call among threads left them waiting on the caller's numpy
+    work between calls, and 2 threads that spin there scored fewer rows/s than 1."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
+    options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -17,16 +22,11 @@ def session_options(threads: int) -> ort.SessionOptions:
     # memory grow with each new size. Plain allocations are freed after every call.
     options.enable_mem_pattern = False
     options.enable_cpu_mem_arena = False
-    # Between calls the pool's threads would spin for a while, holding a CPU that the numpy
-    # score maths of the calling thread needs: on 2 CPUs, 2 spinning threads scored fewer
-    # rows/s than 1 (bench/int8.py's `vae score`: fp32 18,698 against 18,023, int8 33,382
-    # against 40,785; not spinning, 32,705 and 60,620).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
 def default_threads(workers: int = 1) -> int:
-    """onnxruntime threads per session, the one default of every surface: VAE_ORT_THREADS,
+    """Threads per runtime, the one default of every surface: VAE_ORT_THREADS,
     else the CPUs this process may use shared among `workers` processes (so that workers ×
     threads never exceed them)."""
     if "VAE_ORT_THREADS" in os.environ:

@@ -11,8 +11,8 @@ from serving.core.threads import container_cpus
 class Settings:
     model: str = "vae:latest"  # VAE_MODEL: a model-store tag or a bundle directory
     workers: int = 1  # VAE_WORKERS: processes serving HTTP, each with its own graph sessions
-    ort_threads: int = 1  # VAE_ORT_THREADS: onnxruntime intra-op threads per worker; unset,
-    # the CPUs of the container (its cgroup limit) shared among the workers
+    ort_threads: int = 1  # VAE_ORT_THREADS: threads per worker scoring chunks side by side;
+    # unset, the CPUs of the container (its cgroup limit) shared among the workers
     max_rows: int = 10_000  # VAE_MAX_ROWS: rows per JSON request
     max_samples: int = 1024  # VAE_MAX_SAMPLES: n_samples per request
     max_sample_n: int = 10_000  # VAE_MAX_SAMPLE_N: n of /sample

@@ -90,6 +90,28 @@ def test_large_requests_are_chunked_without_changing_answers(runtime, digits_x):
         np.testing.assert_array_equal(part.feature_nll, whole.feature_nll[start:stop])
 
 
+def test_chunks_shared_among_threads_give_the_same_answers(bundle_dir, digits_x):
+    """Several threads score chunks side by side; small requests are split evenly among
+    them. Neither changes a bit of any row's answer or imputation."""
+    from serving.core.runtime import SPLIT_ROWS, chunk_bounds
+    from serving.store import load_runtime
+
+    assert chunk_bounds(1, 16, 2) == [(0, 1)]
+    assert chunk_bounds(SPLIT_ROWS // 16, 16, 2) == [(0, 32), (32, 64)]
+    assert chunk_bounds(SPLIT_ROWS // 16 - 1, 16, 2) == [(0, 63)]
+    assert chunk_bounds(1797, 16, 1) == [(0, 512), (512, 1024), (1024, 1536), (1536, 1797)]
+    one, three = load_runtime(bundle_dir, threads=1), load_runtime(bundle_dir, threads=3)
+    for rows in (digits_x[:1], digits_x[:100], digits_x):
+        a, b = (r.score(rows, r.noise(2, 16), explain=True) for r in (one, three))
+        for term in ("score", "recon_nll", "kl", "feature_nll", "percentile"):
+            np.testing.assert_array_equal(getattr(a, term), getattr(b, term))
+    holes = digits_x.copy()
+    holes[::3, 20:30] = np.nan
+    for draws in (0, 2):  # imputation is chunked the same way
+        np.testing.assert_array_equal(one.impute(holes, 16, 5, draws),
+                                      three.impute(holes, 16, 5, draws))
+
+
 @pytest.mark.parametrize("value", [1e19, float(2**64), 3e38])
 def test_a_huge_finite_cell_is_flagged_with_a_number(runtime, digits_x, value):
     """float32 maths overflows on such a row; NaN would compare false with the threshold and
