@@ -11,7 +11,7 @@ import onnx
 import torch
 
 from export.graphs import OPSET, export_graphs
-from export.quantize import gate, quantize_graphs
+from export.quantize import GateError, gate, quantize_graphs
 from export.verify import PARITY_BATCHES, PARITY_SAMPLES, PARITY_TOLERANCE, check_graph, \
     check_parity, parity
 from serving.core.bundle import Bundle, write_bundle
@@ -101,12 +101,13 @@ def observed_levels(graphs: VAEGraphs, x: np.ndarray, sampling: bool,
 
 def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str = "vae",
                target_fpr: float = 0.01, threshold: float | None = None,
-               precision: str = "fp32") -> Bundle:
+               precision: str = "auto") -> Bundle:
     """Export, verify and calibrate a finished run, then write its bundle to `out`. The
     threshold is the validation scores' (1 - target_fpr) quantile, or `threshold` nats as
     given (its target_fpr is then the share of validation rows above it). With precision
-    int8 the bundle's graphs are int8 (export.quantize), past its gate, and calibrated
-    themselves."""
+    int8 the bundle's graphs are int8 (export.quantize), past its gate (GateError if not),
+    and calibrated themselves; auto is int8 where the gate passes, else fp32, with the gate's
+    refusal kept in the manifest's `quantization`."""
     vae, saved = load_run(run_dir)
     schema = saved_schema(saved)
     encoder, decoder = export_graphs(vae)
@@ -118,13 +119,20 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str = "
     worst = parity(vae, graphs, x_val)
     check_parity(worst)
     quantization = None
-    if precision == "int8":
-        fp32 = graphs
+    if precision in ("int8", "auto"):
         quantized = quantize_graphs(encoder.SerializeToString(), decoder.SerializeToString(),
                                     x_val, vae.latent_dim)
-        graphs = VAEGraphs(*quantized, vae.n_features, vae.latent_dim, schema=schema)
-        quantization = {"scheme": SCHEME, **gate(fp32, graphs, x_val, vae.sampling)}
-        encoder, decoder = (onnx.load_from_string(graph) for graph in quantized)
+        int8 = VAEGraphs(*quantized, vae.n_features, vae.latent_dim, schema=schema)
+        try:
+            quantization = {"scheme": SCHEME, **gate(graphs, int8, x_val, vae.sampling)}
+        except GateError as refused:
+            if precision == "int8":
+                raise
+            quantization = {"scheme": SCHEME, "refused": str(refused)}
+        else:
+            graphs = int8
+            encoder, decoder = (onnx.load_from_string(graph) for graph in quantized)
+    precision = "int8" if quantization and "refused" not in quantization else "fp32"
 
     if threshold is not None:  # the share of validation rows above the given threshold
         complete = x_val[~np.isnan(x_val).any(axis=1)] if schema is not None else x_val

@@ -95,6 +95,16 @@ def bundle_dir(digits_run, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def fp32_bundle_dir(digits_run, tmp_path_factory) -> Path:
+    """The digits run exported in fp32 (bundle_dir is the default export: int8 past its gate)."""
+    from export.exporter import export_run
+
+    out = tmp_path_factory.mktemp("bundles") / "digits-fp32"
+    export_run(digits_run, out, precision="fp32")
+    return out
+
+
+@pytest.fixture(scope="session")
 def runtime(bundle_dir):
     from serving.store import load_runtime
 

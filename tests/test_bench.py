@@ -26,12 +26,14 @@ def test_spread_is_relative_to_the_scores_spread():
     assert spread(first, first + [0, 0, 0, first.std()]) == pytest.approx(1.0)
 
 
-def test_the_protocols_pytorch_score_is_the_runtimes(digits_run, runtime, digits_x):
-    """bench/protocols.py scores its models in PyTorch: the same numbers as the exported
+def test_the_protocols_pytorch_score_is_the_runtimes(digits_run, fp32_bundle_dir, digits_x):
+    """bench/protocols.py scores its models in PyTorch: the same numbers as the exported fp32
     runtime under the same noise."""
+    from serving.store import load_runtime
     from training.train import load_run
 
     model, _ = load_run(digits_run)
+    runtime = load_runtime(fp32_bundle_dir)
     x = digits_x[:200]
     noise = runtime.noise(3, 16)
     expected = runtime.score(x, noise).score

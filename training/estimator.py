@@ -28,7 +28,9 @@ class VAE(TransformerMixin, BaseEstimator):
 
     n_samples: K of the importance-weighted score; seed: its noise (rows are numbered from 0
     in each call, as in a request); target_fpr: the calibrated threshold's false-positive rate
-    on validation rows; threads: torch's threads (None: training.sizing's choice).
+    on validation rows; precision: the bundle's graphs, as `vae export --precision` (auto:
+    int8 where they pass the gate, else fp32); threads: torch's threads (None:
+    training.sizing's choice).
 
     Labels are PyOD's, 1 for an anomaly and 0 otherwise (not scikit-learn's -1/1, so this is
     not an OutlierMixin). A row's noise depends on its position in the call, as in every
@@ -41,7 +43,7 @@ class VAE(TransformerMixin, BaseEstimator):
                  patience=None, beta=None, contamination=None, warmup_epochs=10,
                  weight_average=0.998, learning_rate=None, val_fraction=0.2, sampling=True,
                  numeric=(), categorical=(), ignore=(), n_samples=DEFAULT_SAMPLES, seed=0,
-                 target_fpr=0.01, threads=None):
+                 target_fpr=0.01, precision="auto", threads=None):
         self.epochs, self.latent_dim, self.hidden = epochs, latent_dim, hidden
         self.batch_size, self.patience, self.beta = batch_size, patience, beta
         self.contamination, self.warmup_epochs = contamination, warmup_epochs
@@ -49,7 +51,7 @@ class VAE(TransformerMixin, BaseEstimator):
         self.val_fraction, self.sampling = val_fraction, sampling
         self.numeric, self.categorical, self.ignore = numeric, categorical, ignore
         self.n_samples, self.seed, self.target_fpr = n_samples, seed, target_fpr
-        self.threads = threads
+        self.precision, self.threads = precision, threads
 
     def fit(self, X, y=None):
         """Train on the rows X (an array, a DataFrame or a pyarrow table; y is ignored),
@@ -79,7 +81,7 @@ class VAE(TransformerMixin, BaseEstimator):
         self.metrics_ = train(config, self.directory_ / "run", progress=False,
                               threads=self.threads, explain=False)
         export_run(self.directory_ / "run", self.directory_ / "bundle",
-                   target_fpr=self.target_fpr)
+                   target_fpr=self.target_fpr, precision=self.precision)
         self.detector_ = Detector(load_runtime(self.directory_ / "bundle"), self.n_samples,
                                   self.seed)
         self.n_features_in_ = len(self.detector_.feature_names) if not hasattr(
@@ -154,6 +156,8 @@ class VAE(TransformerMixin, BaseEstimator):
             raise ValueError(f"n_samples is {self.n_samples!r}; expected a whole number ≥ 1")
         if not 0 < self.target_fpr < 1:
             raise ValueError(f"target_fpr is {self.target_fpr!r}; expected a share in (0, 1)")
+        if self.precision not in ("auto", "int8", "fp32"):
+            raise ValueError(f"precision is {self.precision!r}; expected auto, int8 or fp32")
 
     def _drop_directory(self) -> None:
         if getattr(self, "directory_", None) is not None:

@@ -78,9 +78,10 @@ def parser() -> argparse.ArgumentParser:
                        help="the anomaly threshold itself, in nats (as `vae evaluate`'s best-F1 "
                             "line gives it); the manifest records the share of validation rows "
                             "above it")
-    export.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+    export.add_argument("--precision", choices=("auto", "int8", "fp32"), default="auto",
                         help="int8: graphs with int8 matrix products, exported only if they "
-                             "pass the gate against fp32 (docs/training.md)")
+                             "pass the gate against fp32 (docs/training.md); auto (the "
+                             "default): int8 where they pass, else fp32")
     export.add_argument("--register", action="store_true",
                         help="also store the bundle in the BentoML model store as NAME:VERSION")
     score = commands.add_parser("score", help="score a file (or a directory of .parquet files)")
@@ -189,6 +190,10 @@ def run_export(args: argparse.Namespace) -> None:
     bundle = export_run(args.run_dir, args.out, name=args.name, target_fpr=args.target_fpr,
                         threshold=args.threshold, precision=args.precision)
     manifest = bundle.manifest
+    refused = (manifest.model_extra.get("quantization") or {}).get("refused")
+    if refused:
+        print(f"vae export: fp32, since {refused.removeprefix('the ').split('; export')[0]}",
+              file=sys.stderr)
     print(f"exported {manifest.name}:{manifest.version} ({manifest.precision}) to "
           f"{bundle.path} (threshold "
           f"{manifest.calibration.threshold:.3f} nats at "

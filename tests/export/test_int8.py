@@ -19,10 +19,13 @@ def int8_bundle(digits_run, tmp_path_factory):
     return out
 
 
-def test_an_int8_bundle_records_its_precision_and_its_gate(int8_bundle, bundle_dir):
+def test_an_int8_bundle_records_its_precision_and_its_gate(int8_bundle, bundle_dir,
+                                                           fp32_bundle_dir):
     manifest = load_bundle(int8_bundle).manifest
     assert manifest.precision == "int8" and manifest.version.endswith("-int8")
-    assert manifest.version != load_bundle(bundle_dir).manifest.version
+    assert manifest.version != load_bundle(fp32_bundle_dir).manifest.version
+    assert load_bundle(fp32_bundle_dir).manifest.precision == "fp32"
+    assert load_bundle(bundle_dir).manifest.version == manifest.version  # the default: int8
     gate = manifest.model_extra["quantization"]
     assert gate["max_score_difference"] <= gate["tolerance"]["max_score_difference"]
     assert gate["auroc_int8"] >= gate["auroc_fp32"] - gate["tolerance"]["max_auroc_drop"]
@@ -58,12 +61,13 @@ def test_int8_answers_do_not_depend_on_batch_mates_on_any_surface(int8_bundle, d
     assert answer["score"] == runtime.score(x[20:25], runtime.noise(3, 16)).score.tolist()
 
 
-def test_dynamic_quantization_would_break_the_batch_promise(bundle_dir, digits_x, tmp_path):
+def test_dynamic_quantization_would_break_the_batch_promise(fp32_bundle_dir, digits_x,
+                                                            tmp_path):
     """Why the scales are static: onnxruntime's dynamic quantization scales each call's input
     as a whole, so the same row scores differently alone and among others."""
     from onnxruntime.quantization import quantize_dynamic
 
-    bundle = load_bundle(bundle_dir)
+    bundle = load_bundle(fp32_bundle_dir)
     for name in ("encoder", "decoder"):
         quantize_dynamic(bundle.path / f"{name}.onnx", tmp_path / f"{name}.onnx")
     graphs = VAEGraphs(tmp_path / "encoder.onnx", tmp_path / "decoder.onnx",
@@ -87,3 +91,19 @@ def test_an_export_that_fails_the_gate_is_refused_in_one_line(digits_run, tmp_pa
                                         r"0\.\d+ against fp32's 0\.\d+"):
         export_run(digits_run, tmp_path / "refused", precision="int8")
     assert not (tmp_path / "refused").exists()
+
+
+def test_the_default_export_falls_back_to_fp32_where_the_gate_refuses(digits_run, tmp_path,
+                                                                      monkeypatch, capsys):
+    from export import quantize
+    from vae_service import cli
+
+    monkeypatch.setattr(quantize, "MAX_SCORE_DIFFERENCE", 1e-9)
+    assert cli.main(["export", str(digits_run), "--out", str(tmp_path / "auto")]) == 0
+    out, err = capsys.readouterr()
+    assert "(fp32)" in out
+    assert len(err.splitlines()) == 1 and err.startswith("vae export: fp32, since int8 graphs "
+                                                         "fail the gate: their largest")
+    manifest = load_bundle(tmp_path / "auto").manifest
+    assert manifest.precision == "fp32" and not manifest.version.endswith("-int8")
+    assert "fail the gate" in manifest.model_extra["quantization"]["refused"]
