@@ -18,7 +18,7 @@ from serving.core.runtime import ScoredRows, VAERuntime
 from training.data import fit_normalization
 
 
-def train_and_export(config, directory: Path) -> tuple[dict, float]:
+def train_and_export(config, directory: Path, precision: str = "auto") -> tuple[dict, float]:
     """`vae train` into directory/run, then `vae export` to directory/bundle: the run's metrics
     and the wall-clock seconds of its training."""
     import time
@@ -30,7 +30,7 @@ def train_and_export(config, directory: Path) -> tuple[dict, float]:
     metrics = train(config, directory / "run", progress=False)
     seconds = time.perf_counter() - started
     with contextlib.redirect_stdout(io.StringIO()):  # torch.onnx's progress lines
-        export_run(directory / "run", directory / "bundle")
+        export_run(directory / "run", directory / "bundle", precision=precision)
     return metrics, seconds
 
 

@@ -5,7 +5,8 @@ training time of the default digits model beside PyOD's VAE on the same rows.
     .venv/bin/python -m bench.speed [--rows 50000] [--seconds 3] [--out bench/results]
 
 Inference is single-threaded everywhere (onnxruntime 1 thread, torch.set_num_threads(1)), as
-one model worker of the service runs. Training: this VAE as `vae train` (its default threads,
+one model worker of the service runs, on the fp32 graphs: they must match PyTorch eager, and
+the roofline is fp32's (bench.int8 puts the default int8 graphs beside them). Training: this VAE as `vae train` (its default threads,
 training/sizing.py) in a fresh process, PyOD's in this one with torch's default threads; each
 the fastest of five fits.
 """
@@ -66,10 +67,11 @@ def train_default(workdir: Path) -> dict:
 
     config = TrainConfig()
     ours = time_vae_train(workdir)
-    vae("export", str(workdir / "run-0"), "--out", str(workdir / "bundle"))
+    vae("export", str(workdir / "run-0"), "--out", str(workdir / "bundle"), "--precision",
+        "fp32")
     # the same model at half and twice the width: what the network's size costs
     for hidden in WIDTHS:
-        train_and_export(TrainConfig(hidden=hidden), workdir / f"hidden-{hidden[0]}")
+        train_and_export(TrainConfig(hidden=hidden), workdir / f"hidden-{hidden[0]}", "fp32")
     data = load_dataset(config.data)
     x_train = data.x[split_dataset(data, config.val_fraction, config.seed).train]
     theirs, pyod = [], None
