@@ -38,13 +38,16 @@ def protocol_schema(name: str) -> dict:
 
 
 def run(schema: str, url: str | None, examples: int) -> tuple[int, str, str]:
-    """schemathesis on one schema: its exit code, the count of cases and its output."""
-    done = subprocess.run(
-        [str(Path(sys.executable).with_name("schemathesis")), "run", schema,
-         *(["--url", url] if url else []),
-         "--checks", "not_a_server_error", "--max-examples", str(examples),
-         "--request-timeout", "60", "--generation-deterministic", "--no-color"],
-        capture_output=True, text=True)
+    """schemathesis on one schema: its exit code, the count of cases and its output. It runs
+    in a directory of its own, where it leaves its `.schemathesis/` cache."""
+    with tempfile.TemporaryDirectory() as cache:
+        done = subprocess.run(
+            [str(Path(sys.executable).with_name("schemathesis")), "run",
+             str(Path(schema).resolve()) if Path(schema).exists() else schema,
+             *(["--url", url] if url else []),
+             "--checks", "not_a_server_error", "--max-examples", str(examples),
+             "--request-timeout", "60", "--generation-deterministic", "--no-color"],
+            capture_output=True, text=True, cwd=cache)
     cases = re.search(r"(\d+) generated", done.stdout)
     return done.returncode, cases.group(1) if cases else "?", done.stdout[-6000:] + \
         done.stderr[-2000:]

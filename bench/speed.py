@@ -6,9 +6,9 @@ training time of the default digits model beside PyOD's VAE on the same rows.
 
 Inference is single-threaded everywhere (onnxruntime 1 thread, torch.set_num_threads(1)), as
 one model worker of the service runs, on the fp32 graphs: they must match PyTorch eager, and
-the roofline is fp32's (bench.int8 puts the default int8 graphs beside them). Training: this VAE as `vae train` (its default threads,
-training/sizing.py) in a fresh process, PyOD's in this one with torch's default threads; each
-the fastest of five fits.
+the roofline is fp32's (bench.int8 puts the default int8 graphs beside them). Training: this
+VAE as `vae train` (its default threads, training/sizing.py) in a fresh process, PyOD's in
+this one with torch's default threads; each the fastest of five fits.
 """
 
 import argparse

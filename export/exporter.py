@@ -35,8 +35,8 @@ MIN_LEVEL_ROWS = 50
 ANSWER_FIELDS = ("n_features", "feature_names", "likelihood", "sampling", "normalization",
                  "precision", "opset", "calibration", "schema")
 SCHEME = ("static QDQ: Gemm weights int8 per output channel, their inputs uint8 per tensor "
-          "(MinMax over the validation rows), each Relu folded into its Gemm's output range, the last "
-          "layer's output float")
+          "(MinMax over the validation rows), each Relu folded into its Gemm's output range, "
+          "the last layer's output float")
 
 
 def model_version(vae: VAE, manifest: dict) -> str:

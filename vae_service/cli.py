@@ -99,7 +99,8 @@ def parser() -> argparse.ArgumentParser:
     score.add_argument("--columns", type=lambda t: [c for c in t.split(",") if c], default=[],
                        help="input columns to copy to the output, e.g. id,timestamp")
     score.add_argument("--with-latent", action="store_true", help="add mu_0..mu_{D-1}")
-    score.add_argument("--threads", type=positive, help="threads scoring chunks side by side (VAE_ORT_THREADS)")
+    score.add_argument("--threads", type=positive,
+                       help="threads scoring chunks side by side (VAE_ORT_THREADS)")
     score.add_argument("--quiet", action="store_true", help="no progress bar")
 
     impute = commands.add_parser("impute", help="fill a file's missing cells with the model")
@@ -111,7 +112,8 @@ def parser() -> argparse.ArgumentParser:
                         help="0: each missing cell's expected value; N: N multiple imputations")
     impute.add_argument("--seed", type=seed_number,
                         help="noise seed (default: a fresh one, printed)")
-    impute.add_argument("--threads", type=positive, help="threads scoring chunks side by side (VAE_ORT_THREADS)")
+    impute.add_argument("--threads", type=positive,
+                        help="threads scoring chunks side by side (VAE_ORT_THREADS)")
     evaluate = commands.add_parser("evaluate", help="AUROC, average precision and detection "
                                    "rates of a model on a labelled file")
     evaluate.add_argument("--model", **model_option())
@@ -131,7 +133,8 @@ def parser() -> argparse.ArgumentParser:
                        help="the PSI above which a view has drifted (0.25)")
     drift.add_argument("--out", default="drift", metavar="DIR",
                        help="where drift.json and drift.svg go (drift)")
-    drift.add_argument("--threads", type=positive, help="threads scoring chunks side by side (VAE_ORT_THREADS)")
+    drift.add_argument("--threads", type=positive,
+                       help="threads scoring chunks side by side (VAE_ORT_THREADS)")
     return top
 
 

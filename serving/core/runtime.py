@@ -122,8 +122,9 @@ class VAEGraphs:
         stays bounded whatever B and K are, and a row's answer does not depend on its chunk.
         With several threads the chunks run side by side, each on one thread from noise to
         score maths; the sessions run on their caller's thread, so the numpy work of one
-        chunk overlaps the graphs of another (vae score at K = 16 on 2 CPUs: 35k rows/s fp32
-        and 77k int8, against 30k and 60k with the threads inside each onnxruntime call)."""
+        chunk overlaps the graphs of another (in process at K = 16 on 2 CPUs: about 35k rows/s
+        fp32 and 77k int8, against 30k and 60k with both threads inside each onnxruntime
+        call)."""
         parts = self.map_chunks(lambda lo, hi: self.score_terms(
             x[lo:hi], noise.rows(lo, hi), sampling, explain), len(x), noise.n_samples)
         terms, mus = zip(*parts)
