@@ -83,30 +83,27 @@ def quantize_graphs(encoder: bytes, decoder: bytes, x: np.ndarray, latent_dim: i
 
 def _float_results(model: onnx.ModelProto) -> onnx.ModelProto:
     """The graph with its last products left in float: the quantize-dequantize pair on a Gemm's
-    output that feeds no other Gemm is dropped (onnxruntime's QGemm then writes float). Those
-    outputs are x_mean and x_logvar side by side, or mu and logvar: one uint8 range over both
-    cost a row up to 6.9% of its score (the ionosphere development split)."""
+    output that feeds no other Gemm is dropped, and the Gemm writes the dequantized tensor
+    itself (a graph output, such as logits, or the input of a Slice); onnxruntime's QGemm then
+    writes float. Those outputs are x_mean and x_logvar side by side, or mu and logvar: one
+    uint8 range over both cost a row up to 6.9% of its score (the ionosphere development
+    split)."""
     graph = model.graph
     made_by = {name: node for node in graph.node for name in node.output}
     used_by: dict[str, list] = {}
     for node in graph.node:
         for name in node.input:
             used_by.setdefault(name, []).append(node)
-    dropped, replaced = [], {}
-    for node in graph.node:
-        if node.op_type != "QuantizeLinear" or \
-                getattr(made_by.get(node.input[0]), "op_type", None) != "Gemm":
+    for quantize in [node for node in graph.node if node.op_type == "QuantizeLinear"]:
+        gemm, result = made_by.get(quantize.input[0]), quantize.input[0]
+        pairs = used_by.get(quantize.output[0], [])
+        if gemm is None or gemm.op_type != "Gemm" or used_by[result] != [quantize] or \
+                len(pairs) != 1 or pairs[0].op_type != "DequantizeLinear" or \
+                any(n.op_type == "Gemm" for n in used_by.get(pairs[0].output[0], [])):
             continue
-        pairs = used_by.get(node.output[0], [])
-        after = [n for dq in pairs for n in used_by.get(dq.output[0], [])]
-        if all(dq.op_type == "DequantizeLinear" for dq in pairs) and \
-                not any(n.op_type == "Gemm" for n in after):
-            dropped += [node, *pairs]
-            replaced.update({dq.output[0]: node.input[0] for dq in pairs})
-    for node in dropped:
-        graph.node.remove(node)
-    for node in graph.node:
-        node.input[:] = [replaced.get(name, name) for name in node.input]
+        gemm.output[list(gemm.output).index(result)] = pairs[0].output[0]
+        graph.node.remove(quantize)
+        graph.node.remove(pairs[0])
     used = {name for node in graph.node for name in node.input}
     for initializer in [i for i in graph.initializer if i.name not in used]:
         graph.initializer.remove(initializer)

@@ -107,3 +107,24 @@ def test_the_default_export_falls_back_to_fp32_where_the_gate_refuses(digits_run
     manifest = load_bundle(tmp_path / "auto").manifest
     assert manifest.precision == "fp32" and not manifest.version.endswith("-int8")
     assert "fail the gate" in manifest.model_extra["quantization"]["refused"]
+
+
+def test_a_model_whose_logits_are_the_last_product_exports_in_int8(tmp_path):
+    """With every column categorical the decoder's last Gemm writes the logits output itself:
+    its float result must keep that name."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    a = rng.choice(list("abcd"), 1500)
+    b = np.where(rng.random(1500) < 0.9, a, rng.choice(list("abcd"), 1500))
+    pd.DataFrame({"a": a, "b": b, "c": rng.choice(["x", "y"], 1500)}).to_csv(
+        tmp_path / "t.csv", index=False)
+    done = run_cli("train", "--data", str(tmp_path / "t.csv"), "--out", str(tmp_path / "run"),
+                   "--epochs", "5", "--quiet")
+    assert done.returncode == 0, done.stderr[-2000:]
+    done = run_cli("export", str(tmp_path / "run"), "--out", str(tmp_path / "int8"),
+                   "--precision", "int8")
+    assert done.returncode == 0, done.stderr[-2000:]
+    runtime = VAERuntime(load_bundle(tmp_path / "int8"), threads=1)
+    rows = pd.read_csv(tmp_path / "t.csv").iloc[:50]
+    assert np.isfinite(runtime.score(rows, runtime.noise(0, 16)).score).all()
