@@ -209,7 +209,8 @@ def speed_section(results: dict, p: dict) -> str:
         "## 4. Speed", "",
         f"Rows per second scoring the same {results['rows']} digits-shaped rows in one run, "
         f"model `vae:{results['model']}` (the default digits model, hidden {hidden}, latent "
-        f"{sizes['latent_dim']}), single-threaded (onnxruntime 1 thread; "
+        f"{sizes['latent_dim']}, in fp32 graphs: section 5 sets the default int8 graphs beside "
+        f"them), single-threaded (onnxruntime 1 thread; "
         f"torch.set_num_threads(1)). The HTTP rows include the load generator, on the same 2 "
         f"cores; the batch job includes starting the process, reading Parquet and writing the "
         f"scores. The *GEMM roofline* is the rate that the network's own fp32 matrix products "

@@ -1,5 +1,6 @@
-"""REPORT.md's section 3: int8 against fp32 (bench/int8.py, run by `make bench`) and training
-at scale (bench/train_scale.py, 25 minutes: run by hand, its kept figures rendered here)."""
+"""REPORT.md's sections 5 and 6: int8 against fp32 (bench/int8.py, run by `make bench`) and
+training at scale (bench/train_scale.py, 25 minutes: run by hand, its kept figures rendered
+here)."""
 
 from bench.int8 import TARGETS as INT8_TARGETS
 from bench.train_scale import TARGET_LOSS, TARGET_RSS_GROWTH, TARGET_RSS_MB, TARGET_SECONDS
@@ -13,9 +14,11 @@ def int8_section(results: dict | None) -> str:
     if not results:
         return ""
     fp32, int8, roof = results["fp32"], results["int8"], results["roofline"]
-    rows = ["## 3. int8 against fp32", "",
+    rows = ["## 5. int8 against fp32", "",
             "`python -m bench.int8` (part of `make bench`): the default digits run exported in "
-            "both precisions, measured side by side in one run on one onnxruntime thread. The "
+            "both precisions, measured side by side in one run: in process on one thread, `vae "
+            "score` in a fresh process with its default threads, each the median of three "
+            "turns in which the precisions alternate. The "
             "GEMM rooflines are the rates the network's own matrix products allow at K = 16 "
             "(fp32: numpy's BLAS; int8: onnxruntime's MatMulInteger, uint8 × int8).", "",
             "| | fp32 | int8 | int8 / fp32 |", "|---|---|---|---|"]
@@ -33,8 +36,8 @@ def int8_section(results: dict | None) -> str:
     gate = int8["gate"]
     rows += ["", f"The gate (validation rows): scores within {gate['max_score_difference']:.1%} "
              f"of fp32's (median {gate['median_score_difference']:.2%}; tolerance "
-             f"{gate['tolerance']['max_score_difference']:.0%}); AUROC against the same rows with "
-             f"each column shuffled {gate['auroc_int8']:.5f} against fp32's "
+             f"{gate['tolerance']['max_score_difference']:.0%}); AUROC against copies of them "
+             f"with each column shuffled {gate['auroc_int8']:.5f} against fp32's "
              f"{gate['auroc_fp32']:.5f} (at most {gate['tolerance']['max_auroc_drop']} lower). "
              + ("int8 met every target of this run (section Targets): `vae export` writes int8 "
                 "wherever the gate passes, fp32 elsewhere." if all(
@@ -77,7 +80,7 @@ def train_scale_section(results: dict | None) -> str:
     if not results or "defaults" not in results:
         return ""
     now = results["defaults"]
-    rows = ["## 4. Training at scale", "",
+    rows = ["## 6. Training at scale", "",
             "`python -m bench.train_scale --ray` (about 25 minutes, not part of `make bench`; "
             "figures kept in `bench/results/train_scale.json`, rendered here): a generated "
             "2,000,000 × 30 table (five latent factors, five Student-t(1.5) columns, three "
