@@ -26,7 +26,7 @@ import numpy as np
 
 from bench.common import RESULTS, rate
 from bench.speed import gemm_roofline
-from serving.core.runtime import SAMPLE_ROWS
+from serving.core.threads import SAMPLE_ROWS
 from serving.store import load_runtime
 
 TARGETS = {"in-process K = 16": 2.0, "vae score": 1.8}

@@ -26,7 +26,8 @@ from bench.load import wrk
 from bench.common import digits_rows, rate, served, vae
 from bench.detectors import train_and_export
 from export.verify import PARITY_TOLERANCE
-from serving.core.runtime import SAMPLE_ROWS, VAERuntime
+from serving.core.runtime import VAERuntime
+from serving.core.threads import SAMPLE_ROWS
 from serving.store import load_runtime
 from serving.core.scores import score_terms
 

@@ -20,13 +20,8 @@ from serving.core.rows import InputError, check_rows
 from serving.core.schema import Schema
 from serving.core.impute import draw_imputations, expected_rows, fill_expected
 from serving.core.scores import Scores, log_weights, score_terms
-from serving.core.threads import default_threads, session_options
+from serving.core.threads import chunk_bounds, default_threads, session_options
 
-# K·B rows per onnxruntime call at most: bounds memory for any request. Each of the runtime's
-# threads holds one such call's arrays; at 1 << 14, 2 threads raised vae score's peak RSS from
-# 300 MB to 460 MB, at 1 << 13 to 390 MB, and int8 scored faster (its activations stay in cache).
-SAMPLE_ROWS = 1 << 13
-SPLIT_ROWS = 1 << 10  # K·B rows from which a request is shared among the runtime's threads
 LARGEST = np.finfo(np.float32).max
 
 
@@ -143,16 +138,6 @@ class VAEGraphs:
         if self._chunk_pool is None:
             self._chunk_pool = ThreadPoolExecutor(self.threads, thread_name_prefix="vae-chunks")
         return self._chunk_pool
-
-
-def chunk_bounds(rows: int, n_samples: int, threads: int) -> list[tuple[int, int]]:
-    """Row ranges of at most SAMPLE_ROWS // K rows (K·B rows per onnxruntime call at most).
-    Rows that would fill fewer chunks than there are threads are shared evenly among the
-    threads instead, once they are SPLIT_ROWS decoder rows or more."""
-    size = max(1, SAMPLE_ROWS // max(1, n_samples))
-    if threads > 1 and rows < size * threads and rows * n_samples >= SPLIT_ROWS:
-        size = -(-rows // threads)
-    return [(lo, min(lo + size, rows)) for lo in range(0, rows, size)]
 
 
 def named_table(x):

@@ -77,7 +77,7 @@ def test_a_row_scores_the_same_alone_and_in_a_batch(runtime, digits_x):
 
 
 def test_large_requests_are_chunked_without_changing_answers(runtime, digits_x):
-    from serving.core.runtime import SAMPLE_ROWS
+    from serving.core.threads import SAMPLE_ROWS
 
     k = 256  # SAMPLE_ROWS // k rows per onnxruntime call: the 1797 rows take several
     assert len(digits_x) > SAMPLE_ROWS // k
@@ -93,7 +93,7 @@ def test_large_requests_are_chunked_without_changing_answers(runtime, digits_x):
 def test_chunks_shared_among_threads_give_the_same_answers(bundle_dir, digits_x):
     """Several threads score chunks side by side; small requests are split evenly among
     them. Neither changes a bit of any row's answer or imputation."""
-    from serving.core.runtime import SPLIT_ROWS, chunk_bounds
+    from serving.core.threads import SPLIT_ROWS, chunk_bounds
     from serving.store import load_runtime
 
     assert chunk_bounds(1, 16, 2) == [(0, 1)]
