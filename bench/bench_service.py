@@ -7,11 +7,12 @@ two graphs), both with one worker and one onnxruntime thread, and drives each wi
 load generator in its own process) with the same JSON body: /anomaly_score at n_samples 16 for
 1, 100 and 1000 rows per request at concurrency 1, 8 and 32 (rows/s, p50, p99, the ratio to
 the floor). Then the service's merger against BentoML's adaptive batching (`batchable=True`,
-on the floor's graphs) at 1 and 100 rows per request. Then 2 × 50,000 one-row requests at concurrency 64, with each worker's RSS before,
-after the first run and after the second; the file endpoint and the batch job against the
-in-process runtime; this service with VAE_WORKERS=2; and the file endpoint
-with the run exported in int8 against fp32 (--int8-only: that part alone). p99 is reported, not targeted: this
-shared machine shows ~100 ms stalls even for the floor. Figures go to bench/results/service.json.
+on the floor's graphs) at 1 and 100 rows per request. Then 2 × 50,000 one-row requests at
+concurrency 64, with each worker's RSS before, after the first run and after the second; the
+file endpoint and the batch job against the in-process runtime; this service with
+VAE_WORKERS=2; and the file endpoint with the run exported in int8 against fp32 (--int8-only:
+that part alone). p99 is reported, not targeted: this shared machine shows ~100 ms stalls even
+for the floor. Figures go to bench/results/service.json.
 """
 
 import argparse

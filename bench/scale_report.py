@@ -2,7 +2,6 @@
 training at scale (bench/train_scale.py, 25 minutes: run by hand, its kept figures rendered
 here)."""
 
-from bench.int8 import TARGETS as INT8_TARGETS
 from bench.train_scale import TARGET_LOSS, TARGET_RSS_GROWTH, TARGET_RSS_MB, TARGET_SECONDS
 
 

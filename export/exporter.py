@@ -34,6 +34,7 @@ MIN_LEVEL_ROWS = 50
 # What changes an answer beside the weights: the manifest's fields that the runtime reads
 ANSWER_FIELDS = ("n_features", "feature_names", "likelihood", "sampling", "normalization",
                  "precision", "opset", "calibration", "schema")
+PRECISIONS = ("auto", "int8", "fp32")  # auto: int8 where it passes the gate, else fp32
 SCHEME = ("static QDQ: Gemm weights int8 per output channel, their inputs uint8 per tensor "
           "(MinMax over the validation rows), each Relu folded into its Gemm's output range, "
           "the last layer's output float")
@@ -119,6 +120,8 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str = "
     worst = parity(vae, graphs, x_val)
     check_parity(worst)
     quantization = None
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision is {precision!r}; expected one of {', '.join(PRECISIONS)}")
     if precision in ("int8", "auto"):
         quantized = quantize_graphs(encoder.SerializeToString(), decoder.SerializeToString(),
                                     x_val, vae.latent_dim)
@@ -128,11 +131,10 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str = "
         except GateError as refused:
             if precision == "int8":
                 raise
-            quantization = {"scheme": SCHEME, "refused": str(refused)}
+            quantization, precision = {"scheme": SCHEME, "refused": refused.reason}, "fp32"
         else:
-            graphs = int8
+            graphs, precision = int8, "int8"
             encoder, decoder = (onnx.load_from_string(graph) for graph in quantized)
-    precision = "int8" if quantization and "refused" not in quantization else "fp32"
 
     if threshold is not None:  # the share of validation rows above the given threshold
         complete = x_val[~np.isnan(x_val).any(axis=1)] if schema is not None else x_val

@@ -38,7 +38,12 @@ SHUFFLED_ROWS = 2048
 
 
 class GateError(ExportError):
-    """int8 graphs that do not answer closely enough to the fp32 ones."""
+    """int8 graphs that do not answer closely enough to the fp32 ones. `reason` says so with
+    both figures; the message adds what to do."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"the {reason}; export fp32 instead")
+        self.reason = reason
 
 
 def quantize_graphs(encoder: bytes, decoder: bytes, x: np.ndarray, latent_dim: int,
@@ -154,9 +159,9 @@ def gate(fp32: VAEGraphs, int8: VAEGraphs, x: np.ndarray, sampling: bool) -> dic
                "tolerance": {"max_score_difference": MAX_SCORE_DIFFERENCE,
                              "max_auroc_drop": MAX_AUROC_DROP}}
     if difference > MAX_SCORE_DIFFERENCE or auroc["int8"] < auroc["fp32"] - MAX_AUROC_DROP:
-        raise GateError(f"the int8 graphs fail the gate: their largest validation score "
+        raise GateError(f"int8 graphs fail the gate: their largest validation score "
                         f"difference is {difference:.2%} of the fp32 score (at most "
                         f"{MAX_SCORE_DIFFERENCE:.0%}), and their AUROC against shuffled rows "
                         f"{auroc['int8']:.4f} against fp32's {auroc['fp32']:.4f} (at most "
-                        f"{MAX_AUROC_DROP} lower); export fp32 instead")
+                        f"{MAX_AUROC_DROP} lower)")
     return figures

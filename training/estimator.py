@@ -156,8 +156,10 @@ class VAE(TransformerMixin, BaseEstimator):
             raise ValueError(f"n_samples is {self.n_samples!r}; expected a whole number ≥ 1")
         if not 0 < self.target_fpr < 1:
             raise ValueError(f"target_fpr is {self.target_fpr!r}; expected a share in (0, 1)")
-        if self.precision not in ("auto", "int8", "fp32"):
-            raise ValueError(f"precision is {self.precision!r}; expected auto, int8 or fp32")
+        from export.exporter import PRECISIONS
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision is {self.precision!r}; expected one of "
+                             f"{', '.join(PRECISIONS)}")
 
     def _drop_directory(self) -> None:
         if getattr(self, "directory_", None) is not None:

@@ -195,8 +195,7 @@ def run_export(args: argparse.Namespace) -> None:
     manifest = bundle.manifest
     refused = (manifest.model_extra.get("quantization") or {}).get("refused")
     if refused:
-        print(f"vae export: fp32, since {refused.removeprefix('the ').split('; export')[0]}",
-              file=sys.stderr)
+        print(f"vae export: fp32, since {refused}", file=sys.stderr)
     print(f"exported {manifest.name}:{manifest.version} ({manifest.precision}) to "
           f"{bundle.path} (threshold "
           f"{manifest.calibration.threshold:.3f} nats at "
