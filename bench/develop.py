@@ -52,6 +52,15 @@ CANDIDATES = {
     "VAE, a fixed 10% trimmed": {"contamination": 0.1},
     "VAE, latent 2": {"latent_dim": 2},
     "VAE, weight decay 1e-2": {"weight_decay": 1e-2},
+    "VAE, latent 2, hidden 64,64": {"latent_dim": 2, "hidden": (64, 64)},
+    "VAE, beta 1, --contamination auto": {"beta": 1.0, "contamination": "auto"},
+    # bench/levers.py's
+    "VAE, an ensemble of 5 (log-mean-exp)": {"members": 5},
+    "VAE, 5 members on 256 random rows each": {"members": 5, "bag": 256},
+    "VAE, rank-Gauss inputs": {"transform": "rank-gauss"},
+    "VAE, log of skewed columns": {"transform": "log"},
+    "VAE, stopped after 500 steps": {"steps": 500},
+    "VAE, length by bimodality (ODIM)": {"steps": "bimodal"},
 }
 
 

@@ -65,6 +65,11 @@ def vae_scores(task: tasks.Task, options: dict, workdir: Path) -> tuple[np.ndarr
     """Scores of the task's rows by a VAE trained on its fit rows, and the training seconds."""
     import torch
 
+    from bench import levers
+
+    if any(key in options for key in levers.KEYS):
+        return levers.scores(task, options, workdir)
+
     from training.config import TrainConfig
     from training.train import load_run, train
 

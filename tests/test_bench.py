@@ -181,3 +181,45 @@ def test_the_batch_benchmarks_job_runs_vae_score(bundle_dir, digits_x, tmp_path)
                    tmp_path / "rows.parquet")
     figures = run_job(tmp_path / "rows.parquet", tmp_path / "out.parquet", bundle_dir, 64)
     assert figures["code"] == 0 and pq.read_table(tmp_path / "out.parquet").num_rows == 200
+
+
+def test_an_ensemble_scores_the_mixture_of_its_members(tmp_path):
+    """bench/levers.py's ensemble: -log mean_m p_m(x), each member trained as alone."""
+    from bench import levers
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 4)).astype(np.float32)
+    task = tasks.Task("toy", "unsupervised", None, 3, x, x[:30], np.arange(30) < 3)
+    small = {"hidden": (8, 8), "latent_dim": 2, "epochs": 2, "warmup_epochs": 1}
+    mixed, _ = levers.scores(task, {**small, "members": 2}, tmp_path / "ensemble")
+    alone = []
+    for m in range(2):
+        (tmp_path / str(m)).mkdir(parents=True)
+        alone.append(levers._member(x, x[:30], small, 3 + 1000 * m, tmp_path / str(m))[0])
+    assert not np.allclose(alone[0], alone[1])
+    want = -(np.logaddexp(-alone[0], -alone[1]) - np.log(2))
+    np.testing.assert_allclose(mixed, want, rtol=1e-12)
+    assert np.all(mixed >= np.minimum(*alone)) and np.all(mixed <= np.maximum(*alone))
+
+
+def test_the_levers_transforms_are_fitted_on_the_training_rows():
+    from bench import levers
+
+    rng = np.random.default_rng(0)
+    fit = np.column_stack([rng.normal(size=500), rng.lognormal(0, 1.5, 500)]).astype(np.float32)
+    gauss = levers.fit_transform("rank-gauss", fit)(fit)
+    assert abs(gauss[:, 1].mean()) < 0.05 and 0.9 < gauss[:, 1].std() < 1.1
+    logged = levers.fit_transform("log", fit)(fit)
+    np.testing.assert_array_equal(logged[:, 0], fit[:, 0])  # not skewed: left as it is
+    assert np.all(np.diff(logged[np.argsort(fit[:, 1]), 1]) >= 0)  # skewed: log1p, monotone
+    with pytest.raises(ValueError, match="neither 'rank-gauss' nor 'log'"):
+        levers.fit_transform("box-cox", fit)
+
+
+def test_separation_is_larger_for_two_modes_than_one():
+    from bench.levers import separation
+
+    rng = np.random.default_rng(0)
+    one = rng.normal(size=2000)
+    two = np.concatenate([rng.normal(size=1800), rng.normal(6, 1, 200)])
+    assert separation(two) > 2 * separation(one)
