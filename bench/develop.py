@@ -61,6 +61,9 @@ CANDIDATES = {
     "VAE, log of skewed columns": {"transform": "log"},
     "VAE, stopped after 500 steps": {"steps": 500},
     "VAE, length by bimodality (ODIM)": {"steps": "bimodal"},
+    "VAE, Student-t decoder (5 degrees of freedom)": {"likelihood": "student-t"},
+    "VAE, Laplace decoder": {"likelihood": "laplace"},
+    "VAE, discretised decoder on integer columns": {"likelihood": "discretised"},
 }
 
 

@@ -223,3 +223,30 @@ def test_separation_is_larger_for_two_modes_than_one():
     one = rng.normal(size=2000)
     two = np.concatenate([rng.normal(size=1800), rng.normal(6, 1, 200)])
     assert separation(two) > 2 * separation(one)
+
+
+@pytest.mark.parametrize("kind", ["student-t", "laplace", "discretised"])
+def test_the_likelihood_levers_are_densities(kind):
+    """Each cell density integrates (or sums, discretised on integers) to one."""
+    import torch
+
+    from bench.levers import cell_log_density
+
+    mean, logvar = torch.tensor(0.3, dtype=torch.float64), torch.tensor(0.4, dtype=torch.float64)
+    if kind == "discretised":
+        x = torch.arange(-60, 61, dtype=torch.float64)
+        total = cell_log_density(kind, x, mean, logvar, torch.tensor(True)).exp().sum()
+    else:
+        x = torch.linspace(-400, 400, 800_001, dtype=torch.float64)
+        total = cell_log_density(kind, x, mean, logvar, None).exp().sum() * (x[1] - x[0])
+    assert abs(float(total) - 1.0) < 1e-3
+
+
+def test_a_likelihood_lever_is_undone_after_its_run():
+    from bench.levers import likelihood
+    from training.model import VAE
+
+    before = VAE.log_px
+    with likelihood("laplace", np.zeros((3, 2), np.float32)):
+        assert VAE.log_px is not before
+    assert VAE.log_px is before
