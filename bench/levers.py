@@ -123,8 +123,9 @@ def separation(scores: np.ndarray) -> float:
     return float(abs(np.diff(gm.means_.ravel())[0]) / math.sqrt(gm.covariances_.mean()))
 
 
-def _member(fit: np.ndarray, rows: np.ndarray, options: dict, seed: int, workdir: Path):
-    """(scores of rows, scores of fit) of one model trained on fit."""
+def _member(fit: np.ndarray, rows: np.ndarray, options: dict, seed: int, workdir: Path,
+            fit_scores: bool = False):
+    """(scores of rows, scores of fit or None) of one model trained on fit."""
     import torch
 
     from bench.protocols import iwae_score
@@ -136,11 +137,12 @@ def _member(fit: np.ndarray, rows: np.ndarray, options: dict, seed: int, workdir
           progress=False, threads=1)
     torch.set_num_threads(1)
     model, _ = load_run(workdir / "run")
-    return iwae_score(model, rows), iwae_score(model, fit)
+    return iwae_score(model, rows), iwae_score(model, fit) if fit_scores else None
 
 
 def scores(task, options: dict, workdir: Path) -> tuple[np.ndarray, float]:
-    """The task's scores under a recipe with levers, and its training seconds."""
+    """The task's scores under a recipe with levers, and the seconds its models took to train
+    and score (bimodal: every length's)."""
     options = dict(options)
     members, bag = options.pop("members", 1), options.pop("bag", None)
     transform, steps = options.pop("transform", None), options.pop("steps", None)
@@ -161,7 +163,7 @@ def scores(task, options: dict, workdir: Path) -> tuple[np.ndarray, float]:
             run_dir.mkdir(parents=True)
             with likelihood(kind, own):
                 got = _member(own, rows, _length(options, len(own), own.shape[1], length),
-                              task.seed + 1000 * m, run_dir)
+                              task.seed + 1000 * m, run_dir, len(lengths) > 1)
             sep = separation(got[1]) if len(lengths) > 1 else 0.0
             if best is None or sep > best[0]:
                 best = (sep, got[0])

@@ -77,7 +77,7 @@ def section(results: dict, develop: dict | None) -> str:
                   "a task; `bench/results/develop.json`, section `real`), best unsupervised "
                   "first. The ensembles, subsampled members, input transforms, training lengths "
                   "and decoder likelihoods are `bench/levers.py`'s, which `vae train` has no "
-                  "option for:", "",
+                  "option for (their seconds include scoring):", "",
                   "| recipe | unsupervised | semi-supervised | one-class digits | training s |",
                   "|---|---|---|---|---|", *_recipe_rows({"seeds": 1, "tasks": develop["real"]}),
                   "", _dominating({"seeds": 1, "tasks": develop["real"]})]
