@@ -64,6 +64,8 @@ CANDIDATES = {
     "VAE, Student-t decoder (5 degrees of freedom)": {"likelihood": "student-t"},
     "VAE, Laplace decoder": {"likelihood": "laplace"},
     "VAE, discretised decoder on integer columns": {"likelihood": "discretised"},
+    "VAE, refit without the 5% a small model flags": {"refit": 0.05},
+    "VAE, refit without the 10% a small model flags": {"refit": 0.1},
 }
 
 

@@ -11,6 +11,8 @@ measure them beside the recipes it can train (the report shows every one it trie
     steps: "bimodal"  the length among LENGTHS whose training rows' scores are the most
                       bimodal (a two-component Gaussian mixture's separation): ODIM's choice
                       without labels
+    refit: q          two passes: a small model (latent 2, hidden 64,64) flags the share q of the
+                      training rows it scores worst, and the model is trained on the others
     likelihood: L     the decoder's density of a cell, in training and in the score, in place of
                       the Gaussian: "student-t" (5 degrees of freedom), "laplace", or
                       "discretised" (a Gaussian's mass over x ± 0.5 in the columns whose
@@ -26,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-KEYS = ("members", "bag", "transform", "steps", "likelihood")
+KEYS = ("members", "bag", "transform", "steps", "likelihood", "refit")
+SMALL_MODEL = {"latent_dim": 2, "hidden": (64, 64)}
 STUDENT_NU = 5.0
 LENGTHS = (150, 300, 600, 1200, None)  # None: the rule's length, with early stopping
 SKEWED = 2.0
@@ -146,12 +149,16 @@ def scores(task, options: dict, workdir: Path) -> tuple[np.ndarray, float]:
     options = dict(options)
     members, bag = options.pop("members", 1), options.pop("bag", None)
     transform, steps = options.pop("transform", None), options.pop("steps", None)
-    kind = options.pop("likelihood", None)
+    kind, refit = options.pop("likelihood", None), options.pop("refit", None)
     fit, rows = task.fit, task.score
     if transform:
         apply = fit_transform(transform, fit)
         fit, rows = apply(fit), apply(rows)
     started = time.perf_counter()
+    if refit:
+        (workdir / "flag").mkdir(parents=True)
+        _, flagged = _member(fit, fit[:1], SMALL_MODEL, task.seed, workdir / "flag", True)
+        fit = fit[flagged <= np.quantile(flagged, 1 - refit)]
     per_member = []
     for m in range(members):
         rng = np.random.default_rng([task.seed, m])
