@@ -54,6 +54,7 @@ CANDIDATES = {
     "VAE, weight decay 1e-2": {"weight_decay": 1e-2},
     "VAE, latent 2, hidden 64,64": {"latent_dim": 2, "hidden": (64, 64)},
     "VAE, beta 1, --contamination auto": {"beta": 1.0, "contamination": "auto"},
+    "VAE, --contamination 0 (the plain ELBO at every size)": {"contamination": 0.0},
     # bench/levers.py's
     "VAE, an ensemble of 5 (log-mean-exp)": {"members": 5},
     "VAE, 5 members on 256 random rows each": {"members": 5, "bag": 256},
