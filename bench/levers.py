@@ -104,11 +104,12 @@ def likelihood(kind: str | None, fit: np.ndarray):
 
 def _length(options: dict, n_rows: int, n_features: int, steps: int | None) -> dict:
     """TrainConfig options that stop after about `steps` optimizer steps (None: the rule's)."""
+    from training.config import TrainConfig
     from training.sizing import rule
 
     if steps is None:
         return options
-    n_train = round(n_rows * 0.8)  # TrainConfig.val_fraction
+    n_train = round(n_rows * (1 - TrainConfig.val_fraction))
     batch = options.get("batch_size") or rule(n_train, n_features)["batch_size"]
     epochs = max(2, -(-steps // -(-n_train // batch)))
     return {**options, "epochs": epochs, "warmup_epochs": max(1, epochs // 3),
@@ -126,55 +127,40 @@ def separation(scores: np.ndarray) -> float:
     return float(abs(np.diff(gm.means_.ravel())[0]) / math.sqrt(gm.covariances_.mean()))
 
 
-def _member(fit: np.ndarray, rows: np.ndarray, options: dict, seed: int, workdir: Path,
-            fit_scores: bool = False):
-    """(scores of rows, scores of fit or None) of one model trained on fit."""
-    import torch
-
-    from bench.protocols import iwae_score
-    from training.config import TrainConfig
-    from training.train import load_run, train
-
-    np.save(workdir / "fit.npy", fit)
-    train(TrainConfig(data=str(workdir / "fit.npy"), seed=seed, **options), workdir / "run",
-          progress=False, threads=1)
-    torch.set_num_threads(1)
-    model, _ = load_run(workdir / "run")
-    return iwae_score(model, rows), iwae_score(model, fit) if fit_scores else None
-
-
 def scores(task, options: dict, workdir: Path) -> tuple[np.ndarray, float]:
     """The task's scores under a recipe with levers, and the seconds its models took to train
     and score (bimodal: every length's)."""
+    from bench.protocols import fitted_model, iwae_score
+
     options = dict(options)
     members, bag = options.pop("members", 1), options.pop("bag", None)
     transform, steps = options.pop("transform", None), options.pop("steps", None)
     kind, refit = options.pop("likelihood", None), options.pop("refit", None)
+    lengths = LENGTHS if steps == "bimodal" else (steps,)
     fit, rows = task.fit, task.score
     if transform:
         apply = fit_transform(transform, fit)
         fit, rows = apply(fit), apply(rows)
+    workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    if refit:
-        (workdir / "flag").mkdir(parents=True)
-        _, flagged = _member(fit, fit[:1], SMALL_MODEL, task.seed, workdir / "flag", True)
-        fit = fit[flagged <= np.quantile(flagged, 1 - refit)]
-    per_member = []
-    for m in range(members):
-        rng = np.random.default_rng([task.seed, m])
-        own = fit[rng.choice(len(fit), bag, replace=False)] if bag and bag < len(fit) else fit
-        lengths = LENGTHS if steps == "bimodal" else (steps,)
-        best = None
-        for i, length in enumerate(lengths):
-            run_dir = workdir / f"m{m}-{i}"
-            run_dir.mkdir(parents=True)
-            with likelihood(kind, own):
-                got = _member(own, rows, _length(options, len(own), own.shape[1], length),
-                              task.seed + 1000 * m, run_dir, len(lengths) > 1)
-            sep = separation(got[1]) if len(lengths) > 1 else 0.0
-            if best is None or sep > best[0]:
-                best = (sep, got[0])
-        per_member.append(best[1])
+    with likelihood(kind, fit):
+        if refit:
+            (workdir / "flag").mkdir()
+            flagged = iwae_score(fitted_model(fit, SMALL_MODEL, task.seed, workdir / "flag"), fit)
+            fit = fit[flagged <= np.quantile(flagged, 1 - refit)]
+        per_member = []
+        for m in range(members):
+            rng = np.random.default_rng([task.seed, m])
+            own = fit[rng.choice(len(fit), bag, replace=False)] if bag and bag < len(fit) \
+                else fit
+            by_length = []  # (separation of the training rows' scores, scores of rows)
+            for i, length in enumerate(lengths):
+                (workdir / f"m{m}-{i}").mkdir()
+                model = fitted_model(own, _length(options, len(own), own.shape[1], length),
+                                     task.seed + 1000 * m, workdir / f"m{m}-{i}")
+                sep = separation(iwae_score(model, own)) if len(lengths) > 1 else 0.0
+                by_length.append((sep, iwae_score(model, rows)))
+            per_member.append(max(by_length, key=lambda pair: pair[0])[1])
     log_p = -np.stack(per_member)  # (M, rows): each member's log-likelihood estimate
     mixture = np.logaddexp.reduce(log_p, axis=0) - math.log(members)
     return -mixture, time.perf_counter() - started

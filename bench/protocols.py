@@ -61,25 +61,30 @@ def iwae_score(model, x: np.ndarray, k: int = 16, seed: int = 0,
         return (-(torch.logsumexp(w, 0) - math.log(k))).numpy()
 
 
-def vae_scores(task: tasks.Task, options: dict, workdir: Path) -> tuple[np.ndarray, float]:
-    """Scores of the task's rows by a VAE trained on its fit rows, and the training seconds."""
+def fitted_model(fit: np.ndarray, options: dict, seed: int, workdir: Path):
+    """A VAE trained by `vae train`'s own function on the rows fit, on one thread (two tasks
+    share the two cores), loaded back."""
     import torch
-
-    from bench import levers
-
-    if any(key in options for key in levers.KEYS):
-        return levers.scores(task, options, workdir)
 
     from training.config import TrainConfig
     from training.train import load_run, train
 
-    np.save(workdir / "fit.npy", task.fit)
-    started = time.perf_counter()
-    train(TrainConfig(data=str(workdir / "fit.npy"), seed=task.seed, **options),
-          workdir / "run", progress=False, threads=1)  # two tasks share the two cores
+    np.save(workdir / "fit.npy", fit)
+    train(TrainConfig(data=str(workdir / "fit.npy"), seed=seed, **options), workdir / "run",
+          progress=False, threads=1)
     torch.set_num_threads(1)
+    return load_run(workdir / "run")[0]
+
+
+def vae_scores(task: tasks.Task, options: dict, workdir: Path) -> tuple[np.ndarray, float]:
+    """Scores of the task's rows by a VAE trained on its fit rows, and the training seconds."""
+    from bench import levers
+
+    if any(key in options for key in levers.KEYS):
+        return levers.scores(task, options, workdir)
+    started = time.perf_counter()
+    model = fitted_model(task.fit, options, task.seed, workdir)
     seconds = time.perf_counter() - started
-    model, _ = load_run(workdir / "run")
     return iwae_score(model, task.score), seconds
 
 

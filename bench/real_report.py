@@ -84,24 +84,30 @@ def section(results: dict, develop: dict | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+RECIPE_PROTOCOLS = ("unsupervised", "semi-supervised", "one-class")
+
+
+def _recipe_means(results: dict) -> dict[str, dict[str, float]]:
+    """{protocol: {method: mean AUROC over its data sets}} of the recipe table's protocols."""
+    return {p: {m: float(np.mean(list(v.values()))) for m, v in means(results, p).items()}
+            for p in RECIPE_PROTOCOLS}
+
+
 def _dominating(results: dict) -> str:
     """The recipes at least as good as the defaults under all three protocols, in one line."""
-    protocols = ("unsupervised", "semi-supervised", "one-class")
-    mean = {p: {r: float(np.mean(list(v.values()))) for r, v in means(results, p).items()}
-            for p in protocols}
+    mean = _recipe_means(results)
     better = [r for r in _recipes(results) if r != DEFAULT
-              and all(mean[p][r] >= mean[p][DEFAULT] for p in protocols)]
+              and all(mean[p][r] >= mean[p][DEFAULT] for p in RECIPE_PROTOCOLS)]
     return ("Recipes at least as good as the defaults under all three protocols: "
             + (", ".join(better) if better else "none") + ".")
 
 
 def _recipe_rows(results: dict) -> list[str]:
     """One row per VAE recipe measured on every task, best unsupervised mean first."""
-    protocols = ("unsupervised", "semi-supervised", "one-class")
-    figures = {p: means(results, p) for p in protocols}
+    mean = _recipe_means(results)
     rows = []
     for recipe in _recipes(results):
-        cells = [float(np.mean(list(figures[p][recipe].values()))) for p in protocols]
+        cells = [mean[p][recipe] for p in RECIPE_PROTOCOLS]
         seconds = np.mean([t["seconds"][recipe] for t in results["tasks"]])
         rows.append((cells, f"| {recipe} | " + " | ".join(f"{c:.3f}" for c in cells)
                      + f" | {seconds:.1f} |"))

@@ -5,7 +5,7 @@ import pytest
 
 from bench import tasks
 from bench.ablation import frechet
-from bench.protocols import iwae_score
+from bench.protocols import fitted_model, iwae_score
 from bench.quality import spread
 from bench.report import development_section, pareto_front
 
@@ -195,7 +195,7 @@ def test_an_ensemble_scores_the_mixture_of_its_members(tmp_path):
     alone = []
     for m in range(2):
         (tmp_path / str(m)).mkdir(parents=True)
-        alone.append(levers._member(x, x[:30], small, 3 + 1000 * m, tmp_path / str(m))[0])
+        alone.append(iwae_score(fitted_model(x, small, 3 + 1000 * m, tmp_path / str(m)), x[:30]))
     assert not np.allclose(alone[0], alone[1])
     want = -(np.logaddexp(-alone[0], -alone[1]) - np.log(2))
     np.testing.assert_allclose(mixed, want, rtol=1e-12)
