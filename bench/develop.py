@@ -20,7 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from bench import tasks
-from bench.protocols import RECIPES, run_task
+from bench.protocols import OLD_SIZES, RECIPES, run_task
 from serving.tables.files import atomic_write
 
 DEV_SEED = 100
@@ -35,6 +35,7 @@ DEV_HOLD_ONE_OUT_SEEDS = (100, 101, 102, 103)
 CANDIDATES = {
     **RECIPES,
     "VAE, auto at 3 robust SDs": {"contamination": "auto", "outlying": 3.0},
+    "VAE, auto at 8 robust SDs": {"contamination": "auto", "outlying": 8.0},
     "VAE, auto at 12 robust SDs": {"contamination": "auto", "outlying": 12.0},
     "VAE, a fixed 20% trimmed": {"contamination": 0.2},
     "VAE, weight decay 1e-3": {"weight_decay": 1e-3},
@@ -55,6 +56,11 @@ CANDIDATES = {
     "VAE, latent 2, hidden 64,64": {"latent_dim": 2, "hidden": (64, 64)},
     "VAE, beta 1, --contamination auto": {"beta": 1.0, "contamination": "auto"},
     "VAE, --contamination 0 (the plain ELBO at every size)": {"contamination": 0.0},
+    "VAE, before: fixed sizes, with --contamination auto": {**OLD_SIZES, "contamination": "auto"},
+    "VAE, before: fixed sizes, with beta 4 and --contamination auto":
+        {**OLD_SIZES, "contamination": "auto", "beta": 4.0},
+    "VAE, before: fixed sizes, with --contamination auto and weights averaged":
+        {**OLD_SIZES, "contamination": "auto", "weight_average": 0.998},
     # bench/levers.py's
     "VAE, an ensemble of 5 (log-mean-exp)": {"members": 5},
     "VAE, 5 members on 256 random rows each": {"members": 5, "bag": 256},

@@ -156,6 +156,24 @@ def test_real_table_targets_are_met_only_as_the_issue_states():
     assert [met for _, _, met in targets(uneven)] == [True, False, False, False, False]
 
 
+def test_the_choice_with_labels_takes_each_tables_best_recipe():
+    from bench.real_report import _chosen_with_labels
+
+    results = _real_results({"unsupervised": {"a": 0.80, "b": 0.70},
+                             "semi-supervised": {"a": 0.90}},
+                            {"unsupervised": {"a": 0.85, "b": 0.88},
+                             "semi-supervised": {"a": 0.93}})
+    other = {("unsupervised", "a"): 0.70, ("unsupervised", "b"): 0.90,
+             ("semi-supervised", "a"): 0.95}
+    for task in results["tasks"]:
+        task["auroc"]["VAE, other"] = other[task["protocol"], task["dataset"]]
+    line = _chosen_with_labels(results)
+    # a: the defaults' 0.80, 0.05 behind the peers; b: the other's 0.90, ahead of them
+    assert "these 2 recipes" in line and "would be 0.850 (IsolationForest 0.865)" in line
+    assert "on 1 of 2 tables" in line and "at most 0.050 behind it (a)" in line
+    assert "semi-supervised mean 0.950" in line
+
+
 def test_scale_targets_are_met_only_as_the_issues_state():
     from bench.scale_report import train_scale_targets
 
