@@ -260,6 +260,34 @@ def test_the_likelihood_levers_are_densities(kind):
     assert abs(float(total) - 1.0) < 1e-3
 
 
+def test_the_iwae_lever_trains_on_the_importance_weighted_bound():
+    """Under grad, the loss is -log mean_k w_k over the step's sample and k - 1 more drawn from
+    torch's generator (the score's own maths, bench.protocols.iwae_score); under no_grad it is
+    the ELBO that early stopping watches; and the patch is undone after."""
+    import torch
+
+    from bench.levers import importance_weighted
+    from bench.protocols import iwae_score
+    from training.config import TrainConfig
+    from training.model import VAE
+
+    torch.manual_seed(0)
+    model = VAE(4, TrainConfig(hidden=(8,), latent_dim=2))
+    x, eps = torch.randn(5, 4), torch.randn(1, 5, 2)
+    before = VAE.loss
+    with importance_weighted(3):
+        torch.manual_seed(1)
+        loss = model.loss(x, eps).loss
+        torch.manual_seed(1)
+        drawn = torch.cat([eps, torch.randn(2, 5, 2)])
+        with torch.no_grad():
+            elbo = model.loss(x, eps).loss
+    assert VAE.loss is before
+    expected = iwae_score(model, x.numpy(), k=3, eps=drawn.numpy())
+    np.testing.assert_allclose(loss.detach().numpy(), expected, rtol=1e-5)
+    np.testing.assert_array_equal(elbo.numpy(), model.loss(x, eps).loss.detach().numpy())
+
+
 def test_a_likelihood_lever_is_undone_after_its_run():
     from bench.levers import likelihood
     from training.model import VAE
