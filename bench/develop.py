@@ -74,6 +74,9 @@ CANDIDATES = {
     "VAE, refit without the 5% a small model flags": {"refit": 0.05},
     "VAE, refit without the 10% a small model flags": {"refit": 0.1},
     "VAE, trained on the IWAE bound (K = 5)": {"samples": 5},
+    "VAE, trained on rows with noise of 0.1 SD": {"noise": 0.1},
+    "VAE, trained on rows with noise of 0.3 SD": {"noise": 0.3},
+    "VAE, trained on rows with noise of 0.5 SD": {"noise": 0.5},
 }
 
 

@@ -17,6 +17,9 @@ measure them beside the recipes it can train (the report shows every one it trie
                       the Gaussian: "student-t" (5 degrees of freedom), "laplace", or
                       "discretised" (a Gaussian's mass over x ± 0.5 in the columns whose
                       training values are all integers)
+    noise: s          trained on rows with Gaussian noise of s standard deviations (of each
+                      column in the training rows) added at every step: a smoothed density,
+                      which cannot give one isolated row a peak of its own
     samples: K        trained on the importance-weighted bound with K samples (Burda et al.
                       2015, arXiv:1509.00519) in place of the one-sample ELBO; early stopping
                       still watches the validation rows' -ELBO
@@ -31,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-KEYS = ("members", "bag", "transform", "steps", "likelihood", "refit", "samples")
+KEYS = ("members", "bag", "transform", "steps", "likelihood", "refit", "samples", "noise")
 SMALL_MODEL = {"latent_dim": 2, "hidden": (64, 64)}
 STUDENT_NU = 5.0
 LENGTHS = (150, 300, 600, 1200, None)  # None: the rule's length, with early stopping
@@ -138,6 +141,32 @@ def importance_weighted(k: int | None):
         VAE.loss = original
 
 
+@contextlib.contextmanager
+def noisy(scale: float | None):
+    """training.model.VAE.loss on rows plus N(0, (scale * the column's training SD)^2) noise
+    drawn from torch's generator, for the training steps only (validation under no_grad sees
+    the rows as they are), while inside."""
+    if not scale:
+        yield
+        return
+    import torch
+
+    from training.model import VAE
+
+    original = VAE.loss
+
+    def loss(self, x, eps, beta=1.0):
+        if torch.is_grad_enabled():
+            x = x + scale * self.x_scale * torch.randn(x.shape)
+        return original(self, x, eps, beta)
+
+    VAE.loss = loss
+    try:
+        yield
+    finally:
+        VAE.loss = original
+
+
 def _length(options: dict, n_rows: int, n_features: int, steps: int | None) -> dict:
     """TrainConfig options that stop after about `steps` optimizer steps (None: the rule's)."""
     from training.config import TrainConfig
@@ -172,7 +201,7 @@ def scores(task, options: dict, workdir: Path) -> tuple[np.ndarray, float]:
     members, bag = options.pop("members", 1), options.pop("bag", None)
     transform, steps = options.pop("transform", None), options.pop("steps", None)
     kind, refit = options.pop("likelihood", None), options.pop("refit", None)
-    samples = options.pop("samples", None)
+    samples, noise = options.pop("samples", None), options.pop("noise", None)
     lengths = LENGTHS if steps == "bimodal" else (steps,)
     fit, rows = task.fit, task.score
     if transform:
@@ -180,7 +209,7 @@ def scores(task, options: dict, workdir: Path) -> tuple[np.ndarray, float]:
         fit, rows = apply(fit), apply(rows)
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with likelihood(kind, fit), importance_weighted(samples):
+    with likelihood(kind, fit), importance_weighted(samples), noisy(noise):
         if refit:
             (workdir / "flag").mkdir()
             flagged = iwae_score(fitted_model(fit, SMALL_MODEL, task.seed, workdir / "flag"), fit)

@@ -76,8 +76,9 @@ def section(results: dict, develop: dict | None) -> str:
                   "over the tables, one-class digits apart, and the mean training seconds of "
                   "a task; `bench/results/develop.json`, section `real`), best unsupervised "
                   "first. The ensembles, subsampled members, input transforms, training "
-                  "lengths, decoder likelihoods and the IWAE objective are `bench/levers.py`'s, "
-                  "which `vae train` has no option for (their seconds include scoring):", "",
+                  "lengths, decoder likelihoods, the IWAE objective and noisy rows are "
+                  "`bench/levers.py`'s, which `vae train` has no option for (their seconds "
+                  "include scoring):", "",
                   "| recipe | unsupervised | semi-supervised | one-class digits | training s |",
                   "|---|---|---|---|---|", *_recipe_rows({"seeds": 1, "tasks": develop["real"]}),
                   "", _dominating({"seeds": 1, "tasks": develop["real"]}), "",

@@ -288,6 +288,33 @@ def test_the_iwae_lever_trains_on_the_importance_weighted_bound():
     np.testing.assert_array_equal(elbo.numpy(), model.loss(x, eps).loss.detach().numpy())
 
 
+def test_the_noise_lever_smooths_the_training_rows_only():
+    """Under grad, the loss is the ELBO of the rows plus noise of `scale` training SDs per
+    column, drawn from torch's generator; validation (no_grad) sees the rows as they are."""
+    import torch
+
+    from bench.levers import noisy
+    from training.config import TrainConfig
+    from training.model import VAE
+
+    torch.manual_seed(0)
+    std = torch.tensor([1.0, 2.0, 4.0])
+    model = VAE(3, TrainConfig(hidden=(8,), latent_dim=2), torch.zeros(3), std)
+    x, eps = torch.randn(5, 3), torch.randn(1, 5, 2)
+    before = VAE.loss
+    with noisy(0.3):
+        torch.manual_seed(1)
+        loss = model.loss(x, eps).loss
+        with torch.no_grad():
+            clean = model.loss(x, eps).loss
+    assert VAE.loss is before
+    torch.manual_seed(1)
+    expected = model.loss(x + 0.3 * std * torch.randn(5, 3), eps).loss
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(clean, model.loss(x, eps).loss.detach())
+    assert not torch.allclose(loss, clean)
+
+
 def test_a_likelihood_lever_is_undone_after_its_run():
     from bench.levers import likelihood
     from training.model import VAE
