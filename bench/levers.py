@@ -78,18 +78,27 @@ def cell_log_density(kind: str, x, mean, logvar, integer):
 
 
 @contextlib.contextmanager
-def likelihood(kind: str | None, fit: np.ndarray):
-    """training.model.VAE.log_px under the likelihood kind while inside (tables with no
-    categorical column), as it was after."""
-    if kind is None:
-        yield
-        return
-    import torch
-
+def _patched(name: str, replace):
+    """training.model.VAE's method `name` as replace(the method) while inside, as it was
+    after."""
     from training.model import VAE
 
+    original = getattr(VAE, name)
+    setattr(VAE, name, replace(original))
+    try:
+        yield
+    finally:
+        setattr(VAE, name, original)
+
+
+def likelihood(kind: str | None, fit: np.ndarray):
+    """VAE.log_px under the likelihood kind while inside (tables with no categorical
+    column)."""
+    if kind is None:
+        return contextlib.nullcontext()
+    import torch
+
     integer = torch.from_numpy(np.all(fit == np.round(fit), axis=0))
-    original = VAE.log_px
 
     def log_px(self, x, decoded):
         if self.layout is None:
@@ -101,70 +110,52 @@ def likelihood(kind: str | None, fit: np.ndarray):
         cells = cell_log_density(kind, x, *decoded[:2], integer[self.numeric])
         return torch.where(observed, cells, torch.zeros_like(cells)).sum(-1)
 
-    VAE.log_px = log_px
-    try:
-        yield
-    finally:
-        VAE.log_px = original
+    return _patched("log_px", lambda _: log_px)
 
 
-@contextlib.contextmanager
 def importance_weighted(k: int | None):
-    """training.model.VAE.loss as the negative IWAE bound with k samples (the step's own
-    sample and k - 1 more from torch's generator) while inside, for the training steps only
-    (under no_grad, validation keeps the ELBO); beta weighs log p(z) - log q(z|x)."""
+    """VAE.loss as the negative IWAE bound with k samples (the step's own sample and k - 1
+    more from torch's generator) while inside, for the training steps only (under no_grad,
+    validation keeps the ELBO); beta weighs log p(z) - log q(z|x)."""
     if not k or k == 1:
-        yield
-        return
+        return contextlib.nullcontext()
     import torch
 
-    from training.model import VAE, LossTerms
+    from training.model import LossTerms
 
-    original = VAE.loss
+    def replace(original):
+        def loss(self, x, eps, beta=1.0):
+            if not torch.is_grad_enabled():
+                return original(self, x, eps, beta)
+            eps = torch.cat([eps, torch.randn(k - 1, *eps.shape[1:])])
+            mu, logvar = self.encode(x)
+            z = self.reparameterize(mu, logvar, eps)
+            log_px = self.log_px(x, self.decode(z))  # (K, B)
+            log_ratio = 0.5 * ((eps**2).sum(-1) - (z**2).sum(-1) + logvar.sum(-1))
+            bound = torch.logsumexp(log_px + beta * log_ratio, 0) - math.log(k)
+            kl = 0.5 * (mu**2 + logvar.exp() - 1.0 - logvar).sum(-1)
+            return LossTerms(-bound, -log_px.mean(0), kl)
+        return loss
 
-    def loss(self, x, eps, beta=1.0):
-        if not torch.is_grad_enabled():
-            return original(self, x, eps, beta)
-        eps = torch.cat([eps, torch.randn(k - 1, *eps.shape[1:])])
-        mu, logvar = self.encode(x)
-        z = self.reparameterize(mu, logvar, eps)
-        log_px = self.log_px(x, self.decode(z))  # (K, B)
-        log_ratio = 0.5 * ((eps**2).sum(-1) - (z**2).sum(-1) + logvar.sum(-1))
-        bound = torch.logsumexp(log_px + beta * log_ratio, 0) - math.log(k)
-        kl = 0.5 * (mu**2 + logvar.exp() - 1.0 - logvar).sum(-1)
-        return LossTerms(-bound, -log_px.mean(0), kl)
-
-    VAE.loss = loss
-    try:
-        yield
-    finally:
-        VAE.loss = original
+    return _patched("loss", replace)
 
 
-@contextlib.contextmanager
 def noisy(scale: float | None):
-    """training.model.VAE.loss on rows plus N(0, (scale * the column's training SD)^2) noise
-    drawn from torch's generator, for the training steps only (validation under no_grad sees
-    the rows as they are), while inside."""
+    """VAE.loss on rows plus N(0, (scale * the column's training SD)^2) noise drawn from
+    torch's generator, for the training steps only (validation under no_grad sees the rows
+    as they are), while inside."""
     if not scale:
-        yield
-        return
+        return contextlib.nullcontext()
     import torch
 
-    from training.model import VAE
+    def replace(original):
+        def loss(self, x, eps, beta=1.0):
+            if torch.is_grad_enabled():
+                x = x + scale * self.x_scale * torch.randn(x.shape)
+            return original(self, x, eps, beta)
+        return loss
 
-    original = VAE.loss
-
-    def loss(self, x, eps, beta=1.0):
-        if torch.is_grad_enabled():
-            x = x + scale * self.x_scale * torch.randn(x.shape)
-        return original(self, x, eps, beta)
-
-    VAE.loss = loss
-    try:
-        yield
-    finally:
-        VAE.loss = original
+    return _patched("loss", replace)
 
 
 def _length(options: dict, n_rows: int, n_features: int, steps: int | None) -> dict:
