@@ -1,6 +1,7 @@
 """The development draws on which the training defaults were chosen (never the report's).
 
-    .venv/bin/python -m bench.develop [--recipes "NAME;..."] [--hold-one-out | --real]
+    .venv/bin/python -m bench.develop [--recipes "NAME;..."]
+                                      [--hold-one-out | --real [--real-seed 101]]
                                       [--out bench/results/develop.json]
 
 The tasks of bench/tasks.py drawn with other seeds (100: other synthetic data, other anomaly
@@ -8,7 +9,9 @@ draws, other train/test splits), and digits with classes 1, 8 and 9 as the anoma
 --hold-one-out, bench/quality.py's digits hold-one-out instead, every class under the seeds
 100-103 (the report's are 0 and 1), without the peers: the protocol of the report's "digits
 hold-one-out >= 0.95" target. With --real, the real tables of bench/real.py (both protocols,
-and one-class digits) with seed 100, the peers included. Each recipe is trained as
+and one-class digits) with seed 100, the peers included; --real-seed draws them with another
+seed, kept apart (section real_SEED) as a check of a choice, never in the report. Each recipe
+is trained as
 bench/protocols.py trains the report's, two tasks at a time; results already in the output
 file are kept, so recipes can be added one run at a time.
 """
@@ -94,10 +97,10 @@ def hold_one_out_tasks() -> list[tasks.Task]:
             for digit in range(10)]
 
 
-def real_tasks() -> list[tasks.Task]:
+def real_tasks(seed: int = DEV_SEED) -> list[tasks.Task]:
     from bench.real import report_tasks
 
-    return report_tasks(1, first_seed=DEV_SEED)
+    return report_tasks(1, first_seed=seed)
 
 
 def _run(job: tuple[tasks.Task, dict, bool]) -> dict:
@@ -112,6 +115,8 @@ def main() -> None:
                         help="the digits hold-one-out of bench/quality.py, seeds 100-103")
     parser.add_argument("--real", action="store_true",
                         help="the real tables of bench/real.py and one-class digits, seed 100")
+    parser.add_argument("--real-seed", type=int, default=DEV_SEED,
+                        help="with --real, another seed: a second draw kept as real_SEED")
     parser.add_argument("--out", type=Path, default=Path("bench/results/develop.json"))
     args = parser.parse_args()
     names = args.recipes.split(";")
@@ -119,11 +124,19 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown recipes {unknown}; expected some of {list(CANDIDATES)}")
     kept = json.loads(args.out.read_text()) if args.out.exists() else {"tasks": []}
-    section = "hold_one_out" if args.hold_one_out else "real" if args.real else "tasks"
-    chosen = {"hold_one_out": hold_one_out_tasks, "real": real_tasks, "tasks": dev_tasks}
+    if args.real_seed in (0, 1) or (args.real_seed != DEV_SEED and not args.real):
+        parser.error(f"--real-seed {args.real_seed}: expected a development seed (not the "
+                     f"report's 0 or 1), with --real")
+    if args.hold_one_out:
+        section, drawn = "hold_one_out", hold_one_out_tasks()
+    elif args.real:
+        section = "real" if args.real_seed == DEV_SEED else f"real_{args.real_seed}"
+        drawn = real_tasks(args.real_seed)
+    else:
+        section, drawn = "tasks", dev_tasks()
     done = {t["name"]: t for t in kept.get(section, [])}
     jobs = []
-    for task in chosen[section]():
+    for task in drawn:
         have = done.get(task.name, {}).get("auroc", {})
         todo = {n: CANDIDATES[n] for n in names if n not in have}
         if todo or not have:

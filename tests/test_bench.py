@@ -156,6 +156,19 @@ def test_real_table_targets_are_met_only_as_the_issue_states():
     assert [met for _, _, met in targets(uneven)] == [True, False, False, False, False]
 
 
+@pytest.mark.parametrize("args", [["--real", "--real-seed", "1"], ["--real-seed", "101"]])
+def test_a_second_real_draw_never_takes_the_reports_seeds(args, tmp_path):
+    """bench.develop --real-seed: another development seed, and only with --real."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "develop.json"
+    done = subprocess.run([sys.executable, "-m", "bench.develop", *args, "--out", str(out)],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and not out.exists()
+    assert "expected a development seed (not the report's 0 or 1), with --real" in done.stderr
+
+
 def test_the_choice_with_labels_takes_each_tables_best_recipe():
     from bench.real_report import _chosen_with_labels
 
