@@ -143,13 +143,15 @@ def importance_weighted(k: int | None):
 def noisy(scale: float | None):
     """VAE.loss on rows plus N(0, (scale * the column's training SD)^2) noise drawn from
     torch's generator, for the training steps only (validation under no_grad sees the rows
-    as they are), while inside."""
+    as they are), while inside (tables with no categorical column)."""
     if not scale:
         return contextlib.nullcontext()
     import torch
 
     def replace(original):
         def loss(self, x, eps, beta=1.0):
+            if self.layout is not None and self.layout.levels:
+                raise ValueError("the noise lever takes numeric tables only")
             if torch.is_grad_enabled():
                 x = x + scale * self.x_scale * torch.randn(x.shape)
             return original(self, x, eps, beta)
