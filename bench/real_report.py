@@ -109,24 +109,19 @@ def _chosen_with_labels(results: dict) -> str:
     targets' terms, and the clean protocol's mean), in one paragraph: an upper bound on what
     any label-free choice among these recipes could do on the development seed."""
     recipes = _recipes(results)
-    parts = {}
-    for protocol in ("unsupervised", "semi-supervised"):
+
+    def chosen(protocol: str) -> tuple[float, dict, list, dict]:
         per = means(results, protocol)
-        tables = list(per[DEFAULT])
-        chosen = {t: max(per[r][t] for r in recipes) for t in tables}
-        best_peer = {t: max(per[p][t] for p in PEER_NAMES) for t in tables}
-        peer_means = {p: float(np.mean([per[p][t] for t in tables])) for p in PEER_NAMES}
-        gaps = {t: best_peer[t] - chosen[t] for t in tables}
-        parts[protocol] = (float(np.mean(list(chosen.values()))), peer_means, gaps, tables)
-    mean, peers, gaps, tables = parts["unsupervised"]
-    near = sum(g <= NEAR_BEST for g in gaps.values())
+        return _beside_peers(per, {t: max(per[r][t] for r in recipes) for t in per[DEFAULT]})
+
+    mean, peers, near, gaps = chosen("unsupervised")
     worst = max(gaps, key=gaps.get)
-    semi, semi_peers, _, _ = parts["semi-supervised"]
+    semi, semi_peers, _, _ = chosen("semi-supervised")
     semi_best = max(semi_peers, key=semi_peers.get)
     return (f"**What choosing could reach.** Had each table its best of these {len(recipes)} "
             f"recipes, picked with its labels (which no user has), the unsupervised mean "
             f"would be {mean:.3f} (IsolationForest {peers['IsolationForest']:.3f}), within "
-            f"{NEAR_BEST} of the best peer on {near} of {len(tables)} tables (the target asks "
+            f"{NEAR_BEST} of the best peer on {len(near)} of {len(gaps)} tables (the target asks "
             f"for {SHARE_NEAR_BEST:.0%}), at most {max(gaps[worst], 0.0):.3f} behind it "
             f"({worst}); the semi-supervised mean {semi:.3f} (the best peer, {semi_best}: "
             f"{semi_peers[semi_best]:.3f}). A maximum over so many recipes also collects each "
@@ -148,15 +143,23 @@ def _recipe_rows(results: dict) -> list[str]:
     return [row for _, row in sorted(rows, key=lambda r: -r[0][0])]
 
 
+def _beside_peers(per: dict, vae: dict[str, float]) -> tuple[float, dict, list, dict]:
+    """The VAE's AUROC per table, `vae`, beside the peers' in `per` ({method: {table: AUROC}}):
+    its mean, the peers' means, the tables where it is the best or within NEAR_BEST of the
+    best peer, and how far it trails the best peer on each table."""
+    tables = list(vae)
+    best = {t: max(per[p][t] for p in PEER_NAMES) for t in tables}
+    return (float(np.mean([vae[t] for t in tables])),
+            {p: float(np.mean([per[p][t] for t in tables])) for p in PEER_NAMES},
+            [t for t in tables if vae[t] >= best[t] - NEAR_BEST],
+            {t: best[t] - vae[t] for t in tables})
+
+
 def targets(results: dict) -> list[tuple[str, str, bool | None]]:
     unsupervised = means(results, "unsupervised")
-    tables = list(unsupervised[DEFAULT])
-    vae = float(np.mean([unsupervised[DEFAULT][t] for t in tables]))
-    peer_means = {p: float(np.mean([unsupervised[p][t] for t in tables])) for p in PEER_NAMES}
+    vae, peer_means, near, gaps = _beside_peers(unsupervised, unsupervised[DEFAULT])
+    tables = list(gaps)
     best_peer = max(peer_means, key=peer_means.get)
-    best = {t: max(unsupervised[p][t] for p in PEER_NAMES) for t in tables}
-    near = [t for t in tables if unsupervised[DEFAULT][t] >= best[t] - NEAR_BEST]
-    gaps = {t: best[t] - unsupervised[DEFAULT][t] for t in tables}
     worst = max(gaps, key=gaps.get)
     semi = means(results, "semi-supervised")
     semi_means = {m: float(np.mean(list(semi[m].values()))) for m in [DEFAULT, *PEER_NAMES]}

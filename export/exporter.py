@@ -109,6 +109,8 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str = "
     int8 the bundle's graphs are int8 (export.quantize), past its gate (GateError if not),
     and calibrated themselves; auto is int8 where the gate passes, else fp32, with the gate's
     refusal kept in the manifest's `quantization`."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision is {precision!r}; expected one of {', '.join(PRECISIONS)}")
     vae, saved = load_run(run_dir)
     schema = saved_schema(saved)
     encoder, decoder = export_graphs(vae)
@@ -120,8 +122,6 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str = "
     worst = parity(vae, graphs, x_val)
     check_parity(worst)
     quantization = None
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision is {precision!r}; expected one of {', '.join(PRECISIONS)}")
     if precision in ("int8", "auto"):
         quantized = quantize_graphs(encoder.SerializeToString(), decoder.SerializeToString(),
                                     x_val, vae.latent_dim)
