@@ -1,6 +1,7 @@
 """What each step optimizes and keeps: the KL warm-up, the trimmed mean of the rows' losses
 (--contamination), and the moving average of the weights (--weight-average)."""
 
+import bisect
 import copy
 
 import numpy as np
@@ -67,14 +68,13 @@ class StepGuard:
     gradient norm exceeds CLIP times the recent median norm is clipped to that. Both wait
     for WARM batches of history, and neither touches a step they let through (so a run that
     never trips them trains bit for bit as before). Counts go to the progress bar and the
-    run's history; the state is checkpointed, so a resumed run decides as the first would."""
+    run's history; the state is checkpointed, so a resumed run decides as the first would.
+    The windows are kept sorted too, so that a step costs a bisection, not a median."""
 
     WARM, WINDOW, EXPLODE, CLIP = 32, 256, 1e4, 1000.0
 
     def __init__(self):
-        self.losses: list[float] = []
-        self.norms: list[float] = []
-        self.skipped = self.clipped = 0
+        self.load_state_dict({"losses": [], "norms": [], "skipped": 0, "clipped": 0})
 
     def admit(self, loss: torch.Tensor) -> bool:
         """Whether the batch's loss may be stepped on."""
@@ -83,27 +83,28 @@ class StepGuard:
             self.skipped += 1
             return False
         if len(self.losses) >= self.WARM:
-            median = float(np.median(self.losses))
-            spread = max(float(np.median(np.abs(np.subtract(self.losses, median)))),
-                         1e-3 * abs(median), 1e-6)
-            if value > median + self.EXPLODE * spread:
+            median = _median(self._sorted_losses)
+            floor = max(1e-3 * abs(median), 1e-6)  # the least spread there can be
+            # the spread (the median absolute deviation) is needed only beyond the floor's
+            # reach, which a batch near the others never is
+            if value > median + self.EXPLODE * floor and value > median + self.EXPLODE * max(
+                    float(np.median(np.abs(np.subtract(self.losses, median)))), floor):
                 self.skipped += 1
                 return False
-        self.losses = (self.losses + [value])[-self.WINDOW:]
+        _slide(self.losses, self._sorted_losses, value, self.WINDOW)
         return True
 
     def clip(self, model: torch.nn.Module) -> None:
         """Clip the gradient norm to CLIP times the recent median (after the warm-up)."""
         parameters = [p for p in model.parameters() if p.grad is not None]
-        norm = float(torch.linalg.vector_norm(
-            torch.stack([torch.linalg.vector_norm(p.grad) for p in parameters])))
+        norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
         if len(self.norms) >= self.WARM:
-            limit = self.CLIP * float(np.median(self.norms))
-            if norm > limit:
-                torch.nn.utils.clip_grad_norm_(parameters, limit)
+            limit = self.CLIP * _median(self._sorted_norms)
+            if float(norm) > limit:
+                torch.nn.utils.clip_grads_with_norm_(parameters, limit, norm)
                 self.clipped += 1
-        if np.isfinite(norm):
-            self.norms = (self.norms + [norm])[-self.WINDOW:]
+        if np.isfinite(float(norm)):
+            _slide(self.norms, self._sorted_norms, float(norm), self.WINDOW)
 
     def state_dict(self) -> dict:
         return {"losses": self.losses, "norms": self.norms, "skipped": self.skipped,
@@ -111,4 +112,20 @@ class StepGuard:
 
     def load_state_dict(self, state: dict) -> None:
         self.losses, self.norms = list(state["losses"]), list(state["norms"])
+        self._sorted_losses, self._sorted_norms = sorted(self.losses), sorted(self.norms)
         self.skipped, self.clipped = state["skipped"], state["clipped"]
+
+
+def _median(ordered: list[float]) -> float:
+    """np.median of a sorted list."""
+    half = len(ordered) // 2
+    return ordered[half] if len(ordered) % 2 else (ordered[half - 1] + ordered[half]) / 2
+
+
+def _slide(window: list[float], ordered: list[float], value: float, size: int) -> None:
+    """Append value to the window (in arrival order) and to its sorted copy, dropping the
+    oldest beyond size from both."""
+    window.append(value)
+    bisect.insort(ordered, value)
+    if len(window) > size:
+        del ordered[bisect.bisect_left(ordered, window.pop(0))]

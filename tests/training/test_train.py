@@ -154,6 +154,30 @@ def test_the_step_guard_skips_non_finite_and_exploding_batches_and_clips_norms()
     assert guard.clipped == 1 and norm < 1001 * guard.norms[0]
 
 
+def test_the_step_guard_decides_as_medians_of_its_windows_would_across_a_resume():
+    """The guard keeps its windows sorted to spare a median a step: its thresholds are still
+    np.median's of the last WINDOW losses and norms, and a guard loaded from a checkpoint
+    decides as the one saved would."""
+    from training.objective import StepGuard, _median
+    rng = np.random.default_rng(1)
+    guard, layer = StepGuard(), torch.nn.Linear(4, 1)
+    for step in range(700):
+        guard.admit(torch.tensor(float(rng.standard_cauchy()) + 80.0))
+        layer.zero_grad()
+        (float(rng.lognormal()) * layer(torch.ones(3, 4)).sum()).backward()
+        guard.clip(layer)
+        if step in (31, 255, 699):
+            for window, ordered in ((guard.losses, guard._sorted_losses),
+                                    (guard.norms, guard._sorted_norms)):
+                assert len(window) == min(step + 1, StepGuard.WINDOW)
+                assert _median(ordered) == np.median(window)
+    resumed = StepGuard()
+    resumed.load_state_dict(guard.state_dict())
+    for value in (80.0, 1e9, 95.0):
+        assert resumed.admit(torch.tensor(value)) == guard.admit(torch.tensor(value))
+    assert resumed.state_dict() == guard.state_dict()
+
+
 def test_a_run_never_steps_on_an_exploding_batch(tmp_path, monkeypatch):
     """A batch whose loss explodes mid-run is skipped: the epoch's loss and the weights stay
     finite, and the run's history counts it."""
