@@ -51,6 +51,8 @@ CANDIDATES = {
     "VAE, variance floor -1.5": {"min_x_logvar": -1.5},
     "VAE, one hidden layer of 256": {"hidden": (256,)},
     "VAE, hidden 128,128": {"hidden": (128, 128)},
+    "VAE, hidden 256,256": {"hidden": (256, 256)},
+    "VAE, hidden 256,256, latent 16": {"hidden": (256, 256), "latent_dim": 16},
     "VAE, beta 4": {"beta": 4.0},
     "VAE, beta 4, --contamination auto": {"beta": 4.0, "contamination": "auto"},
     "VAE, a fixed 10% trimmed": {"contamination": 0.1},

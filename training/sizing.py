@@ -1,7 +1,7 @@
 """Sizes that fit the table: what `vae train` chooses for the settings a user leaves unset.
 
 The rule (docs/training.md), for a table of n training rows and F features:
-    hidden     two layers of width clamp(4·F, 32, 256), rounded down to a power of two
+    hidden     two layers of width clamp(4·F, 32, 256), rounded up to a power of two
     latent     clamp(F // 4, 2, 16)
     batch      clamp(n // 8, 16, 64)
     epochs     enough for about 3,000 optimizer steps (300 below 500 rows), between 30 and 300;
@@ -36,7 +36,8 @@ def _clamp(value: float, low: int, high: int) -> int:
 
 
 def _power_of_two(value: int) -> int:
-    return 1 << (max(value, 1).bit_length() - 1)
+    """The least power of two ≥ value."""
+    return 1 << (max(value, 1) - 1).bit_length()
 
 
 def rule(n_rows: int, n_features: int) -> dict:
