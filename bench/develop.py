@@ -82,6 +82,7 @@ CANDIDATES = {
     "VAE, trained on rows with noise of 0.1 SD": {"noise": 0.1},
     "VAE, trained on rows with noise of 0.3 SD": {"noise": 0.3},
     "VAE, trained on rows with noise of 0.5 SD": {"noise": 0.5},
+    "VAE, auto's cut over the last 1024 losses": {"pooled": 1024},
 }
 
 

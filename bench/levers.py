@@ -20,6 +20,8 @@ measure them beside the recipes it can train (the report shows every one it trie
     noise: s          trained on rows with Gaussian noise of s standard deviations (of each
                       column in the training rows) added at every step: a smoothed density,
                       which cannot give one isolated row a peak of its own
+    pooled: n         --contamination auto's cut taken over the last n training losses, not
+                      over each batch's alone
     samples: K        trained on the importance-weighted bound with K samples (Burda et al.
                       2015, arXiv:1509.00519) in place of the one-sample ELBO; early stopping
                       still watches the validation rows' -ELBO
@@ -34,7 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-KEYS = ("members", "bag", "transform", "steps", "likelihood", "refit", "samples", "noise")
+KEYS = ("members", "bag", "transform", "steps", "likelihood", "refit", "samples", "noise",
+        "pooled")
 SMALL_MODEL = {"latent_dim": 2, "hidden": (64, 64)}
 STUDENT_NU = 5.0
 LENGTHS = (150, 300, 600, 1200, None)  # None: the rule's length, with early stopping
@@ -78,17 +81,18 @@ def cell_log_density(kind: str, x, mean, logvar, integer):
 
 
 @contextlib.contextmanager
-def _patched(name: str, replace):
-    """training.model.VAE's method `name` as replace(the method) while inside, as it was
-    after."""
-    from training.model import VAE
+def _patched(name: str, replace, owner=None):
+    """owner's attribute `name` (by default training.model.VAE's method) as replace(it) while
+    inside, as it was after."""
+    if owner is None:
+        from training.model import VAE as owner
 
-    original = getattr(VAE, name)
-    setattr(VAE, name, replace(original))
+    original = getattr(owner, name)
+    setattr(owner, name, replace(original))
     try:
         yield
     finally:
-        setattr(VAE, name, original)
+        setattr(owner, name, original)
 
 
 def likelihood(kind: str | None, fit: np.ndarray):
@@ -160,6 +164,34 @@ def noisy(scale: float | None):
     return _patched("loss", replace)
 
 
+def pooled_cut(rows: int | None):
+    """--contamination auto with its cut (median + outlying robust SDs) taken over the last
+    `rows` training losses, this batch's among them, not over the batch alone, while inside:
+    a small table's batch holds 16 rows, too few for a steady median absolute deviation."""
+    if not rows:
+        return contextlib.nullcontext()
+    import torch
+
+    import training.loop
+
+    recent: list[float] = []
+
+    def replace(trimmed_mean):
+        def pooled(loss, share, outlying=5.0):
+            if share is not None:
+                return trimmed_mean(loss, share, outlying)
+            recent.extend(loss.detach().tolist())
+            del recent[:-rows]
+            window = torch.tensor(recent)
+            median = window.median()
+            cut = median + outlying * 1.4826 * (window - median).abs().median()
+            kept = loss[loss.detach() <= cut]
+            return kept.mean() if len(kept) * 2 >= len(loss) else trimmed_mean(loss, 0.5)
+        return pooled
+
+    return _patched("trimmed_mean", replace, training.loop)
+
+
 def _length(options: dict, n_rows: int, n_features: int, steps: int | None) -> dict:
     """TrainConfig options that stop after about `steps` optimizer steps (None: the rule's)."""
     from training.config import TrainConfig
@@ -195,6 +227,7 @@ def scores(task, options: dict, workdir: Path) -> tuple[np.ndarray, float]:
     transform, steps = options.pop("transform", None), options.pop("steps", None)
     kind, refit = options.pop("likelihood", None), options.pop("refit", None)
     samples, noise = options.pop("samples", None), options.pop("noise", None)
+    pooled = options.pop("pooled", None)
     lengths = LENGTHS if steps == "bimodal" else (steps,)
     fit, rows = task.fit, task.score
     if transform:
@@ -202,7 +235,7 @@ def scores(task, options: dict, workdir: Path) -> tuple[np.ndarray, float]:
         fit, rows = apply(fit), apply(rows)
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with likelihood(kind, fit), importance_weighted(samples), noisy(noise):
+    with likelihood(kind, fit), importance_weighted(samples), noisy(noise), pooled_cut(pooled):
         if refit:
             (workdir / "flag").mkdir()
             flagged = iwae_score(fitted_model(fit, SMALL_MODEL, task.seed, workdir / "flag"), fit)

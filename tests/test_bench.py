@@ -353,6 +353,26 @@ def test_the_noise_lever_smooths_the_training_rows_only():
     assert not torch.allclose(loss, clean)
 
 
+def test_the_pooled_cut_lever_judges_a_batch_by_the_recent_losses():
+    """With auto (share None), a loss far out in its own batch but usual among the last
+    `rows` losses is kept, where the batch's own cut leaves it out; a fixed share is trimmed
+    as before; the loop's function is restored after."""
+    import torch
+
+    import training.loop
+    from bench.levers import pooled_cut
+    from training.objective import trimmed_mean
+
+    steady = torch.tensor([1.0, 1.1, 0.9, 1.0, 1.05, 0.95, 1.0, 8.0])
+    assert trimmed_mean(steady, None) == steady[:-1].mean()  # 8 is far out in its batch
+    with pooled_cut(64):
+        pooled = training.loop.trimmed_mean
+        pooled(torch.linspace(0.0, 16.0, 56), None)  # recent losses spread from 0 to 16
+        assert pooled(steady, None) == steady.mean()
+        assert pooled(steady, 0.25) == trimmed_mean(steady, 0.25)
+    assert training.loop.trimmed_mean is trimmed_mean
+
+
 def test_a_likelihood_lever_is_undone_after_its_run():
     from bench.levers import likelihood
     from training.model import VAE
