@@ -182,11 +182,7 @@ def pooled_cut(rows: int | None):
                 return trimmed_mean(loss, share, outlying)
             recent.extend(loss.detach().tolist())
             del recent[:-rows]
-            window = torch.tensor(recent)
-            median = window.median()
-            cut = median + outlying * 1.4826 * (window - median).abs().median()
-            kept = loss[loss.detach() <= cut]
-            return kept.mean() if len(kept) * 2 >= len(loss) else trimmed_mean(loss, 0.5)
+            return trimmed_mean(loss, share, outlying, torch.tensor(recent))
         return pooled
 
     return _patched("trimmed_mean", replace, training.loop)

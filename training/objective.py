@@ -46,14 +46,17 @@ def kl_weight(config: TrainConfig, epoch: int) -> float:
     return config.beta * min(1.0, (epoch + 1) / config.warmup_epochs)
 
 
-def trimmed_mean(loss: torch.Tensor, share: float | None, outlying: float = 5.0) -> torch.Tensor:
+def trimmed_mean(loss: torch.Tensor, share: float | None, outlying: float = 5.0,
+                 reference: torch.Tensor | None = None) -> torch.Tensor:
     """The mean of the rows' losses after leaving out the worst `share` of them; with share
     None (--contamination auto), the rows more than `outlying` robust standard deviations
-    (1.4826 MAD) above the median of these losses, at most half of them."""
+    (1.4826 MAD) above the median of the `reference` losses (by default these), at most half
+    of them."""
     if share is None:
         loss_ = loss.detach()
-        median = loss_.median()
-        cut = median + outlying * 1.4826 * (loss_ - median).abs().median()
+        reference = loss_ if reference is None else reference
+        median = reference.median()
+        cut = median + outlying * 1.4826 * (reference - median).abs().median()
         kept = loss[loss_ <= cut]
         return kept.mean() if len(kept) * 2 >= len(loss) else trimmed_mean(loss, 0.5)
     if share <= 0:
