@@ -24,7 +24,7 @@ class TrainConfig:
     hidden: tuple[int, ...] | None = None
     batch_size: int | None = None
     patience: int | None = None  # epochs without a better validation loss before stopping
-    beta: float | None = None  # weight of the KL term (Higgins et al. 2017); 1 is the ELBO
+    beta: float = 1.0  # weight of the KL term (Higgins et al. 2017); 1 is the ELBO
     warmup_epochs: int = 10  # KL weight rises linearly from 0 to beta over these epochs
     sampling: bool = True  # False: the ablation z = mu with penalty ½‖mu‖² in place of the KL
     # The share of each batch, by loss, left out of the gradient (a trimmed ELBO), so that the

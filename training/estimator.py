@@ -40,7 +40,7 @@ class VAE(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, epochs=None, latent_dim=None, hidden=None, batch_size=None,
-                 patience=None, beta=None, contamination=None, warmup_epochs=10,
+                 patience=None, beta=1.0, contamination=None, warmup_epochs=10,
                  weight_average=0.998, learning_rate=None, val_fraction=0.2, sampling=True,
                  numeric=(), categorical=(), ignore=(), n_samples=DEFAULT_SAMPLES, seed=0,
                  target_fpr=0.01, precision="auto", threads=None):

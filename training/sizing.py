@@ -9,7 +9,6 @@ The rule (docs/training.md), for a table of n training rows and F features:
                row, so that the run's length is a step budget (15,000 steps at least)
     batch      above 100,000 rows, 256, with the learning rate 1e-3 × sqrt(batch / 64)
     patience   a tenth of the epochs, at least 10
-    beta       1, the ELBO; 4 below 500 rows
     contamination  0, the plain ELBO; auto below 500 rows
     threads    1 for a network narrower than 256 units and batches under 256, else the CPUs the
                process may use that are free (the load average), at most 4
@@ -24,9 +23,9 @@ import os
 from serving.core.rows import InputError
 from training.config import AUTO, TrainConfig
 
-SIZES = ("hidden", "latent_dim", "batch_size", "epochs", "patience", "beta", "contamination",
+SIZES = ("hidden", "latent_dim", "batch_size", "epochs", "patience", "contamination",
          "learning_rate", "epoch_rows")
-SMALL = 500  # training rows below which a table is small: fewer steps, a heavier prior, auto
+SMALL = 500  # training rows below which a table is small: fewer steps, and auto
 LARGE = 100_000  # training rows above which an epoch is a sample: the length is a step budget
 LARGE_BATCH, EPOCH_STEPS = 256, 500
 
@@ -51,7 +50,7 @@ def rule(n_rows: int, n_features: int) -> dict:
     epochs = _clamp((300 if small else 3000) / steps_per_epoch, 30, 300)
     return {"hidden": (width, width), "latent_dim": _clamp(n_features // 4, 2, 16),
             "batch_size": batch, "epochs": epochs, "patience": max(10, epochs // 10),
-            "beta": 4.0 if small else 1.0, "contamination": AUTO if small else 0.0,
+            "contamination": AUTO if small else 0.0,
             "learning_rate": 1e-3 * (batch / 64) ** 0.5 if large else 1e-3,
             "epoch_rows": epoch_rows}
 

@@ -44,8 +44,8 @@ def parser() -> argparse.ArgumentParser:
                             "outlying rows out of the loss, a fraction such as 0.05 that "
                             "share, 0 the plain ELBO (default: auto for tables of fewer than "
                             "500 rows, else 0)")
-    train.add_argument("--beta", type=finite_weight,
-                       help="KL weight (1, the ELBO; 4 for tables of fewer than 500 rows)")
+    train.add_argument("--beta", type=finite_weight, default=TrainConfig.beta,
+                       help=f"KL weight ({TrainConfig.beta:g}, the ELBO)")
     train.add_argument("--warmup-epochs", type=int, default=TrainConfig.warmup_epochs,
                        help=f"KL warm-up epochs ({TrainConfig.warmup_epochs})")
     train.add_argument("--weight-average", type=decay, default=TrainConfig.weight_average,

@@ -14,27 +14,27 @@ from training.train import load_run, train
 
 @pytest.mark.parametrize("rows, features, expected", [
     (1438, 64, {"hidden": (256, 256), "latent_dim": 16, "batch_size": 64, "epochs": 130,
-                "patience": 13, "beta": 1.0, "contamination": 0.0}),  # digits' training rows
+                "patience": 13, "contamination": 0.0}),  # digits' training rows
     # WDBC's benign training rows: a small table
     (290, 30, {"hidden": (128, 128), "latent_dim": 7, "batch_size": 36, "epochs": 33,
-               "patience": 10, "beta": 4.0, "contamination": "auto"}),
+               "patience": 10, "contamination": "auto"}),
     (115, 13, {"hidden": (64, 64), "latent_dim": 3, "batch_size": 16, "epochs": 37,
-               "patience": 10, "beta": 4.0, "contamination": "auto"}),  # wine
+               "patience": 10, "contamination": "auto"}),  # wine
     # the width 4·F rounded up: 132 becomes 256 (ionosphere's 33 columns), 128 stays
     (1000, 33, {"hidden": (256, 256), "latent_dim": 8, "batch_size": 64, "epochs": 187,
-                "patience": 18, "beta": 1.0, "contamination": 0.0}),
+                "patience": 18, "contamination": 0.0}),
     (1000, 32, {"hidden": (128, 128), "latent_dim": 8, "batch_size": 64, "epochs": 187,
-                "patience": 18, "beta": 1.0, "contamination": 0.0}),
+                "patience": 18, "contamination": 0.0}),
     (499, 4, {"hidden": (32, 32), "latent_dim": 2, "batch_size": 62, "epochs": 33,
-              "patience": 10, "beta": 4.0, "contamination": "auto"}),
+              "patience": 10, "contamination": "auto"}),
     (500, 4, {"hidden": (32, 32), "latent_dim": 2, "batch_size": 62, "epochs": 300,
-              "patience": 30, "beta": 1.0, "contamination": 0.0}),
+              "patience": 30, "contamination": 0.0}),
     # a large table: epochs of 500 sampled batches of 256, the learning rate scaled (issue 26)
     (200_000, 200, {"hidden": (256, 256), "latent_dim": 16, "batch_size": 256, "epochs": 30,
-                    "patience": 10, "beta": 1.0, "contamination": 0.0,
+                    "patience": 10, "contamination": 0.0,
                     "learning_rate": 0.002, "epoch_rows": 128_000}),
     (100_000, 30, {"hidden": (128, 128), "latent_dim": 7, "batch_size": 64, "epochs": 30,
-                   "patience": 10, "beta": 1.0, "contamination": 0.0}),
+                   "patience": 10, "contamination": 0.0}),
 ])
 def test_the_rule_fits_the_shape(rows, features, expected):
     expected = {"learning_rate": 1e-3, "epoch_rows": 0, **expected}
