@@ -39,7 +39,7 @@ class OurVAE:
     """This project's VAE as a user's notebook runs it: `training.VAE` (train, export, load
     on onnxruntime), scored by the bundle."""
     sampling: bool = True
-    beta: float | None = None  # None: as `vae train` chooses it (training/sizing.py)
+    beta: float = 1.0  # the KL weight; 1, the ELBO, as `vae train`
     seed: int = 0
     options: dict = field(default_factory=dict)  # other parameters of training.VAE
     runtime: VAERuntime | None = None

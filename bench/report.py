@@ -366,7 +366,7 @@ def main() -> None:
     # the report is always written from the kept figures, so --render gives the same text
     results = {name: json.loads((results_dir / f"{name}.json").read_text())
                for name in ("quality", "ablation", "speed", "protocols", "real", "mixed", "run")}
-    for name in ("int8", "train_scale"):  # train_scale: bench/train_scale.py's, kept
+    for name in ("int8", "train_scale", "service"):  # bench/train_scale.py's, bench_service's
         path = results_dir / f"{name}.json"
         results[name] = json.loads(path.read_text()) if path.exists() else None
     develop = results_dir / "develop.json"  # bench/develop.py's, kept in the repository
@@ -381,7 +381,8 @@ def write_report(results: dict, path: Path, plots: Path) -> None:
     p_text = protocol_report.section(results["protocols"], results["develop"])
     d_text, development = development_section(results["develop"])
     t_text = targets(q, results["speed"], results["protocols"], development, results["real"],
-                     scale_report.target_rows(results.get("int8"), results.get("train_scale")))
+                     scale_report.target_rows(results.get("int8"), results.get("train_scale"),
+                                              results.get("service")))
     r_text = real_report.section(results["real"], results["develop"])
     m_text = mixed.section(results["mixed"])
     text = "\n".join([

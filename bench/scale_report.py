@@ -132,6 +132,15 @@ def train_scale_targets(results: dict | None) -> list[tuple[str, str, bool]]:
     return out
 
 
-def target_rows(int8: dict | None, scale: dict | None) -> list[str]:
-    return [f"| {name} | {measured} | {_yes(met)} |"
-            for name, measured, met in int8_targets(int8) + train_scale_targets(scale)]
+def service_targets(results: dict | None) -> list[tuple[str, str, bool]]:
+    """bench/bench_service.py's verdicts against the framework's floor (run on its own: it
+    serves two apps and drives them with wrk, so `make bench` keeps its last figures)."""
+    if not results:
+        return []
+    return [(f"`bench/bench_service.py` (run on its own): {name}", f"{ratio:.2f}×", met)
+            for name, (ratio, met) in results["targets"].items()]
+
+
+def target_rows(int8: dict | None, scale: dict | None, service: dict | None = None) -> list[str]:
+    rows = int8_targets(int8) + train_scale_targets(scale) + service_targets(service)
+    return [f"| {name} | {measured} | {_yes(met)} |" for name, measured, met in rows]

@@ -226,6 +226,17 @@ def test_scale_targets_are_met_only_as_the_issues_state():
     assert met == [False, False, False, False]  # 95 s, +1.2%, +23% memory, Ray +2.2%
 
 
+def test_the_service_benchmarks_verdicts_reach_the_targets_table():
+    from bench.scale_report import target_rows
+
+    service = {"targets": {"1 row, c1, p50 <= 1.3x floor": [1.04, True],
+                           "1 row, c8, req/s >= 0.8x floor": [0.61, False]}}
+    assert target_rows(None, None, service) == [
+        "| `bench/bench_service.py` (run on its own): 1 row, c1, p50 <= 1.3x floor | 1.04× | yes |",
+        "| `bench/bench_service.py` (run on its own): 1 row, c8, req/s >= 0.8x floor | 0.61× | **no** |"]
+    assert target_rows(None, None, None) == []
+
+
 def test_the_batch_benchmarks_job_runs_vae_score(bundle_dir, digits_x, tmp_path):
     """bench.bench_batch's job (what make bench's speed section times) runs the CLI for real:
     it once imported a module that had moved, and only make bench found out."""

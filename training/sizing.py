@@ -18,6 +18,7 @@ measurements behind each choice are in docs/training.md and bench/REPORT.md.
 """
 
 import dataclasses
+import math
 import os
 
 from serving.core.rows import InputError
@@ -60,6 +61,9 @@ def choose_sizes(config: TrainConfig, n_rows: int,
     """The config with its unset sizes filled in, and one line saying what was chosen and why."""
     chosen = {k: v for k, v in rule(n_rows, n_features).items() if getattr(config, k) is None}
     config = dataclasses.replace(config, **chosen)
+    if not (isinstance(config.beta, (int, float)) and math.isfinite(config.beta)
+            and config.beta >= 0):
+        raise InputError(f"beta {config.beta!r} is not a finite number ≥ 0 (1 is the ELBO)")
     share = config.contamination
     if share != AUTO and not (isinstance(share, (int, float)) and 0.0 <= share < 0.5):
         raise InputError(f"contamination {share!r} is neither {AUTO!r} nor a fraction in "

@@ -51,6 +51,12 @@ def test_given_sizes_are_kept_and_the_choice_is_said_in_one_line():
     assert "\n" not in line
 
 
+@pytest.mark.parametrize("beta", [None, -1.0, float("nan"), "4"])
+def test_a_bad_beta_from_python_is_refused_in_one_line(beta):
+    with pytest.raises(InputError, match=r"^beta .* is not a finite number ≥ 0 \(1 is the ELBO\)$"):
+        choose_sizes(TrainConfig(beta=beta), 1438, 64)
+
+
 def test_threads_follow_the_network_the_batch_and_the_free_cpus(monkeypatch):
     from serving.core.threads import container_cpus
     from training import sizing
