@@ -32,10 +32,9 @@ DEV_HOLD_ONE_OUT_SEEDS = (100, 101, 102, 103)
 # Recipes this code can run. The kept figures also hold recipes this code no longer runs: the
 # defaults of earlier commits, named with the commit in parentheses (before the rule's
 # small-table case; with batches up to 128; without auto on small tables; with beta 4 on small
-# tables), and recipes measured
-# at commit 8856e02, when early stopping watched a trimmed validation loss too ("validation
-# trimmed too"): they ranked rows as well on clean data, but the report's run showed that they
-# left the clean model's likelihood far worse.
+# tables), and recipes measured at commit 8856e02, when early stopping watched a trimmed
+# validation loss too ("validation trimmed too"): they ranked rows as well on clean data, but
+# the report's run showed that they left the clean model's likelihood far worse.
 CANDIDATES = {
     **RECIPES,
     "VAE, auto at 3 robust SDs": {"contamination": "auto", "outlying": 3.0},
