@@ -114,8 +114,9 @@ def _dominating(results: dict, second: dict | None = None) -> str:
             + (", ".join(first) if first else "none"))
     if second is None or not first:
         return line + "."
-    again = [r for r in first if r in better(second)]
-    unmeasured = [r for r in first if r not in _recipes(second)]
+    held, measured = better(second), _recipes(second)
+    again = [r for r in first if r in held]
+    unmeasured = [r for r in first if r not in measured]
     return (line + "; on the second draw, " + (", ".join(again) if again else "none of them")
             + (f" ({', '.join(unmeasured)} not run there)" if unmeasured else "") + ".")
 
