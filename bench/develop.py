@@ -69,6 +69,10 @@ CANDIDATES = {
     # bench/levers.py's
     "VAE, an ensemble of 5 (log-mean-exp)": {"members": 5},
     "VAE, 5 members on 256 random rows each": {"members": 5, "bag": 256},
+    "VAE, 5 members on 512 random rows each": {"members": 5, "bag": 512},
+    "VAE, 5 members on 1024 random rows each": {"members": 5, "bag": 1024},
+    "VAE, an ensemble of 5, each stopped after 300 steps with --contamination auto":
+        {"members": 5, "steps": 300, "contamination": "auto"},
     "VAE, rank-Gauss inputs": {"transform": "rank-gauss"},
     "VAE, log of skewed columns": {"transform": "log"},
     "VAE, stopped after 500 steps": {"steps": 500},
