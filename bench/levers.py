@@ -22,6 +22,10 @@ measure them beside the recipes it can train (the report shows every one it trie
                       which cannot give one isolated row a peak of its own
     pooled: n         --contamination auto's cut taken over the last n training losses, not
                       over each batch's alone
+    capped: c         --contamination auto's cut decided on each row's loss with every cell's
+                      squared residual capped at c standard deviations: one rare cell (ink in
+                      a pixel that is blank in most rows) no longer makes a row outlying; the
+                      kept rows' loss is the ELBO's, uncapped
     samples: K        trained on the importance-weighted bound with K samples (Burda et al.
                       2015, arXiv:1509.00519) in place of the one-sample ELBO; early stopping
                       still watches the validation rows' -ELBO
@@ -37,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 KEYS = ("members", "bag", "transform", "steps", "likelihood", "refit", "samples", "noise",
-        "pooled")
+        "pooled", "capped")
 SMALL_MODEL = {"latent_dim": 2, "hidden": (64, 64)}
 STUDENT_NU = 5.0
 LENGTHS = (150, 300, 600, 1200, None)  # None: the rule's length, with early stopping
@@ -188,6 +192,59 @@ def pooled_cut(rows: int | None):
     return _patched("trimmed_mean", replace, training.loop)
 
 
+@contextlib.contextmanager
+def capped_cut(sds: float | None):
+    """--contamination auto deciding which rows to leave out on their capped loss (KEYS'
+    capped) while inside: VAE.loss keeps, for the training step, each row's loss with every
+    numeric cell's ½((x - mean) / sd)² at most ½ sds², and trimmed_mean cuts on that; the
+    step's loss is the kept rows' own (tables with no categorical column)."""
+    if not sds:
+        yield
+        return
+    import torch
+
+    import training.loop
+    from training.model import VAE, LossTerms
+
+    cap, decided = 0.5 * sds * sds, []
+
+    def loss(self, x, eps, beta=1.0):
+        if self.layout is not None and self.layout.levels:
+            raise ValueError("the capped lever takes numeric tables only")
+        mu, logvar = self.encode(x)
+        z = self.reparameterize(mu, logvar, eps)
+        decoded = self.decode(z)
+        recon_nll = -self.log_px(x, decoded).mean(0)
+        kl = 0.5 * (mu**2 + logvar.exp() - 1.0 - logvar).sum(-1)
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                x_mean, x_logvar = decoded[:2]
+                xn = x if self.layout is None else x[:, self.numeric]
+                observed = ~torch.isnan(xn)
+                half_sq = (0.5 * (torch.where(observed, xn, x_mean) - x_mean) ** 2
+                           * torch.exp(-x_logvar)).clamp(max=cap)
+                cells = torch.where(observed, 0.5 * x_logvar + half_sq, torch.zeros_like(half_sq))
+                decided[:] = [cells.sum(-1).mean(0) + beta * kl]
+        return LossTerms(recon_nll + beta * kl, recon_nll, kl)
+
+    def replace(trimmed_mean):
+        def on_capped(loss, share, outlying=5.0):
+            statistic = decided.pop() if decided else None
+            if share is not None or statistic is None:
+                return trimmed_mean(loss, share, outlying)
+            median = statistic.median()
+            cut = median + outlying * 1.4826 * (statistic - median).abs().median()
+            kept = statistic <= cut
+            if int(kept.sum()) * 2 < len(loss):
+                return trimmed_mean(loss, 0.5)
+            return loss[kept].mean()
+        return on_capped
+
+    with _patched("loss", lambda _: loss, VAE), \
+            _patched("trimmed_mean", replace, training.loop):
+        yield
+
+
 def _length(options: dict, n_rows: int, n_features: int, steps: int | None) -> dict:
     """TrainConfig options that stop after about `steps` optimizer steps (None: the rule's)."""
     from training.config import TrainConfig
@@ -223,7 +280,7 @@ def scores(task, options: dict, workdir: Path) -> tuple[np.ndarray, float]:
     transform, steps = options.pop("transform", None), options.pop("steps", None)
     kind, refit = options.pop("likelihood", None), options.pop("refit", None)
     samples, noise = options.pop("samples", None), options.pop("noise", None)
-    pooled = options.pop("pooled", None)
+    pooled, capped = options.pop("pooled", None), options.pop("capped", None)
     lengths = LENGTHS if steps == "bimodal" else (steps,)
     fit, rows = task.fit, task.score
     if transform:
@@ -231,7 +288,8 @@ def scores(task, options: dict, workdir: Path) -> tuple[np.ndarray, float]:
         fit, rows = apply(fit), apply(rows)
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with likelihood(kind, fit), importance_weighted(samples), noisy(noise), pooled_cut(pooled):
+    with likelihood(kind, fit), importance_weighted(samples), noisy(noise), pooled_cut(pooled), \
+            capped_cut(capped):
         if refit:
             (workdir / "flag").mkdir()
             flagged = iwae_score(fitted_model(fit, SMALL_MODEL, task.seed, workdir / "flag"), fit)
