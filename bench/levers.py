@@ -195,53 +195,47 @@ def pooled_cut(rows: int | None):
 @contextlib.contextmanager
 def capped_cut(sds: float | None):
     """--contamination auto deciding which rows to leave out on their capped loss (KEYS'
-    capped) while inside: VAE.loss keeps, for the training step, each row's loss with every
-    numeric cell's ½((x - mean) / sd)² at most ½ sds², and trimmed_mean cuts on that; the
-    step's loss is the kept rows' own (tables with no categorical column)."""
+    capped) while inside: VAE.log_px keeps, for the training step, how much each row's loss
+    changes with every numeric cell's ½((x - mean) / sd)² at most ½ sds², and trimmed_mean
+    judges the rows by their loss so changed; the step's loss is the kept rows' own (tables
+    with no categorical column)."""
     if not sds:
         yield
         return
     import torch
 
     import training.loop
-    from training.model import VAE, LossTerms
 
-    cap, decided = 0.5 * sds * sds, []
+    cap, capping = 0.5 * sds * sds, []
 
-    def loss(self, x, eps, beta=1.0):
-        if self.layout is not None and self.layout.levels:
-            raise ValueError("the capped lever takes numeric tables only")
-        mu, logvar = self.encode(x)
-        z = self.reparameterize(mu, logvar, eps)
-        decoded = self.decode(z)
-        recon_nll = -self.log_px(x, decoded).mean(0)
-        kl = 0.5 * (mu**2 + logvar.exp() - 1.0 - logvar).sum(-1)
-        if torch.is_grad_enabled():
-            with torch.no_grad():
-                x_mean, x_logvar = decoded[:2]
-                xn = x if self.layout is None else x[:, self.numeric]
-                observed = ~torch.isnan(xn)
-                half_sq = (0.5 * (torch.where(observed, xn, x_mean) - x_mean) ** 2
-                           * torch.exp(-x_logvar)).clamp(max=cap)
-                cells = torch.where(observed, 0.5 * x_logvar + half_sq, torch.zeros_like(half_sq))
-                decided[:] = [cells.sum(-1).mean(0) + beta * kl]
-        return LossTerms(recon_nll + beta * kl, recon_nll, kl)
+    def replace_log_px(log_px):
+        def capped(self, x, decoded):
+            if self.layout is not None and self.layout.levels:
+                raise ValueError("the capped lever takes numeric tables only")
+            log_p = log_px(self, x, decoded)  # (K, B)
+            if torch.is_grad_enabled():
+                with torch.no_grad():
+                    x_mean, x_logvar = decoded[:2]
+                    xn = x if self.layout is None else x[:, self.numeric]
+                    observed = ~torch.isnan(xn)
+                    half_sq = (0.5 * (torch.where(observed, xn, x_mean) - x_mean) ** 2
+                               * torch.exp(-x_logvar)).clamp(max=cap)
+                    cells = torch.where(observed, 0.5 * x_logvar + half_sq,
+                                        torch.zeros_like(half_sq))
+                    # the capped reconstruction term less the true one, per row
+                    capping[:] = [cells.sum(-1).mean(0) + log_p.mean(0)]
+            return log_p
+        return capped
 
-    def replace(trimmed_mean):
+    def replace_trimmed_mean(trimmed_mean):
         def on_capped(loss, share, outlying=5.0):
-            statistic = decided.pop() if decided else None
-            if share is not None or statistic is None:
-                return trimmed_mean(loss, share, outlying)
-            median = statistic.median()
-            cut = median + outlying * 1.4826 * (statistic - median).abs().median()
-            kept = statistic <= cut
-            if int(kept.sum()) * 2 < len(loss):
-                return trimmed_mean(loss, 0.5)
-            return loss[kept].mean()
+            change = capping.pop() if capping else None
+            judged = None if change is None else loss.detach() + change
+            return trimmed_mean(loss, share, outlying, judged=judged)
         return on_capped
 
-    with _patched("loss", lambda _: loss, VAE), \
-            _patched("trimmed_mean", replace, training.loop):
+    with _patched("log_px", replace_log_px), \
+            _patched("trimmed_mean", replace_trimmed_mean, training.loop):
         yield
 
 

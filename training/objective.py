@@ -47,17 +47,18 @@ def kl_weight(config: TrainConfig, epoch: int) -> float:
 
 
 def trimmed_mean(loss: torch.Tensor, share: float | None, outlying: float = 5.0,
-                 reference: torch.Tensor | None = None) -> torch.Tensor:
+                 reference: torch.Tensor | None = None,
+                 judged: torch.Tensor | None = None) -> torch.Tensor:
     """The mean of the rows' losses after leaving out the worst `share` of them; with share
-    None (--contamination auto), the rows more than `outlying` robust standard deviations
-    (1.4826 MAD) above the median of the `reference` losses (by default these), at most half
-    of them."""
+    None (--contamination auto), the rows whose `judged` values (by default their losses) lie
+    more than `outlying` robust standard deviations (1.4826 MAD) above the median of the
+    `reference` values (by default the judged ones), at most half of them."""
     if share is None:
-        loss_ = loss.detach()
-        reference = loss_ if reference is None else reference
+        judged = loss.detach() if judged is None else judged
+        reference = judged if reference is None else reference
         median = reference.median()
         cut = median + outlying * 1.4826 * (reference - median).abs().median()
-        kept = loss[loss_ <= cut]
+        kept = loss[judged <= cut]
         return kept.mean() if len(kept) * 2 >= len(loss) else trimmed_mean(loss, 0.5)
     if share <= 0:
         return loss.mean()
