@@ -87,13 +87,16 @@ CANDIDATES = {
     "VAE, trained on rows with noise of 0.3 SD": {"noise": 0.3},
     "VAE, trained on rows with noise of 0.5 SD": {"noise": 0.5},
     "VAE, auto's cut over the last 1024 losses": {"pooled": 1024},
-    "VAE, auto's cut on cells capped at 3 SDs": {"capped": 3.0},
+    "VAE, defaults with auto's cut on uncapped losses (d334538)": {"cell_cap": None},
+    "VAE, auto's cut on cells capped at 3 SDs": {"cell_cap": 3.0},
+    "VAE, auto's cut on cells capped at 5 SDs": {"cell_cap": 5.0},
+    "VAE, auto's cut on cells capped at 8 SDs": {"cell_cap": 8.0},
     "VAE, --contamination auto at every size, cut on cells capped at 3 SDs":
-        {"capped": 3.0, "contamination": "auto"},
+        {"cell_cap": 3.0, "contamination": "auto"},
     "VAE, auto at 3 robust SDs at every size, cut on cells capped at 3 SDs":
-        {"capped": 3.0, "contamination": "auto", "outlying": 3.0},
+        {"cell_cap": 3.0, "contamination": "auto", "outlying": 3.0},
     "VAE, auto at 4 robust SDs at every size, cut on cells capped at 3 SDs":
-        {"capped": 3.0, "contamination": "auto", "outlying": 4.0},
+        {"cell_cap": 3.0, "contamination": "auto", "outlying": 4.0},
 }
 
 

@@ -22,10 +22,6 @@ measure them beside the recipes it can train (the report shows every one it trie
                       which cannot give one isolated row a peak of its own
     pooled: n         --contamination auto's cut taken over the last n training losses, not
                       over each batch's alone
-    capped: c         --contamination auto's cut decided on each row's loss with every cell's
-                      squared residual capped at c standard deviations: one rare cell (ink in
-                      a pixel that is blank in most rows) no longer makes a row outlying; the
-                      kept rows' loss is the ELBO's, uncapped
     samples: K        trained on the importance-weighted bound with K samples (Burda et al.
                       2015, arXiv:1509.00519) in place of the one-sample ELBO; early stopping
                       still watches the validation rows' -ELBO
@@ -41,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 KEYS = ("members", "bag", "transform", "steps", "likelihood", "refit", "samples", "noise",
-        "pooled", "capped")
+        "pooled")
 SMALL_MODEL = {"latent_dim": 2, "hidden": (64, 64)}
 STUDENT_NU = 5.0
 LENGTHS = (150, 300, 600, 1200, None)  # None: the rule's length, with early stopping
@@ -101,14 +97,14 @@ def _patched(name: str, replace, owner=None):
 
 def likelihood(kind: str | None, fit: np.ndarray):
     """VAE.log_px under the likelihood kind while inside (tables with no categorical
-    column)."""
+    column); its cells are never capped (auto judges the rows by their loss)."""
     if kind is None:
         return contextlib.nullcontext()
     import torch
 
     integer = torch.from_numpy(np.all(fit == np.round(fit), axis=0))
 
-    def log_px(self, x, decoded):
+    def log_px(self, x, decoded, cap=None):
         if self.layout is None:
             return cell_log_density(kind, x, *decoded[:2], integer).sum(-1)
         if self.layout.levels:
@@ -124,7 +120,8 @@ def likelihood(kind: str | None, fit: np.ndarray):
 def importance_weighted(k: int | None):
     """VAE.loss as the negative IWAE bound with k samples (the step's own sample and k - 1
     more from torch's generator) while inside, for the training steps only (under no_grad,
-    validation keeps the ELBO); beta weighs log p(z) - log q(z|x)."""
+    validation keeps the ELBO); beta weighs log p(z) - log q(z|x); auto judges the rows by
+    their loss (no capped cells)."""
     if not k or k == 1:
         return contextlib.nullcontext()
     import torch
@@ -132,9 +129,9 @@ def importance_weighted(k: int | None):
     from training.model import LossTerms
 
     def replace(original):
-        def loss(self, x, eps, beta=1.0):
+        def loss(self, x, eps, beta=1.0, cap=None):
             if not torch.is_grad_enabled():
-                return original(self, x, eps, beta)
+                return original(self, x, eps, beta, cap)
             eps = torch.cat([eps, torch.randn(k - 1, *eps.shape[1:])])
             mu, logvar = self.encode(x)
             z = self.reparameterize(mu, logvar, eps)
@@ -157,12 +154,12 @@ def noisy(scale: float | None):
     import torch
 
     def replace(original):
-        def loss(self, x, eps, beta=1.0):
+        def loss(self, x, eps, beta=1.0, cap=None):
             if self.layout is not None and self.layout.levels:
                 raise ValueError("the noise lever takes numeric tables only")
             if torch.is_grad_enabled():
                 x = x + scale * self.x_scale * torch.randn(x.shape)
-            return original(self, x, eps, beta)
+            return original(self, x, eps, beta, cap)
         return loss
 
     return _patched("loss", replace)
@@ -181,62 +178,15 @@ def pooled_cut(rows: int | None):
     recent: list[float] = []
 
     def replace(trimmed_mean):
-        def pooled(loss, share, outlying=5.0):
+        def pooled(loss, share, outlying=5.0, judged=None):
             if share is not None:
                 return trimmed_mean(loss, share, outlying)
-            recent.extend(loss.detach().tolist())
+            recent.extend((loss.detach() if judged is None else judged).tolist())
             del recent[:-rows]
-            return trimmed_mean(loss, share, outlying, torch.tensor(recent))
+            return trimmed_mean(loss, share, outlying, torch.tensor(recent), judged=judged)
         return pooled
 
     return _patched("trimmed_mean", replace, training.loop)
-
-
-@contextlib.contextmanager
-def capped_cut(sds: float | None):
-    """--contamination auto deciding which rows to leave out on their capped loss (KEYS'
-    capped) while inside: VAE.log_px keeps, for the training step, how much each row's loss
-    changes with every numeric cell's ½((x - mean) / sd)² at most ½ sds², and trimmed_mean
-    judges the rows by their loss so changed; the step's loss is the kept rows' own (tables
-    with no categorical column)."""
-    if not sds:
-        yield
-        return
-    import torch
-
-    import training.loop
-
-    cap, capping = 0.5 * sds * sds, []
-
-    def replace_log_px(log_px):
-        def capped(self, x, decoded):
-            if self.layout is not None and self.layout.levels:
-                raise ValueError("the capped lever takes numeric tables only")
-            log_p = log_px(self, x, decoded)  # (K, B)
-            if torch.is_grad_enabled():
-                with torch.no_grad():
-                    x_mean, x_logvar = decoded[:2]
-                    xn = x if self.layout is None else x[:, self.numeric]
-                    observed = ~torch.isnan(xn)
-                    half_sq = (0.5 * (torch.where(observed, xn, x_mean) - x_mean) ** 2
-                               * torch.exp(-x_logvar)).clamp(max=cap)
-                    cells = torch.where(observed, 0.5 * x_logvar + half_sq,
-                                        torch.zeros_like(half_sq))
-                    # the capped reconstruction term less the true one, per row
-                    capping[:] = [cells.sum(-1).mean(0) + log_p.mean(0)]
-            return log_p
-        return capped
-
-    def replace_trimmed_mean(trimmed_mean):
-        def on_capped(loss, share, outlying=5.0):
-            change = capping.pop() if capping else None
-            judged = None if change is None else loss.detach() + change
-            return trimmed_mean(loss, share, outlying, judged=judged)
-        return on_capped
-
-    with _patched("log_px", replace_log_px), \
-            _patched("trimmed_mean", replace_trimmed_mean, training.loop):
-        yield
 
 
 def _length(options: dict, n_rows: int, n_features: int, steps: int | None) -> dict:
@@ -274,7 +224,7 @@ def scores(task, options: dict, workdir: Path) -> tuple[np.ndarray, float]:
     transform, steps = options.pop("transform", None), options.pop("steps", None)
     kind, refit = options.pop("likelihood", None), options.pop("refit", None)
     samples, noise = options.pop("samples", None), options.pop("noise", None)
-    pooled, capped = options.pop("pooled", None), options.pop("capped", None)
+    pooled = options.pop("pooled", None)
     lengths = LENGTHS if steps == "bimodal" else (steps,)
     fit, rows = task.fit, task.score
     if transform:
@@ -282,8 +232,7 @@ def scores(task, options: dict, workdir: Path) -> tuple[np.ndarray, float]:
         fit, rows = apply(fit), apply(rows)
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with likelihood(kind, fit), importance_weighted(samples), noisy(noise), pooled_cut(pooled), \
-            capped_cut(capped):
+    with likelihood(kind, fit), importance_weighted(samples), noisy(noise), pooled_cut(pooled):
         if refit:
             (workdir / "flag").mkdir()
             flagged = iwae_score(fitted_model(fit, SMALL_MODEL, task.seed, workdir / "flag"), fit)
@@ -301,6 +250,10 @@ def scores(task, options: dict, workdir: Path) -> tuple[np.ndarray, float]:
                 sep = separation(iwae_score(model, own)) if len(lengths) > 1 else 0.0
                 by_length.append((sep, iwae_score(model, rows)))
             per_member.append(max(by_length, key=lambda pair: pair[0])[1])
-    log_p = -np.stack(per_member)  # (M, rows): each member's log-likelihood estimate
-    mixture = np.logaddexp.reduce(log_p, axis=0) - math.log(members)
-    return -mixture, time.perf_counter() - started
+    return _mixture(-np.stack(per_member)), time.perf_counter() - started
+
+
+def _mixture(log_p: np.ndarray) -> np.ndarray:
+    """The score of members whose log-likelihood estimates are log_p (M, rows): -log of their
+    mean likelihood."""
+    return -(np.logaddexp.reduce(log_p, axis=0) - math.log(len(log_p)))

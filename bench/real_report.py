@@ -82,8 +82,9 @@ def section(results: dict, develop: dict | None) -> str:
                   f"101, section `{SECOND}`: `python -m bench.develop --real --real-seed 101`) "
                   "for the recipes run there too. The ensembles, subsampled members, input "
                   "transforms, training lengths, decoder likelihoods, the IWAE objective, "
-                  "noisy rows and the pooled and capped cuts are `bench/levers.py`'s, which "
-                  "`vae train` has no option for (their seconds include scoring):", "",
+                  "noisy rows, the pooled cut and ALTBI are `bench/levers.py`'s, which "
+                  "`vae train` has no option for (their seconds include scoring); the cap on "
+                  "the cells `auto` judges is `TrainConfig.cell_cap`:", "",
                   "| recipe | unsupervised | semi-supervised | one-class digits | training s |"
                   + (" seed 101: unsupervised | semi-supervised | one-class digits |"
                      if second else ""),

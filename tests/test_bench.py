@@ -384,36 +384,6 @@ def test_the_pooled_cut_lever_judges_a_batch_by_the_recent_losses():
     assert training.loop.trimmed_mean is trimmed_mean
 
 
-def test_the_capped_lever_keeps_a_row_whose_one_cell_is_rare():
-    """auto leaves out both a row with one cell far out (ink in a pixel blank elsewhere) and
-    a row off in every cell; deciding on the loss with each cell capped at 3 SDs, only the
-    second; the kept rows' loss is the ELBO's, and the loop's and model's functions are
-    restored after."""
-    import torch
-
-    import training.loop
-    from bench.levers import capped_cut
-    from training.config import TrainConfig
-    from training.model import VAE
-    from training.objective import trimmed_mean
-
-    torch.manual_seed(0)
-    model = VAE(8, TrainConfig(hidden=(8,), latent_dim=2))
-    x, eps = torch.randn(16, 8), torch.randn(1, 16, 2)
-    x[0, 3], x[1] = 40.0, 6.0  # row 0: one rare cell; row 1: off everywhere
-    plain = model.loss(x, eps).loss
-    assert trimmed_mean(plain, None) == plain[2:].mean()
-    before = VAE.loss
-    with capped_cut(3.0):
-        loss = model.loss(x, eps).loss
-        torch.testing.assert_close(loss, plain)
-        kept = training.loop.trimmed_mean(loss, None)
-        torch.testing.assert_close(kept, torch.cat([loss[:1], loss[2:]]).mean())
-        assert training.loop.trimmed_mean(model.loss(x, eps).loss, 0.25) == \
-            trimmed_mean(plain, 0.25)
-    assert VAE.loss is before and training.loop.trimmed_mean is trimmed_mean
-
-
 def test_a_likelihood_lever_is_undone_after_its_run():
     from bench.levers import likelihood
     from training.model import VAE

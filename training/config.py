@@ -34,6 +34,10 @@ class TrainConfig:
     # rows so badly fitted that the validation -ELBO went from 89 to 217 nats.
     contamination: float | str | None = None
     outlying: float = 5.0  # auto's cut: robust standard deviations above the batch's median loss
+    # What auto judges a row by: its loss with no numeric cell counted further than this many
+    # standard deviations off, so that one rare cell (ink in a pixel blank in most rows) does
+    # not make a normal row outlying; the kept rows' loss is still the ELBO's. None: the loss.
+    cell_cap: float | None = 4.0
     decoder_variance: str = "row"  # "row": predicted per row; "feature": one per feature
     weight_decay: float = 0.0
     # Decay per step of the moving average of the weights that is validated and saved (Polyak
@@ -60,6 +64,7 @@ class TrainConfig:
         data.setdefault("weight_average", 0.0)  # and kept their last weights
         data.setdefault("learning_rate", 1e-3)  # runs saved before the rule chose it
         data.setdefault("epoch_rows", 0)  # and before epochs could be samples
+        data.setdefault("cell_cap", None)  # and before auto's cut capped the cells
         for key in ("hidden", "numeric", "categorical", "ignore"):
             if data.get(key) is not None:
                 data[key] = tuple(data[key])

@@ -72,7 +72,8 @@ class Run:
         share = trim_share(config)
         for x in batches(generator, epoch):
             eps = torch.randn(1, len(x), config.latent_dim, generator=generator)  # (K=1, B, D)
-            loss = trimmed_mean(self.model.loss(x, eps, beta).loss, share, config.outlying)
+            terms = self.model.loss(x, eps, beta, config.cell_cap if share is None else None)
+            loss = trimmed_mean(terms.loss, share, config.outlying, judged=terms.judged)
             if not self.guard.admit(sync.loss(loss) if sync else loss):
                 continue
             self.optimizer.zero_grad(set_to_none=True)

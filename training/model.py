@@ -55,6 +55,9 @@ class LossTerms:
     loss: torch.Tensor  # recon_nll + beta * kl
     recon_nll: torch.Tensor  # -log p(x|z), mean over the K samples
     kl: torch.Tensor  # KL(q(z|x) || N(0, I)), or ½‖mu‖² without sampling
+    # With a cell cap: the loss with no numeric cell counted further than cap standard
+    # deviations off (log_px's cap), what --contamination auto judges the rows by; no gradient
+    judged: torch.Tensor | None = None
 
 
 class VAE(nn.Module):
@@ -136,15 +139,19 @@ class VAE(nn.Module):
         return gaussian + (logits,) if self.layout is not None and self.layout.levels \
             else gaussian
 
-    def log_px(self, x: torch.Tensor, decoded: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """log p(x_obs | z) of rows x (B, F) under decode(z) of z (K, B, D): (K, B)."""
+    def log_px(self, x: torch.Tensor, decoded: tuple[torch.Tensor, ...],
+               cap: float | None = None) -> torch.Tensor:
+        """log p(x_obs | z) of rows x (B, F) under decode(z) of z (K, B, D): (K, B). With cap,
+        each numeric cell's squared standardized residual ((x - mean) / sd)² counts at most
+        cap², as if no cell lay further than cap standard deviations off."""
         x_mean, x_logvar = decoded[:2]
         if self.layout is None:
-            return -0.5 * (LOG_2PI + x_logvar + (x - x_mean) ** 2 * torch.exp(-x_logvar)).sum(-1)
+            return -0.5 * (LOG_2PI + x_logvar
+                           + _capped((x - x_mean) ** 2 * torch.exp(-x_logvar), cap)).sum(-1)
         observed = ~torch.isnan(x)
         x = torch.where(observed, x, torch.zeros_like(x))
         cells = -0.5 * (LOG_2PI + x_logvar
-                        + (x[:, self.numeric] - x_mean) ** 2 * torch.exp(-x_logvar))
+                        + _capped((x[:, self.numeric] - x_mean) ** 2 * torch.exp(-x_logvar), cap))
         log_px = torch.where(observed[:, self.numeric], cells, torch.zeros_like(cells)).sum(-1)
         offset = 0
         for j, n_levels in zip(self.layout.categorical, self.layout.levels):
@@ -155,11 +162,21 @@ class VAE(nn.Module):
             offset += n_levels
         return log_px
 
-    def loss(self, x: torch.Tensor, eps: torch.Tensor, beta: float = 1.0) -> LossTerms:
-        """Negative ELBO with K = eps.shape[0] samples, KL weighted by beta (1 = the ELBO)."""
+    def loss(self, x: torch.Tensor, eps: torch.Tensor, beta: float = 1.0,
+             cap: float | None = None) -> LossTerms:
+        """Negative ELBO with K = eps.shape[0] samples, KL weighted by beta (1 = the ELBO);
+        with cap, also the same loss on capped cells (LossTerms.judged)."""
         mu, logvar = self.encode(x)
         z = self.reparameterize(mu, logvar, eps)  # (K, B, D)
-        log_px = self.log_px(x, self.decode(z))  # (K, B)
-        recon_nll = -log_px.mean(dim=0)  # (B,)
+        decoded = self.decode(z)
+        recon_nll = -self.log_px(x, decoded).mean(dim=0)  # (B,)
         kl = 0.5 * (mu**2 + logvar.exp() - 1.0 - logvar).sum(-1)  # (B,)
-        return LossTerms(recon_nll + beta * kl, recon_nll, kl)
+        judged = None
+        if cap is not None:
+            with torch.no_grad():
+                judged = -self.log_px(x, decoded, cap).mean(dim=0) + beta * kl
+        return LossTerms(recon_nll + beta * kl, recon_nll, kl, judged)
+
+
+def _capped(squared: torch.Tensor, cap: float | None) -> torch.Tensor:
+    return squared if cap is None else squared.clamp(max=cap * cap)

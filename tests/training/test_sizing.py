@@ -81,6 +81,28 @@ def test_trimmed_mean_leaves_out_the_worst_rows():
     assert trimmed_mean(torch_tensor([1.0, 2.0, 3.0, 4.0]), None).item() == pytest.approx(2.5)
 
 
+def test_auto_judges_a_row_on_its_capped_cells():
+    """auto leaves out both a row with one cell far out (ink in a pixel blank elsewhere) and
+    a row off in every cell when it judges their loss; judged on cells capped at cell_cap
+    standard deviations (the default since runs saved it), only the second. The loss is still
+    the ELBO's, uncapped."""
+    import torch
+
+    from training.model import VAE
+
+    torch.manual_seed(0)
+    model = VAE(8, TrainConfig(hidden=(8,), latent_dim=2))
+    x, eps = torch.randn(16, 8), torch.randn(1, 16, 2)
+    x[0, 3], x[1] = 40.0, 6.0  # row 0: one rare cell; row 1: off everywhere
+    plain = model.loss(x, eps)
+    assert plain.judged is None and trimmed_mean(plain.loss, None) == plain.loss[2:].mean()
+    capped = model.loss(x, eps, cap=TrainConfig.cell_cap)
+    torch.testing.assert_close(capped.loss, plain.loss)
+    torch.testing.assert_close(trimmed_mean(capped.loss, None, judged=capped.judged),
+                               torch.cat([capped.loss[:1], capped.loss[2:]]).mean())
+    assert TrainConfig.from_dict({}).cell_cap is None  # a run saved before keeps its cut
+
+
 def torch_tensor(values):
     import torch
     return torch.tensor(values)
