@@ -89,6 +89,9 @@ CANDIDATES = {
     "VAE, auto's cut over the last 1024 losses": {"pooled": 1024},
     "VAE, defaults with auto's cut on uncapped losses (d334538)": {"cell_cap": None},
     "VAE, auto's cut on cells capped at 3 SDs": {"cell_cap": 3.0},
+    "VAE, ALTBI (200 steps, batches from 128 rows growing 3% a step, the worst 8% of each left "
+    "out, the last 5 snapshots as a mixture)": {"altbi": {}},
+    "VAE, ALTBI stopped after 100 steps": {"altbi": {"steps": 100, "every": 4}},
     "VAE, auto's cut on cells capped at 5 SDs": {"cell_cap": 5.0},
     "VAE, auto's cut on cells capped at 8 SDs": {"cell_cap": 8.0},
     "VAE, --contamination auto at every size, cut on cells capped at 3 SDs":

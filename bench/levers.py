@@ -22,6 +22,9 @@ measure them beside the recipes it can train (the report shows every one it trie
                       which cannot give one isolated row a peak of its own
     pooled: n         --contamination auto's cut taken over the last n training losses, not
                       over each batch's alone
+    altbi: settings   trained as bench/altbi.py trains (ALTBI: growing batches, each batch's
+                      worst losses left out, no early stopping), its last snapshots scored as
+                      members of one mixture; settings override bench.altbi.DEFAULTS
     samples: K        trained on the importance-weighted bound with K samples (Burda et al.
                       2015, arXiv:1509.00519) in place of the one-sample ELBO; early stopping
                       still watches the validation rows' -ELBO
@@ -37,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 KEYS = ("members", "bag", "transform", "steps", "likelihood", "refit", "samples", "noise",
-        "pooled")
+        "pooled", "altbi")
 SMALL_MODEL = {"latent_dim": 2, "hidden": (64, 64)}
 STUDENT_NU = 5.0
 LENGTHS = (150, 300, 600, 1200, None)  # None: the rule's length, with early stopping
@@ -224,7 +227,7 @@ def scores(task, options: dict, workdir: Path) -> tuple[np.ndarray, float]:
     transform, steps = options.pop("transform", None), options.pop("steps", None)
     kind, refit = options.pop("likelihood", None), options.pop("refit", None)
     samples, noise = options.pop("samples", None), options.pop("noise", None)
-    pooled = options.pop("pooled", None)
+    pooled, altbi = options.pop("pooled", None), options.pop("altbi", None)
     lengths = LENGTHS if steps == "bimodal" else (steps,)
     fit, rows = task.fit, task.score
     if transform:
@@ -232,6 +235,11 @@ def scores(task, options: dict, workdir: Path) -> tuple[np.ndarray, float]:
         fit, rows = apply(fit), apply(rows)
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    if altbi is not None:
+        from bench.altbi import snapshot_scores
+
+        return _mixture(-snapshot_scores(fit, rows, task.seed, altbi)), \
+            time.perf_counter() - started
     with likelihood(kind, fit), importance_weighted(samples), noisy(noise), pooled_cut(pooled):
         if refit:
             (workdir / "flag").mkdir()

@@ -269,6 +269,22 @@ def test_an_ensemble_scores_the_mixture_of_its_members(tmp_path):
     assert np.all(mixed >= np.minimum(*alone)) and np.all(mixed <= np.maximum(*alone))
 
 
+def test_altbi_scores_its_last_snapshots_as_one_mixture(tmp_path):
+    """bench/altbi.py keeps `snapshots` models, one every `every` steps up to the last, and
+    the lever scores them as levers' members are scored: -log mean of their likelihoods."""
+    from bench import altbi, levers
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4)).astype(np.float32)
+    task = tasks.Task("toy", "unsupervised", None, 3, x, x[:30], np.arange(30) < 3)
+    settings = {"steps": 12, "first": 16, "snapshots": 3, "every": 4}
+    each = altbi.snapshot_scores(x, x[:30], 3, settings)
+    assert each.shape == (3, 30) and np.isfinite(each).all()
+    assert not np.allclose(each[0], each[-1])  # the model moved between snapshots
+    mixed, _ = levers.scores(task, {"altbi": settings}, tmp_path)
+    np.testing.assert_allclose(mixed, -(np.logaddexp.reduce(-each, 0) - np.log(3)), rtol=1e-12)
+
+
 def test_the_levers_transforms_are_fitted_on_the_training_rows():
     from bench import levers
 
