@@ -93,6 +93,8 @@ CANDIDATES = {
     "out, the last 5 snapshots as a mixture)": {"altbi": {}},
     "VAE, ALTBI stopped after 100 steps": {"altbi": {"steps": 100, "every": 4}},
     "VAE, auto's cut on cells capped at 5 SDs": {"cell_cap": 5.0},
+    "VAE, auto (small tables) at 3 robust SDs": {"outlying": 3.0},
+    "VAE, auto (small tables) at 4 robust SDs": {"outlying": 4.0},
     "VAE, auto's cut on cells capped at 8 SDs": {"cell_cap": 8.0},
     "VAE, --contamination auto at every size, cut on cells capped at 3 SDs":
         {"cell_cap": 3.0, "contamination": "auto"},
