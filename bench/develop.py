@@ -56,6 +56,8 @@ CANDIDATES = {
     "VAE, beta 4": {"beta": 4.0},
     "VAE, beta 4, --contamination auto": {"beta": 4.0, "contamination": "auto"},
     "VAE, a fixed 10% trimmed": {"contamination": 0.1},
+    "VAE, a fixed 2% trimmed": {"contamination": 0.02},
+    "VAE, a fixed 5% trimmed": {"contamination": 0.05},
     "VAE, latent 2": {"latent_dim": 2},
     "VAE, weight decay 1e-2": {"weight_decay": 1e-2},
     "VAE, latent 2, hidden 64,64": {"latent_dim": 2, "hidden": (64, 64)},
