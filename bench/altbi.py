@@ -24,24 +24,15 @@ DEFAULTS = {"steps": 200, "first": 128, "growth": 1.03, "truncated": 0.08, "snap
             "every": 8, "samples": 5, "learning_rate": 1e-3}
 
 
-def iwae_loss(model, x, k: int, generator):
-    """-log mean_k p(x|z_k) p(z_k) / q(z_k|x) of each row, differentiable: (B,)."""
-    import torch
-
-    mu, logvar = model.encode(x)
-    eps = torch.randn(k, *mu.shape, generator=generator)
-    z = model.reparameterize(mu, logvar, eps)
-    log_ratio = 0.5 * ((eps**2).sum(-1) - (z**2).sum(-1) + logvar.sum(-1))
-    return -(torch.logsumexp(model.log_px(x, model.decode(z)) + log_ratio, 0) - math.log(k))
-
-
 def snapshot_scores(fit: np.ndarray, rows: np.ndarray, seed: int, settings: dict) -> np.ndarray:
     """Each snapshot's scores of rows (snapshots, rows), for a model trained on fit with the
-    rule's sizes (training.sizing) and fit's mean and standard deviation."""
+    rule's sizes (training.sizing) and fit's normalization (training.data); each step's loss
+    is the rows' negative IWAE bound."""
     import torch
 
-    from bench.protocols import iwae_score
+    from bench.protocols import iwae_score, log_weights
     from training.config import TrainConfig
+    from training.data import fit_normalization
     from training.model import VAE
     from training.objective import trimmed_mean
     from training.sizing import choose_sizes
@@ -50,16 +41,16 @@ def snapshot_scores(fit: np.ndarray, rows: np.ndarray, seed: int, settings: dict
     torch.manual_seed(seed)
     torch.set_num_threads(1)
     config, _ = choose_sizes(TrainConfig(data="in memory", seed=seed), len(fit), fit.shape[1])
-    std = fit.std(0)
-    model = VAE(fit.shape[1], config, torch.from_numpy(fit.mean(0)),
-                torch.from_numpy(np.where(std > 0, std, 1.0).astype(np.float32)))
+    mean, std = fit_normalization(fit)
+    model = VAE(fit.shape[1], config, torch.from_numpy(mean), torch.from_numpy(std))
     optimizer = torch.optim.Adam(model.parameters(), lr=s["learning_rate"])
     x, generator = torch.from_numpy(fit), torch.Generator().manual_seed(seed)
     kept = []
     for step in range(s["steps"]):
         size = min(int(s["first"] * s["growth"] ** step), len(fit))
-        loss = iwae_loss(model, x[torch.randperm(len(fit), generator=generator)[:size]],
-                         s["samples"], generator)
+        batch = x[torch.randperm(len(fit), generator=generator)[:size]]
+        eps = torch.randn(s["samples"], size, config.latent_dim, generator=generator)
+        loss = math.log(s["samples"]) - torch.logsumexp(log_weights(model, batch, eps), 0)
         optimizer.zero_grad(set_to_none=True)
         trimmed_mean(loss, s["truncated"]).backward()
         optimizer.step()

@@ -41,6 +41,15 @@ RECIPES = {
 METHODS = [*RECIPES, *PEERS]
 
 
+def log_weights(model, x, eps):
+    """log p(x|z_k) + log p(z_k) - log q(z_k|x) of rows x (B, F) under noise eps (K, B, D), less
+    the constants that cancel: (K, B), differentiable (the importance weights of the score)."""
+    mu, logvar = model.encode(x)
+    z = model.reparameterize(mu, logvar, eps)
+    log_ratio = 0.5 * ((eps**2).sum(-1) - (z**2).sum(-1) + logvar.sum(-1))
+    return model.log_px(x, model.decode(z)) + log_ratio
+
+
 def iwae_score(model, x: np.ndarray, k: int = 16, seed: int = 0,
                eps: np.ndarray | None = None) -> np.ndarray:
     """-log mean_k p(x|z_k) p(z_k) / q(z_k|x): the score of docs/contract.md, in PyTorch, under
@@ -49,15 +58,14 @@ def iwae_score(model, x: np.ndarray, k: int = 16, seed: int = 0,
 
     with torch.no_grad():
         x = torch.from_numpy(x)
-        mu, logvar = model.encode(x)
-        eps = torch.randn(k, *mu.shape, generator=torch.Generator().manual_seed(seed)) \
+        eps = torch.randn(k, len(x), model.latent_dim,
+                          generator=torch.Generator().manual_seed(seed)) \
             if eps is None else torch.from_numpy(eps)
-        z = model.reparameterize(mu, logvar, eps)
-        log_px = model.log_px(x, model.decode(z))
         if not model.sampling:
+            mu, _ = model.encode(x)
+            log_px = model.log_px(x, model.decode(mu.expand_as(eps)))
             return (-log_px[0] + 0.5 * (mu**2).sum(-1)).double().numpy()
-        log_ratio = 0.5 * ((eps**2).sum(-1) - (z**2).sum(-1) + logvar.sum(-1))
-        w = (log_px + log_ratio).double()
+        w = log_weights(model, x, eps).double()
         return (-(torch.logsumexp(w, 0) - math.log(k))).numpy()
 
 
