@@ -89,7 +89,9 @@ CANDIDATES = {
     "VAE, trained on rows with noise of 0.3 SD": {"noise": 0.3},
     "VAE, trained on rows with noise of 0.5 SD": {"noise": 0.5},
     "VAE, auto's cut over the last 1024 losses": {"pooled": 1024},
-    "VAE, defaults with auto's cut on uncapped losses (d334538)": {"cell_cap": None},
+    "VAE, defaults with auto's cut on uncapped losses (d334538)":
+        {"cell_cap": None, "val_cap": None},
+    "VAE, defaults stopped on the plain validation -ELBO (1772d8e)": {"val_cap": None},
     "VAE, auto's cut on cells capped at 3 SDs": {"cell_cap": 3.0},
     "VAE, ALTBI (200 steps, batches from 128 rows growing 3% a step, the worst 8% of each left "
     "out, the last 5 snapshots as a mixture)": {"altbi": {}},
@@ -104,6 +106,15 @@ CANDIDATES = {
         {"cell_cap": 3.0, "contamination": "auto", "outlying": 3.0},
     "VAE, auto at 4 robust SDs at every size, cut on cells capped at 3 SDs":
         {"cell_cap": 3.0, "contamination": "auto", "outlying": 4.0},
+    "VAE, auto at every size, outlying rows weighed 0.1":
+        {"contamination": "auto", "outlying_weight": 0.1},
+    "VAE, auto at 3 robust SDs at every size, outlying rows weighed 0.1":
+        {"contamination": "auto", "outlying": 3.0, "outlying_weight": 0.1},
+    "VAE, auto at 3 robust SDs at every size, cut on cells capped at 3 SDs, stopped on "
+    "validation cells capped at 3 SDs":
+        {"cell_cap": 3.0, "contamination": "auto", "outlying": 3.0, "val_cap": 3.0},
+    "VAE, stopped on validation cells capped at 3 SDs": {"val_cap": 3.0},
+    "VAE, stopped on validation cells capped at 6 SDs": {"val_cap": 6.0},
 }
 
 

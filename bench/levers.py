@@ -181,12 +181,13 @@ def pooled_cut(rows: int | None):
     recent: list[float] = []
 
     def replace(trimmed_mean):
-        def pooled(loss, share, outlying=5.0, judged=None):
+        def pooled(loss, share, outlying=5.0, judged=None, weight=0.0):
             if share is not None:
                 return trimmed_mean(loss, share, outlying)
             recent.extend((loss.detach() if judged is None else judged).tolist())
             del recent[:-rows]
-            return trimmed_mean(loss, share, outlying, torch.tensor(recent), judged=judged)
+            return trimmed_mean(loss, share, outlying, torch.tensor(recent), judged=judged,
+                                weight=weight)
         return pooled
 
     return _patched("trimmed_mean", replace, training.loop)

@@ -38,6 +38,14 @@ class TrainConfig:
     # standard deviations off, so that one rare cell (ink in a pixel blank in most rows) does
     # not make a normal row outlying; the kept rows' loss is still the ELBO's. None: the loss.
     cell_cap: float | None = 4.0
+    # The weight in auto's loss of the rows it judges outlying: 0 leaves them out; a small
+    # weight keeps a normal tail row from being so badly fitted that early stopping (on the
+    # plain -ELBO) ends the run, and an anomaly still counts for little.
+    outlying_weight: float = 0.0
+    # Early stopping's loss: the validation rows' -ELBO with no numeric cell counted further
+    # than this many standard deviations off, so that a few cells the model has grown sure of
+    # cannot end the run while the rest still improve; None: the plain -ELBO.
+    val_cap: float | None = 4.0
     decoder_variance: str = "row"  # "row": predicted per row; "feature": one per feature
     weight_decay: float = 0.0
     # Decay per step of the moving average of the weights that is validated and saved (Polyak
@@ -65,6 +73,7 @@ class TrainConfig:
         data.setdefault("learning_rate", 1e-3)  # runs saved before the rule chose it
         data.setdefault("epoch_rows", 0)  # and before epochs could be samples
         data.setdefault("cell_cap", None)  # and before auto's cut capped the cells
+        data.setdefault("val_cap", None)  # and before early stopping did
         for key in ("hidden", "numeric", "categorical", "ignore"):
             if data.get(key) is not None:
                 data[key] = tuple(data[key])

@@ -48,18 +48,24 @@ def kl_weight(config: TrainConfig, epoch: int) -> float:
 
 def trimmed_mean(loss: torch.Tensor, share: float | None, outlying: float = 5.0,
                  reference: torch.Tensor | None = None,
-                 judged: torch.Tensor | None = None) -> torch.Tensor:
+                 judged: torch.Tensor | None = None, weight: float = 0.0) -> torch.Tensor:
     """The mean of the rows' losses after leaving out the worst `share` of them; with share
     None (--contamination auto), the rows whose `judged` values (by default their losses) lie
     more than `outlying` robust standard deviations (1.4826 MAD) above the median of the
-    `reference` values (by default the judged ones), at most half of them."""
+    `reference` values (by default the judged ones), at most half of them; with `weight`,
+    those rows are not left out but weighed by it (a weighted mean)."""
     if share is None:
         judged = loss.detach() if judged is None else judged
         reference = judged if reference is None else reference
         median = reference.median()
         cut = median + outlying * 1.4826 * (reference - median).abs().median()
-        kept = loss[judged <= cut]
-        return kept.mean() if len(kept) * 2 >= len(loss) else trimmed_mean(loss, 0.5)
+        inside = judged <= cut
+        if int(inside.sum()) * 2 < len(loss):
+            return trimmed_mean(loss, 0.5)
+        if weight:
+            weights = torch.where(inside, 1.0, weight).to(loss.dtype)
+            return (loss * weights).sum() / weights.sum()
+        return loss[inside].mean()
     if share <= 0:
         return loss.mean()
     kept = max(1, int(np.ceil(len(loss) * (1.0 - share))))

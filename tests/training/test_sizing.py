@@ -103,6 +103,22 @@ def test_auto_judges_a_row_on_its_capped_cells():
     assert TrainConfig.from_dict({}).cell_cap is None  # a run saved before keeps its cut
 
 
+def test_auto_can_weigh_its_outlying_rows_instead_of_leaving_them_out():
+    loss = torch_tensor([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert trimmed_mean(loss, None, weight=0.1).item() == pytest.approx((10.0 + 10.0) / 4.1)
+    assert trimmed_mean(loss, None, weight=0.0) == trimmed_mean(loss, None) == loss[:4].mean()
+
+
+def test_early_stopping_can_watch_the_plain_elbo(tmp_path):
+    """With val_cap None (runs saved before it), early stopping's loss is the plain -ELBO."""
+    from training.train import train
+
+    assert TrainConfig.from_dict({}).val_cap is None and TrainConfig().val_cap == 4.0
+    metrics = train(TrainConfig(epochs=3, hidden=(16,), latent_dim=2, val_cap=None),
+                    tmp_path / "run", progress=False)
+    assert all(h["stop_loss"] == h["val_loss"] for h in metrics["history"])
+
+
 def torch_tensor(values):
     import torch
     return torch.tensor(values)
