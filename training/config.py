@@ -39,8 +39,8 @@ class TrainConfig:
     # not make a normal row outlying; the kept rows' loss is still the ELBO's. None: the loss.
     cell_cap: float | None = 4.0
     # The weight in auto's loss of the rows it judges outlying: 0 leaves them out; a small
-    # weight keeps a normal tail row from being so badly fitted that early stopping (on the
-    # plain -ELBO) ends the run, and an anomaly still counts for little.
+    # weight keeps a normal tail row from growing so badly fitted that the validation loss
+    # rises and ends the run, and an anomaly still counts for little.
     outlying_weight: float = 0.0
     # Early stopping's loss: the validation rows' -ELBO with no numeric cell counted further
     # than this many standard deviations off, so that a few cells the model has grown sure of

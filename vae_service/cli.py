@@ -180,7 +180,7 @@ def run_train(args: argparse.Namespace) -> None:
     import resource
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
     print(f"trained {metrics['dataset']}: {metrics['epochs']} epochs in {metrics['seconds']} s, "
-          f"best validation loss {metrics['val_loss']:.3f} nats at epoch "
+          f"validation -ELBO {metrics['val_loss']:.3f} nats at the best epoch, "
           f"{metrics['best_epoch']}; peak memory {peak:.0f} MB; run in {args.out}")
     if "evaluation_rows" in metrics:
         print(f"kept {metrics['evaluation_rows']} rows ({metrics['evaluation_anomalous_rows']} "

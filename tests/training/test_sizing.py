@@ -111,8 +111,6 @@ def test_auto_can_weigh_its_outlying_rows_instead_of_leaving_them_out():
 
 def test_early_stopping_can_watch_the_plain_elbo(tmp_path):
     """With val_cap None (runs saved before it), early stopping's loss is the plain -ELBO."""
-    from training.train import train
-
     assert TrainConfig.from_dict({}).val_cap is None and TrainConfig().val_cap == 4.0
     metrics = train(TrainConfig(epochs=3, hidden=(16,), latent_dim=2, val_cap=None),
                     tmp_path / "run", progress=False)
