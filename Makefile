@@ -64,13 +64,12 @@ $(VENV)/.bench-installed: $(STAMP)
 	touch $@
 
 # Debian's wrk, the HTTP load generator of the speed figures: installed where apt-get can (as
-# root); elsewhere `make bench` stops here and says so.
+# root; apt-get's errors are shown); without it bench.report stops before its first section.
 wrk:
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk \
 	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	         --no-install-recommends wrk; }; } >/dev/null 2>&1; } || \
-	  { echo "make bench needs wrk, the load generator: apt-get install wrk" >&2; exit 1; }
+	         --no-install-recommends wrk; }; } >/dev/null; } || true
 
 bench: wrk $(VENV)/.bench-installed $(RUN)/model.pt
 	$(BIN)/python -m bench.report

@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import DEFAULT_MODEL, RESULTS, digits_rows, rate, served, vae  # noqa: E402
-from bench.load import tree_rss_mb, wrk, wrk_available  # noqa: E402
+from bench.load import require_wrk, tree_rss_mb, wrk  # noqa: E402
 from serving.store import load_runtime  # noqa: E402
 
 K = 16
@@ -185,8 +185,7 @@ def main() -> None:
             print(f"  {'met    ' if met else 'NOT MET'} {name}: {value:.2f}")
         (RESULTS / "service_int8.json").write_text(json.dumps(figures, indent=1) + "\n")
         return
-    if not wrk_available():
-        sys.exit("bench_service needs wrk: apt-get install wrk")
+    require_wrk()
 
     runtime = load_runtime(args.model, threads=1)
     print(f"model {runtime.version} ({args.model}), n_samples {K}, one worker and one "

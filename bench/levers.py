@@ -27,7 +27,7 @@ measure them beside the recipes it can train (the report shows every one it trie
                       members of one mixture; settings override bench.altbi.DEFAULTS
     samples: K        trained on the importance-weighted bound with K samples (Burda et al.
                       2015, arXiv:1509.00519) in place of the one-sample ELBO; early stopping
-                      still watches the validation rows' -ELBO
+                      still watches the validation rows' -ELBO (its cells capped)
 
 Every other option is the TrainConfig's. A model is scored as bench/protocols.py scores one.
 """
@@ -100,7 +100,8 @@ def _patched(name: str, replace, owner=None):
 
 def likelihood(kind: str | None, fit: np.ndarray):
     """VAE.log_px under the likelihood kind while inside (tables with no categorical
-    column); its cells are never capped (auto judges the rows by their loss)."""
+    column); its cells are never capped (auto judges the rows by their loss, and early
+    stopping watches the plain validation -ELBO)."""
     if kind is None:
         return contextlib.nullcontext()
     import torch

@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -18,8 +19,10 @@ f:close()
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
 
 
-def wrk_available() -> bool:
-    return shutil.which("wrk") is not None
+def require_wrk() -> None:
+    """Exit in one line when wrk is missing, before any work that would need it."""
+    if shutil.which("wrk") is None:
+        sys.exit("wrk, the HTTP load generator, is missing: apt-get install wrk")
 
 
 def wrk(url: str, body: bytes, connections: int, seconds: float) -> dict:

@@ -22,7 +22,7 @@ import torch
 
 from bench.bench_batch import run_job, write_rows
 from bench.bench_service import body, upload_rate
-from bench.load import wrk
+from bench.load import require_wrk, wrk
 from bench.common import digits_rows, rate, served, vae
 from bench.detectors import train_and_export
 from export.verify import PARITY_TOLERANCE
@@ -147,6 +147,7 @@ def peer_rates(x_train: np.ndarray, x: np.ndarray, seconds: float) -> dict:
 
 
 def run(rows: int = 50_000, seconds: float = 3.0, workdir: Path | None = None) -> dict:
+    require_wrk()
     workdir = Path(workdir or tempfile.mkdtemp(prefix="vae-speed-"))
     trained = train_default(workdir)
     torch.set_num_threads(1)

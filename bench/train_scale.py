@@ -6,7 +6,7 @@ one generated table, in one run; then the same table ten times larger, streamed 
 The table: ROWS × 30, five latent factors, five heavy-tailed columns (Student t, 1.5 degrees of
 freedom) and three log-normal ones, written as a directory of Parquet files (row groups of
 131,072 rows). Each run is `vae train` in a fresh process: its wall time, its own peak RSS
-(ru_maxrss) and its best validation loss. Today's defaults stream a table this size
+(ru_maxrss) and the validation loss of its best epoch. Today's defaults stream a table this size
 (training.stream); "before" is the old rule on the same rows read whole from a .npy (batch 64,
 every row every epoch, at least 30 epochs, learning rate 1e-3), as the old code read them.
 Their validation rows differ, so both models are also scored (−ELBO, one fixed draw) on the
@@ -113,7 +113,8 @@ def common_loss(runs: list[Path], x: np.ndarray) -> list[float]:
 
 
 def run(data: Path, out: Path, extra: list[str], config: dict | None = None) -> dict:
-    """`vae train` in a fresh process: its seconds, peak RSS and best validation loss."""
+    """`vae train` in a fresh process: its seconds, peak RSS and its best epoch's validation
+    loss."""
     code = ("import json, resource, sys; from training.config import TrainConfig; "
             "from training.train import train; "
             "m = train(TrainConfig(data=sys.argv[1], **eval(sys.argv[3])), sys.argv[2], "

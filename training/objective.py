@@ -52,8 +52,9 @@ def trimmed_mean(loss: torch.Tensor, share: float | None, outlying: float = 5.0,
     """The mean of the rows' losses after leaving out the worst `share` of them; with share
     None (--contamination auto), the rows whose `judged` values (by default their losses) lie
     more than `outlying` robust standard deviations (1.4826 MAD) above the median of the
-    `reference` values (by default the judged ones), at most half of them; with `weight`,
-    those rows are not left out but weighed by it (a weighted mean)."""
+    `reference` values (by default the judged ones); with `weight`, those rows are not left
+    out but weighed by it (a weighted mean). When more than half the rows are outlying, the
+    worst half is left out, whatever the weight."""
     if share is None:
         judged = loss.detach() if judged is None else judged
         reference = judged if reference is None else reference

@@ -36,6 +36,9 @@ def _loss_curves(history: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(epochs, [h["train_loss"] for h in history], label="train (KL weighted)")
     ax.plot(epochs, [h["val_loss"] for h in history], label="validation (negative ELBO)")
+    if all("stop_loss" in h for h in history):  # histories saved before it have none
+        ax.plot(epochs, [h["stop_loss"] for h in history], "--",
+                label="validation, cells capped (early stopping's)")
     ax.set(xlabel="epoch", ylabel="nats per row", title="loss")
     ax.legend()
     fig.tight_layout()

@@ -112,7 +112,7 @@ def train_on_ray(config: TrainConfig, run_dir: str | os.PathLike, address: str |
 
 
 class LatestRecord:
-    """A Ray actor: the last epoch record rank 0 gave it (with the best validation loss)."""
+    """A Ray actor: the last epoch record rank 0 gave it (with early stopping's best loss)."""
 
     def __init__(self):
         self.record = None

@@ -68,6 +68,13 @@ def choose_sizes(config: TrainConfig, n_rows: int,
     if share != AUTO and not (isinstance(share, (int, float)) and 0.0 <= share < 0.5):
         raise InputError(f"contamination {share!r} is neither {AUTO!r} nor a fraction in "
                          f"[0, 0.5)")
+    if not (isinstance(config.outlying_weight, (int, float)) and 0 <= config.outlying_weight < 1):
+        raise InputError(f"outlying_weight {config.outlying_weight!r} is not a weight in [0, 1) "
+                         f"(0 leaves auto's outlying rows out)")
+    if config.val_cap is not None and not (isinstance(config.val_cap, (int, float))
+                                           and config.val_cap > 0):
+        raise InputError(f"val_cap {config.val_cap!r} is neither None (the plain -ELBO) nor a "
+                         f"number of standard deviations > 0")
     sizes = (f"hidden {','.join(map(str, config.hidden))}, latent {config.latent_dim}, "
              f"batch {config.batch_size}, at most {config.epochs} epochs, patience "
              f"{config.patience}, beta {config.beta:g}, contamination {config.contamination}"

@@ -180,8 +180,8 @@ def run_train(args: argparse.Namespace) -> None:
     import resource
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
     print(f"trained {metrics['dataset']}: {metrics['epochs']} epochs in {metrics['seconds']} s, "
-          f"validation -ELBO {metrics['val_loss']:.3f} nats at the best epoch, "
-          f"{metrics['best_epoch']}; peak memory {peak:.0f} MB; run in {args.out}")
+          f"best epoch {metrics['best_epoch']} (early stopping's), validation -ELBO "
+          f"{metrics['val_loss']:.3f} nats; peak memory {peak:.0f} MB; run in {args.out}")
     if "evaluation_rows" in metrics:
         print(f"kept {metrics['evaluation_rows']} rows ({metrics['evaluation_anomalous_rows']} "
               f"anomalous) for evaluation in {Path(args.out) / EVALUATION}")

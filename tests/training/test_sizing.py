@@ -109,6 +109,13 @@ def test_auto_can_weigh_its_outlying_rows_instead_of_leaving_them_out():
     assert trimmed_mean(loss, None, weight=0.0) == trimmed_mean(loss, None) == loss[:4].mean()
 
 
+@pytest.mark.parametrize("option, value", [("outlying_weight", 1.5), ("outlying_weight", -0.1),
+                                           ("val_cap", 0.0), ("val_cap", "4")])
+def test_the_robustness_options_are_checked(option, value):
+    with pytest.raises(InputError, match=f"^{option} "):
+        choose_sizes(TrainConfig(**{option: value}), 1000, 8)
+
+
 def test_early_stopping_can_watch_the_plain_elbo(tmp_path):
     """With val_cap None (runs saved before it), early stopping's loss is the plain -ELBO."""
     assert TrainConfig.from_dict({}).val_cap is None and TrainConfig().val_cap == 4.0
