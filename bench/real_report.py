@@ -84,7 +84,12 @@ def section(results: dict, develop: dict | None) -> str:
                   "transforms, training lengths, decoder likelihoods, the IWAE objective, "
                   "noisy rows, the pooled cut and ALTBI are `bench/levers.py`'s, which "
                   "`vae train` has no option for (their seconds include scoring); the cap on "
-                  "the cells `auto` judges is `TrainConfig.cell_cap`:", "",
+                  "the cells `auto` judges is `TrainConfig.cell_cap`, on those early stopping "
+                  "watches `TrainConfig.val_cap`, and the weight of `auto`'s outlying rows "
+                  "`TrainConfig.outlying_weight`. Most recipes were measured before the last "
+                  "two defaults changed (`auto` judging capped cells, early stopping on capped "
+                  "cells), against the defaults of that time, named with their commit "
+                  "(docs/training.md says which):", "",
                   "| recipe | unsupervised | semi-supervised | one-class digits | training s |"
                   + (" seed 101: unsupervised | semi-supervised | one-class digits |"
                      if second else ""),
