@@ -6,7 +6,7 @@ RUN      := runs/digits
 BUNDLE   := bundles/digits
 export BENTOML_DO_NOT_TRACK := True
 
-.PHONY: install serve model test bench fuzz image smoke clean prometheus wrk
+.PHONY: install serve model test bench fuzz image smoke clean prometheus chromium wrk
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -41,16 +41,23 @@ image: model
 smoke: image
 	$(BIN)/python deploy/smoke_test.py --image $(IMAGE) --out smoke
 
-# Debian's prometheus, for tests/test_monitoring.py's real-Prometheus test: installed where
-# apt-get can (as root); elsewhere that test is skipped and says why.
-prometheus:
-	@command -v prometheus >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
-	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	         --no-install-recommends prometheus; }; } >/dev/null 2>&1; } || \
-	  echo "prometheus is not installed: the real-Prometheus test will be skipped"
+# $(call debian,PACKAGE): Debian's PACKAGE (its command of the same name) installed where apt-get
+# can (as root), apt-get's errors shown; fails where it cannot, and the caller says what then.
+debian = command -v $(1) >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	{ DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(1) \
+	  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	       --no-install-recommends $(1); }; } >/dev/null; }
 
-test: $(STAMP) prometheus
+# Debian's prometheus and chromium, for tests/test_monitoring.py's real-Prometheus test and
+# tests/http/test_serve.py's API page in a headless browser; elsewhere those tests are skipped
+# and say why.
+prometheus:
+	@$(call debian,prometheus) || echo "prometheus is not installed: the real-Prometheus test will be skipped"
+
+chromium:
+	@$(call debian,chromium) || echo "chromium is not installed: the API page test will be skipped"
+
+test: $(STAMP) prometheus chromium
 	$(BIN)/python -m pytest
 
 # bench/REPORT.md and its plots, regenerated from the embedded data and the real tables
@@ -66,10 +73,7 @@ $(VENV)/.bench-installed: $(STAMP)
 # Debian's wrk, the HTTP load generator of the speed figures: installed where apt-get can (as
 # root; apt-get's errors are shown); without it bench.report stops before its first section.
 wrk:
-	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk \
-	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	         --no-install-recommends wrk; }; } >/dev/null; } || true
+	@$(call debian,wrk) || true
 
 bench: wrk $(VENV)/.bench-installed $(RUN)/model.pt
 	$(BIN)/python -m bench.report
