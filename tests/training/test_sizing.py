@@ -116,14 +116,6 @@ def test_the_robustness_options_are_checked(option, value):
         choose_sizes(TrainConfig(**{option: value}), 1000, 8)
 
 
-def test_early_stopping_can_watch_the_plain_elbo(tmp_path):
-    """With val_cap None (runs saved before it), early stopping's loss is the plain -ELBO."""
-    assert TrainConfig.from_dict({}).val_cap is None and TrainConfig().val_cap == 4.0
-    metrics = train(TrainConfig(epochs=3, hidden=(16,), latent_dim=2, val_cap=None),
-                    tmp_path / "run", progress=False)
-    assert all(h["stop_loss"] == h["val_loss"] for h in metrics["history"])
-
-
 def torch_tensor(values):
     import torch
     return torch.tensor(values)

@@ -148,6 +148,14 @@ def test_early_stopping_keeps_the_epoch_of_the_least_capped_loss(tmp_path):
     assert metrics["best_epoch"] == capped  # ...and early stopping follows the capped one
 
 
+def test_early_stopping_can_watch_the_plain_elbo(tmp_path):
+    """With val_cap None (runs saved before it), early stopping's loss is the plain -ELBO."""
+    assert TrainConfig.from_dict({}).val_cap is None and TrainConfig().val_cap == 4.0
+    metrics = train(TrainConfig(epochs=3, hidden=(16,), latent_dim=2, val_cap=None),
+                    tmp_path / "run", progress=False)
+    assert all(h["stop_loss"] == h["val_loss"] for h in metrics["history"])
+
+
 def test_a_run_saved_before_the_weight_average_resumes_without_it():
     saved = TrainConfig().to_dict()
     del saved["weight_average"]
