@@ -29,6 +29,7 @@ from serving.tables.files import atomic_write
 DEV_SEED = 100
 DEV_DIGITS = (1, 8, 9)
 DEV_HOLD_ONE_OUT_SEEDS = (100, 101, 102, 103)
+BUDGET = "VAE, twice the rule's step budget from 500 training rows"
 # Recipes this code can run. The kept figures also hold recipes this code no longer runs: the
 # defaults of earlier commits, named with the commit in parentheses (before the rule's
 # small-table case; with batches up to 128; without auto on small tables; with beta 4 on small
@@ -115,6 +116,10 @@ CANDIDATES = {
         {"cell_cap": 3.0, "contamination": "auto", "outlying": 3.0, "val_cap": 3.0},
     "VAE, stopped on validation cells capped at 3 SDs": {"val_cap": 3.0},
     "VAE, stopped on validation cells capped at 6 SDs": {"val_cap": 6.0},
+    BUDGET: {"budget": 2},
+    "VAE, four times the rule's step budget from 500 training rows": {"budget": 4},
+    BUDGET + ", auto at 3 robust SDs at every size, cut on cells capped at 3 SDs":
+        {"budget": 2, "contamination": "auto", "outlying": 3.0, "cell_cap": 3.0},
 }
 
 

@@ -25,6 +25,10 @@ measure them beside the recipes it can train (the report shows every one it trie
     altbi: settings   trained as bench/altbi.py trains (ALTBI: growing batches, each batch's
                       worst losses left out, no early stopping), its last snapshots scored as
                       members of one mixture; settings override bench.altbi.DEFAULTS
+    budget: m         m times the rule's epochs (about m × 3,000 optimizer steps, at most 900
+                      epochs) on a table of 500 training rows or more, patience a tenth of them:
+                      the rule's budget, not early stopping, ends most of those runs (digits' at
+                      epoch 130, its best, with the validation loss still falling)
     samples: K        trained on the importance-weighted bound with K samples (Burda et al.
                       2015, arXiv:1509.00519) in place of the one-sample ELBO; early stopping
                       still watches the validation rows' -ELBO (its cells capped)
@@ -40,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 KEYS = ("members", "bag", "transform", "steps", "likelihood", "refit", "samples", "noise",
-        "pooled", "altbi")
+        "pooled", "altbi", "budget")
 SMALL_MODEL = {"latent_dim": 2, "hidden": (64, 64)}
 STUDENT_NU = 5.0
 LENGTHS = (150, 300, 600, 1200, None)  # None: the rule's length, with early stopping
@@ -208,6 +212,20 @@ def _length(options: dict, n_rows: int, n_features: int, steps: int | None) -> d
             "patience": epochs}
 
 
+def _budget(options: dict, n_rows: int, n_features: int, scale: float | None) -> dict:
+    """TrainConfig options with `scale` times the rule's epochs on a table of SMALL training
+    rows or more (None: the rule's)."""
+    from training.config import TrainConfig
+    from training.data import split_rows
+    from training.sizing import SMALL, rule
+
+    n_train = len(split_rows(n_rows, TrainConfig.val_fraction, 0)[0])
+    if scale is None or n_train < SMALL:
+        return options
+    epochs = int(min(max(rule(n_train, n_features)["epochs"] * scale, 30), 900))
+    return {**options, "epochs": epochs, "patience": max(10, epochs // 10)}
+
+
 def separation(scores: np.ndarray) -> float:
     """How bimodal scores are: the distance between a two-component Gaussian mixture's means in
     units of its components' pooled standard deviation (the 1% tails clipped)."""
@@ -230,6 +248,7 @@ def scores(task, options: dict, workdir: Path) -> tuple[np.ndarray, float]:
     kind, refit = options.pop("likelihood", None), options.pop("refit", None)
     samples, noise = options.pop("samples", None), options.pop("noise", None)
     pooled, altbi = options.pop("pooled", None), options.pop("altbi", None)
+    options = _budget(options, len(task.fit), task.fit.shape[1], options.pop("budget", None))
     lengths = LENGTHS if steps == "bimodal" else (steps,)
     fit, rows = task.fit, task.score
     if transform:

@@ -285,6 +285,21 @@ def test_altbi_scores_its_last_snapshots_as_one_mixture(tmp_path):
     np.testing.assert_allclose(mixed, -(np.logaddexp.reduce(-each, 0) - np.log(3)), rtol=1e-12)
 
 
+def test_the_budget_lever_multiplies_the_rules_epochs_from_500_training_rows():
+    from bench.levers import _budget
+    from training.config import TrainConfig
+    from training.prepare import prepare
+    from training.sizing import rule
+
+    rows = np.random.default_rng(0).normal(size=(1000, 10)).astype(np.float32)
+    n_train = prepare(TrainConfig(data="in memory"), rows).n_train  # as `vae train` splits
+    epochs = rule(n_train, 10)["epochs"]
+    assert _budget({"beta": 2.0}, 1000, 10, 3) == {"beta": 2.0, "epochs": 3 * epochs,
+                                                   "patience": 3 * epochs // 10}
+    assert _budget({}, 1000, 10, None) == {}
+    assert _budget({}, 600, 10, 2) == {}  # 480 training rows: a small table keeps its 300 steps
+
+
 def test_the_levers_transforms_are_fitted_on_the_training_rows():
     from bench import levers
 

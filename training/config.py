@@ -19,7 +19,7 @@ class TrainConfig:
     numeric: tuple[str, ...] = ()
     categorical: tuple[str, ...] = ()
     ignore: tuple[str, ...] = ()
-    epochs: int | None = None  # at most; early stopping usually ends sooner
+    epochs: int | None = None  # at most; early stopping may end the run sooner
     latent_dim: int | None = None
     hidden: tuple[int, ...] | None = None
     batch_size: int | None = None
