@@ -15,6 +15,9 @@ def test_train_and_export_from_the_command_line(tmp_path):
     assert "trained breast-cancer: 3 epochs" in result.stdout
     assert "; peak memory " in result.stdout  # issue 26: the run says what it cost
     assert "train: 100%" in result.stderr  # the progress bar, with its losses
+    # 3 epochs of a 10-epoch KL warm-up: the limit, not early stopping, ended the run
+    longer = f"`vae train --resume --epochs 6 --out {tmp_path / 'run'}` trains on"
+    assert f"the epoch limit ended the run at its best epoch; {longer}" in result.stderr
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["train_rows"] + metrics["val_rows"] == 569
     assert not (tmp_path / "run" / "samples.png").exists()  # not image data
@@ -25,6 +28,23 @@ def test_train_and_export_from_the_command_line(tmp_path):
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     assert manifest["n_features"] == 30 and manifest["latent_dim"] == 2
     assert manifest["training"]["dataset"] == "breast-cancer"
+
+
+def test_the_epoch_limit_is_named_only_when_it_ended_the_run(tmp_path):
+    small = ("--data", "breast-cancer", "--hidden", "32", "--latent-dim", "2",
+             "--warmup-epochs", "1", "--quiet")
+    run = str(tmp_path / "limited")
+    result = run_cli_here("train", *small, "--epochs", "3", "--out", run)
+    assert result.returncode == 0 and "the epoch limit ended the run" in result.stderr
+    result = run_cli_here("train", "--resume", "--epochs", "6", "--out", run, "--quiet")
+    assert result.returncode == 0, result.stderr  # the command the line gives trains on
+    assert 3 < json.loads((tmp_path / "limited" / "metrics.json").read_text())["epochs"] <= 6
+
+    run = str(tmp_path / "stopped")
+    result = run_cli_here("train", *small, "--epochs", "300", "--patience", "1", "--out", run)
+    metrics = json.loads((tmp_path / "stopped" / "metrics.json").read_text())
+    assert result.returncode == 0 and metrics["best_epoch"] < metrics["epochs"] < 300
+    assert "epoch limit" not in result.stderr
 
 
 def test_bad_arguments_fail_in_one_line(tmp_path):

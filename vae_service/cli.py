@@ -182,6 +182,13 @@ def run_train(args: argparse.Namespace) -> None:
     print(f"trained {metrics['dataset']}: {metrics['epochs']} epochs in {metrics['seconds']} s, "
           f"best epoch {metrics['best_epoch']} (early stopping's), validation -ELBO "
           f"{metrics['val_loss']:.3f} nats; peak memory {peak:.0f} MB; run in {args.out}")
+    if metrics["best_epoch"] == metrics["epochs"]:  # the limit ended it, not early stopping
+        n = 2 * metrics["epochs"]
+        longer = (f"training again with --epochs {n}" if args.engine == "ray" else
+                  f"`vae train --resume --epochs {n} --out {args.out}`")
+        print(f"vae train: the epoch limit ended the run at its best epoch; {longer} trains "
+              f"on, fitting clean rows better but learning more of any anomalies among them "
+              f"(docs/training.md: A longer step budget)", file=sys.stderr)
     if "evaluation_rows" in metrics:
         print(f"kept {metrics['evaluation_rows']} rows ({metrics['evaluation_anomalous_rows']} "
               f"anomalous) for evaluation in {Path(args.out) / EVALUATION}")
