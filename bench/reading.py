@@ -173,8 +173,8 @@ def reading(q: dict, a: dict, speed: dict, p: dict, development: dict) -> str:
              + " / ".join(f"{width_speed[w][1]:.1f}×" for w in (128, 256, 512))
              + "), and `--hidden` lets a user choose. "
              f"Training the default model took {train['this VAE']['seconds']:.1f} s at best "
-             f"({train['this VAE']['epochs']} epochs: the rule's step budget, or early stopping on a "
-             f"validation split if sooner) "
+             f"({train['this VAE']['epochs']} epochs: the rule's step budget, or early stopping "
+             f"on a validation split if sooner) "
              f"against {train['PyOD VAE']['seconds']:.1f} s at best for PyOD's VAE (a fixed "
              f"{train['PyOD VAE']['epochs']} epochs) on the same rows.",
              "", "**Sampling when scoring.** "

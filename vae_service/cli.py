@@ -3,6 +3,7 @@
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -185,7 +186,7 @@ def run_train(args: argparse.Namespace) -> None:
     if metrics["best_epoch"] == metrics["epochs"]:  # the limit ended it, not early stopping
         n = 2 * metrics["epochs"]
         longer = (f"training again with --epochs {n}" if args.engine == "ray" else
-                  f"`vae train --resume --epochs {n} --out {args.out}`")
+                  f"`vae train --resume --epochs {n} --out {shlex.quote(str(args.out))}`")
         print(f"vae train: the epoch limit ended the run at its best epoch; {longer} trains "
               f"on, fitting clean rows better but learning more of any anomalies among them "
               f"(docs/training.md: A longer step budget)", file=sys.stderr)
