@@ -248,7 +248,8 @@ def scores(task, options: dict, workdir: Path) -> tuple[np.ndarray, float]:
     kind, refit = options.pop("likelihood", None), options.pop("refit", None)
     samples, noise = options.pop("samples", None), options.pop("noise", None)
     pooled, altbi = options.pop("pooled", None), options.pop("altbi", None)
-    options = _budget(options, len(task.fit), task.fit.shape[1], options.pop("budget", None))
+    budget = options.pop("budget", None)
+    options = _budget(options, len(task.fit), task.fit.shape[1], budget)
     lengths = LENGTHS if steps == "bimodal" else (steps,)
     fit, rows = task.fit, task.score
     if transform:
