@@ -29,6 +29,10 @@ measure them beside the recipes it can train (the report shows every one it trie
                       epochs) on a table of 500 training rows or more, patience a tenth of them:
                       the rule's budget, not early stopping, ends most of those runs (digits' at
                       epoch 130, its best, with the validation loss still falling)
+    trim_after: f     --contamination auto's cut taken only after the first f of the rule's
+                      optimizer steps (a share of its budget) on a table of SMALL training rows
+                      or more, the plain ELBO before: every clean mode is learned before any
+                      row can be cut for being badly fitted
     samples: K        trained on the importance-weighted bound with K samples (Burda et al.
                       2015, arXiv:1509.00519) in place of the one-sample ELBO; early stopping
                       still watches the validation rows' -ELBO (its cells capped)
@@ -44,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 KEYS = ("members", "bag", "transform", "steps", "likelihood", "refit", "samples", "noise",
-        "pooled", "altbi", "budget")
+        "pooled", "altbi", "budget", "trim_after")
 SMALL_MODEL = {"latent_dim": 2, "hidden": (64, 64)}
 STUDENT_NU = 5.0
 LENGTHS = (150, 300, 600, 1200, None)  # None: the rule's length, with early stopping
@@ -198,6 +202,47 @@ def pooled_cut(rows: int | None):
     return _patched("trimmed_mean", replace, training.loop)
 
 
+def delayed_cut(steps: int | None):
+    """--contamination auto's cut only after the first `steps` training batches while inside
+    (the plain mean of their losses); a fixed share is trimmed as before."""
+    if not steps:
+        return contextlib.nullcontext()
+    import training.loop
+
+    seen = [0]
+
+    def replace(trimmed_mean):
+        def delayed(loss, share, outlying=5.0, judged=None, weight=0.0):
+            if share is None and loss.requires_grad:
+                seen[0] += 1
+                if seen[0] <= steps:
+                    return loss.mean()
+            return trimmed_mean(loss, share, outlying, judged=judged, weight=weight)
+        return delayed
+
+    return _patched("trimmed_mean", replace, training.loop)
+
+
+def _training_rows(n_rows: int) -> int:
+    """The training rows of a table of n_rows, as `vae train` splits it."""
+    from training.config import TrainConfig
+    from training.data import split_rows
+
+    return len(split_rows(n_rows, TrainConfig.val_fraction, 0)[0])
+
+
+def _delay(n_rows: int, n_features: int, share: float | None) -> int | None:
+    """The optimizer steps before auto's cut: `share` of the rule's budget, on a table of SMALL
+    training rows or more (None: from the first step)."""
+    from training.sizing import SMALL, rule
+
+    n_train = _training_rows(n_rows)
+    if share is None or n_train < SMALL:
+        return None
+    sizes = rule(n_train, n_features)
+    return int(share * sizes["epochs"] * -(-n_train // sizes["batch_size"]))
+
+
 def _length(options: dict, n_rows: int, n_features: int, steps: int | None) -> dict:
     """TrainConfig options that stop after about `steps` optimizer steps (None: the rule's)."""
     from training.config import TrainConfig
@@ -215,11 +260,9 @@ def _length(options: dict, n_rows: int, n_features: int, steps: int | None) -> d
 def _budget(options: dict, n_rows: int, n_features: int, scale: float | None) -> dict:
     """TrainConfig options with `scale` times the rule's epochs on a table of SMALL training
     rows or more (None: the rule's)."""
-    from training.config import TrainConfig
-    from training.data import split_rows
     from training.sizing import SMALL, rule
 
-    n_train = len(split_rows(n_rows, TrainConfig.val_fraction, 0)[0])
+    n_train = _training_rows(n_rows)
     if scale is None or n_train < SMALL:
         return options
     epochs = int(min(max(rule(n_train, n_features)["epochs"] * scale, 30), 900))
@@ -248,7 +291,8 @@ def scores(task, options: dict, workdir: Path) -> tuple[np.ndarray, float]:
     kind, refit = options.pop("likelihood", None), options.pop("refit", None)
     samples, noise = options.pop("samples", None), options.pop("noise", None)
     pooled, altbi = options.pop("pooled", None), options.pop("altbi", None)
-    budget = options.pop("budget", None)
+    budget, trim_after = options.pop("budget", None), options.pop("trim_after", None)
+    delay = _delay(len(task.fit), task.fit.shape[1], trim_after)
     options = _budget(options, len(task.fit), task.fit.shape[1], budget)
     lengths = LENGTHS if steps == "bimodal" else (steps,)
     fit, rows = task.fit, task.score
@@ -262,7 +306,8 @@ def scores(task, options: dict, workdir: Path) -> tuple[np.ndarray, float]:
 
         return _mixture(-snapshot_scores(fit, rows, task.seed, altbi)), \
             time.perf_counter() - started
-    with likelihood(kind, fit), importance_weighted(samples), noisy(noise), pooled_cut(pooled):
+    with likelihood(kind, fit), importance_weighted(samples), noisy(noise), \
+            pooled_cut(pooled), delayed_cut(delay):
         if refit:
             (workdir / "flag").mkdir()
             flagged = iwae_score(fitted_model(fit, SMALL_MODEL, task.seed, workdir / "flag"), fit)

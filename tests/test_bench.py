@@ -415,6 +415,31 @@ def test_the_pooled_cut_lever_judges_a_batch_by_the_recent_losses():
     assert training.loop.trimmed_mean is trimmed_mean
 
 
+def test_the_delayed_cut_trims_nothing_before_its_step_and_then_as_auto_does():
+    """bench/levers.py's delayed cut: the plain mean of the first `steps` training batches'
+    losses, auto's cut after them; a fixed share, and losses under no_grad (validation), are
+    left as they are and not counted; the loop's function is restored after. The delay is a
+    share of the rule's budget from 500 training rows, none below."""
+    import torch
+
+    import training.loop
+    from bench.levers import _delay, delayed_cut
+    from training.objective import trimmed_mean
+    from training.sizing import rule
+
+    steady = torch.tensor([1.0, 1.1, 0.9, 1.0, 1.05, 0.95, 1.0, 8.0], requires_grad=True)
+    with delayed_cut(2):
+        delayed = training.loop.trimmed_mean
+        assert delayed(steady.detach(), None) == trimmed_mean(steady.detach(), None)
+        assert delayed(steady, 0.25) == trimmed_mean(steady, 0.25)
+        assert [float(delayed(steady, None)) for _ in range(3)] == [
+            float(steady.mean())] * 2 + [float(trimmed_mean(steady, None))]
+    assert training.loop.trimmed_mean is trimmed_mean
+    sizes = rule(800, 10)  # 1000 rows: 800 train, as `vae train` splits
+    assert _delay(1000, 10, 0.5) == int(0.5 * sizes["epochs"] * -(-800 // sizes["batch_size"]))
+    assert _delay(1000, 10, None) is None and _delay(600, 10, 0.5) is None
+
+
 def test_a_likelihood_lever_is_undone_after_its_run():
     from bench.levers import likelihood
     from training.model import VAE
