@@ -120,18 +120,11 @@ CANDIDATES = {
     "VAE, four times the rule's step budget from 500 training rows": {"budget": 4},
     BUDGET + ", auto at 3 robust SDs at every size, cut on cells capped at 3 SDs":
         {"budget": 2, "contamination": "auto", "outlying": 3.0, "cell_cap": 3.0},
-    "VAE, auto at 3 robust SDs at every size, cut on cells capped at 3 SDs, from a tenth of "
-    "the rule's steps on": {"cell_cap": 3.0, "contamination": "auto", "outlying": 3.0,
-                             "trim_after": 0.1},
-    "VAE, auto at 3 robust SDs at every size, cut on cells capped at 3 SDs, from a third of "
-    "the rule's steps on": {"cell_cap": 3.0, "contamination": "auto", "outlying": 3.0,
-                             "trim_after": 1 / 3},
-    "VAE, auto at 3 robust SDs at every size, cut on cells capped at 3 SDs, from half the "
-    "rule's steps on": {"cell_cap": 3.0, "contamination": "auto", "outlying": 3.0,
-                         "trim_after": 0.5},
-    "VAE, auto at 4 robust SDs at every size, cut on cells capped at 3 SDs, from a third of "
-    "the rule's steps on": {"cell_cap": 3.0, "contamination": "auto", "outlying": 4.0,
-                             "trim_after": 1 / 3},
+    **{f"VAE, auto at {sds} robust SDs at every size, cut on cells capped at 3 SDs, from "
+       f"{when} the rule's steps on": {"cell_cap": 3.0, "contamination": "auto",
+                                        "outlying": float(sds), "trim_after": share}
+       for sds, when, share in ((3, "a tenth of", 0.1), (3, "a third of", 1 / 3),
+                                (3, "half", 0.5), (4, "a third of", 1 / 3))},
 }
 
 
