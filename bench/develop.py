@@ -125,6 +125,9 @@ CANDIDATES = {
                                         "outlying": float(sds), "trim_after": share}
        for sds, when, share in ((3, "a tenth of", 0.1), (3, "a third of", 1 / 3),
                                 (3, "half", 0.5), (4, "a third of", 1 / 3))},
+    **{f"VAE, --contamination auto{at} at every size, from a third of the rule's steps on":
+       {"contamination": "auto", "trim_after": 1 / 3, **extra}
+       for at, extra in (("", {}), (" at 4 robust SDs", {"outlying": 4.0}))},
 }
 
 
