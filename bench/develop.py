@@ -128,6 +128,7 @@ CANDIDATES = {
     **{f"VAE, --contamination auto{at} at every size, from a third of the rule's steps on":
        {"contamination": "auto", "trim_after": 1 / 3, **extra}
        for at, extra in (("", {}), (" at 4 robust SDs", {"outlying": 4.0}))},
+    "VAE, the encoder's inputs clipped at 8 SDs": {"clip": 8.0},
 }
 
 

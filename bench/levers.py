@@ -33,6 +33,10 @@ measure them beside the recipes it can train (the report shows every one it trie
                       optimizer steps (a share of its budget) on a table of SMALL training rows
                       or more, the plain ELBO before: every clean mode is learned before any
                       row can be cut for being badly fitted
+    clip: C           the encoder's standardized inputs clipped to ±C (the decoder's likelihood
+                      still sees each cell as it is): a column nearly constant in training
+                      gives a rare cell a hundred SDs, and one such validation row's latent
+                      means can then grow without bound
     samples: K        trained on the importance-weighted bound with K samples (Burda et al.
                       2015, arXiv:1509.00519) in place of the one-sample ELBO; early stopping
                       still watches the validation rows' -ELBO (its cells capped)
@@ -48,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 KEYS = ("members", "bag", "transform", "steps", "likelihood", "refit", "samples", "noise",
-        "pooled", "altbi", "budget", "trim_after")
+        "pooled", "altbi", "budget", "trim_after", "clip")
 SMALL_MODEL = {"latent_dim": 2, "hidden": (64, 64)}
 STUDENT_NU = 5.0
 LENGTHS = (150, 300, 600, 1200, None)  # None: the rule's length, with early stopping
@@ -202,6 +206,19 @@ def pooled_cut(rows: int | None):
     return _patched("trimmed_mean", replace, training.loop)
 
 
+def clipped_input(limit: float | None):
+    """VAE.encoder_input clipped to ±limit while inside."""
+    if not limit:
+        return contextlib.nullcontext()
+
+    def replace(original):
+        def encoder_input(self, x):
+            return original(self, x).clamp(-limit, limit)
+        return encoder_input
+
+    return _patched("encoder_input", replace)
+
+
 def delayed_cut(steps: int | None):
     """--contamination auto's cut only after the first `steps` training batches while inside
     (the plain mean of their losses); a fixed share is trimmed as before."""
@@ -292,6 +309,7 @@ def scores(task, options: dict, workdir: Path) -> tuple[np.ndarray, float]:
     samples, noise = options.pop("samples", None), options.pop("noise", None)
     pooled, altbi = options.pop("pooled", None), options.pop("altbi", None)
     budget, trim_after = options.pop("budget", None), options.pop("trim_after", None)
+    clip = options.pop("clip", None)
     delay = _delay(len(task.fit), task.fit.shape[1], trim_after)
     options = _budget(options, len(task.fit), task.fit.shape[1], budget)
     lengths = LENGTHS if steps == "bimodal" else (steps,)
@@ -307,7 +325,7 @@ def scores(task, options: dict, workdir: Path) -> tuple[np.ndarray, float]:
         return _mixture(-snapshot_scores(fit, rows, task.seed, altbi)), \
             time.perf_counter() - started
     with likelihood(kind, fit), importance_weighted(samples), noisy(noise), \
-            pooled_cut(pooled), delayed_cut(delay):
+            pooled_cut(pooled), delayed_cut(delay), clipped_input(clip):
         if refit:
             (workdir / "flag").mkdir()
             flagged = iwae_score(fitted_model(fit, SMALL_MODEL, task.seed, workdir / "flag"), fit)

@@ -440,6 +440,26 @@ def test_the_delayed_cut_trims_nothing_before_its_step_and_then_as_auto_does():
     assert _delay(1000, 10, None) is None and _delay(600, 10, 0.5) is None
 
 
+def test_the_clip_lever_bounds_what_the_encoder_sees_and_not_the_likelihood():
+    """bench/levers.py's clip: inside, a cell 1000 SDs out encodes as one C SDs out while the
+    decoder's likelihood still scores it where it lies; the model is as before after."""
+    import torch
+
+    from bench.levers import clipped_input
+    from training.config import TrainConfig
+    from training.model import VAE
+
+    torch.manual_seed(0)
+    vae = VAE(4, TrainConfig(latent_dim=2, hidden=(8, 8)))
+    far, edge = torch.zeros(1, 4), torch.zeros(1, 4)
+    far[0, 1], edge[0, 1] = 1000.0, 8.0
+    eps = torch.zeros(1, 1, 2)
+    with clipped_input(8.0):
+        torch.testing.assert_close(vae.encode(far), vae.encode(edge), rtol=0, atol=0)
+        assert vae.loss(far, eps).recon_nll > 1e3 * vae.loss(edge, eps).recon_nll
+    assert not torch.equal(vae.encode(far)[0], vae.encode(edge)[0])
+
+
 def test_a_likelihood_lever_is_undone_after_its_run():
     from bench.levers import likelihood
     from training.model import VAE
