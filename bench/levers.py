@@ -36,7 +36,7 @@ measure them beside the recipes it can train (the report shows every one it trie
     clip: C           the encoder's standardized inputs clipped to ±C (the decoder's likelihood
                       still sees each cell as it is): a column nearly constant in training
                       gives a rare cell a hundred SDs, and one such validation row's latent
-                      means can then grow without bound
+                      means grew to thousands (sylva, outside the development set)
     samples: K        trained on the importance-weighted bound with K samples (Burda et al.
                       2015, arXiv:1509.00519) in place of the one-sample ELBO; early stopping
                       still watches the validation rows' -ELBO (its cells capped)

@@ -432,8 +432,8 @@ def test_the_delayed_cut_trims_nothing_before_its_step_and_then_as_auto_does():
         delayed = training.loop.trimmed_mean
         assert delayed(steady.detach(), None) == trimmed_mean(steady.detach(), None)
         assert delayed(steady, 0.25) == trimmed_mean(steady, 0.25)
-        assert [float(delayed(steady, None)) for _ in range(3)] == [
-            float(steady.mean())] * 2 + [float(trimmed_mean(steady, None))]
+        assert [delayed(steady, None).item() for _ in range(3)] == [
+            steady.mean().item()] * 2 + [trimmed_mean(steady, None).item()]
     assert training.loop.trimmed_mean is trimmed_mean
     sizes = rule(800, 10)  # 1000 rows: 800 train, as `vae train` splits
     assert _delay(1000, 10, 0.5) == int(0.5 * sizes["epochs"] * -(-800 // sizes["batch_size"]))
