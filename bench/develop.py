@@ -129,6 +129,8 @@ CANDIDATES = {
        {"contamination": "auto", "trim_after": 1 / 3, **extra}
        for at, extra in (("", {}), (" at 4 robust SDs", {"outlying": 4.0}))},
     "VAE, the encoder's inputs clipped at 8 SDs": {"clip": 8.0},
+    "VAE, KL warm-up of 1 epoch": {"warmup_epochs": 1},
+    "VAE, KL warm-up of 30 epochs": {"warmup_epochs": 30},
 }
 
 
