@@ -324,11 +324,16 @@ def scores(task, options: dict, workdir: Path) -> tuple[np.ndarray, float]:
 
         return _mixture(-snapshot_scores(fit, rows, task.seed, altbi)), \
             time.perf_counter() - started
-    with likelihood(kind, fit), importance_weighted(samples), noisy(noise), \
-            pooled_cut(pooled), delayed_cut(delay), clipped_input(clip):
+
+    def fitted(own, own_options, seed, where):
+        # the cut's levers keep state (recent losses, steps seen): each model starts afresh
+        where.mkdir()
+        with pooled_cut(pooled), delayed_cut(delay):
+            return fitted_model(own, own_options, seed, where)
+
+    with likelihood(kind, fit), importance_weighted(samples), noisy(noise), clipped_input(clip):
         if refit:
-            (workdir / "flag").mkdir()
-            flagged = iwae_score(fitted_model(fit, SMALL_MODEL, task.seed, workdir / "flag"), fit)
+            flagged = iwae_score(fitted(fit, SMALL_MODEL, task.seed, workdir / "flag"), fit)
             fit = fit[flagged <= np.quantile(flagged, 1 - refit)]
         per_member = []
         for m in range(members):
@@ -337,9 +342,8 @@ def scores(task, options: dict, workdir: Path) -> tuple[np.ndarray, float]:
                 else fit
             by_length = []  # (separation of the training rows' scores, scores of rows)
             for i, length in enumerate(lengths):
-                (workdir / f"m{m}-{i}").mkdir()
-                model = fitted_model(own, _length(options, len(own), own.shape[1], length),
-                                     task.seed + 1000 * m, workdir / f"m{m}-{i}")
+                model = fitted(own, _length(options, len(own), own.shape[1], length),
+                               task.seed + 1000 * m, workdir / f"m{m}-{i}")
                 sep = separation(iwae_score(model, own)) if len(lengths) > 1 else 0.0
                 by_length.append((sep, iwae_score(model, rows)))
             per_member.append(max(by_length, key=lambda pair: pair[0])[1])
