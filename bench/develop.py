@@ -49,7 +49,7 @@ CANDIDATES = {
     "VAE, latent 32": {"latent_dim": 32},
     "VAE, batch 32": {"batch_size": 32},
     "VAE, weight average 0.999": {"weight_average": 0.999},
-    "VAE, variance floor -1.5": {"min_x_logvar": -1.5},
+    "VAE, variance floor -1.5": {"min_x_logvar": -1.5, "integer_floor": False},
     "VAE, one hidden layer of 256": {"hidden": (256,)},
     "VAE, hidden 128,128": {"hidden": (128, 128)},
     "VAE, hidden 256,256": {"hidden": (256, 256)},
@@ -131,6 +131,16 @@ CANDIDATES = {
     "VAE, the encoder's inputs clipped at 8 SDs": {"clip": 8.0},
     "VAE, KL warm-up of 1 epoch": {"warmup_epochs": 1},
     "VAE, KL warm-up of 30 epochs": {"warmup_epochs": 30},
+    "VAE, defaults with min_x_logvar's floor on every column (92abf2a)": {"integer_floor": False},
+    "VAE, learning rate 3e-3": {"learning_rate": 3e-3},
+    **{f"VAE, variance floor {floor}": {"min_x_logvar": float(floor), "integer_floor": False}
+       for floor in (-3, -4, -5, -6)},
+    "VAE, variance floor of integer columns at 1/12 where above min_x_logvar's":
+        {"floor": "blunt"},
+    "VAE, variance floor of integer columns at 1/12 where below min_x_logvar's":
+        {"floor": "sharp"},
+    **{f"VAE, variance floor of integer columns at 1/12, at least {bound}": {"floor": float(bound)}
+       for bound in (-3, -4, -5)},
 }
 
 

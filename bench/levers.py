@@ -37,6 +37,10 @@ measure them beside the recipes it can train (the report shows every one it trie
                       still sees each cell as it is): a column nearly constant in training
                       gives a rare cell a hundred SDs, and one such validation row's latent
                       means grew to thousands (sylva, outside the development set)
+    floor: F          the decoder's variance floor of a column whose training cells are all
+                      integers (by default a unit step's rounding, 1/12 in its units) bounded by
+                      min_x_logvar's, from below ("blunt") or above ("sharp"), or from below by
+                      a number of min_x_logvar's units
     samples: K        trained on the importance-weighted bound with K samples (Burda et al.
                       2015, arXiv:1509.00519) in place of the one-sample ELBO; early stopping
                       still watches the validation rows' -ELBO (its cells capped)
@@ -52,7 +56,7 @@ from pathlib import Path
 import numpy as np
 
 KEYS = ("members", "bag", "transform", "steps", "likelihood", "refit", "samples", "noise",
-        "pooled", "altbi", "budget", "trim_after", "clip")
+        "pooled", "altbi", "budget", "trim_after", "clip", "floor")
 SMALL_MODEL = {"latent_dim": 2, "hidden": (64, 64)}
 STUDENT_NU = 5.0
 LENGTHS = (150, 300, 600, 1200, None)  # None: the rule's length, with early stopping
@@ -219,6 +223,33 @@ def clipped_input(limit: float | None):
     return _patched("encoder_input", replace)
 
 
+def integer_floor(kind: str | float | None):
+    """training.model.variance_floor's floor of a column whose training cells are all
+    integers (a unit step's rounding, 1/12 in its units) bounded while inside: "blunt", never
+    below min_x_logvar's; "sharp", never above it; a number L, never below L (in
+    min_x_logvar's standardized units)."""
+    if kind is None:
+        return contextlib.nullcontext()
+    if kind not in ("blunt", "sharp") and not isinstance(kind, float):
+        raise ValueError(f"floor {kind!r} is none of 'blunt', 'sharp' or a number")
+    import torch
+
+    import training.model
+
+    def replace(original):
+        def variance_floor(config, std, integer):
+            floor = original(config, std, integer)
+            if kind == "blunt":
+                return torch.maximum(floor, torch.full_like(std, config.min_x_logvar))
+            if kind == "sharp":
+                return torch.minimum(floor, torch.full_like(std, config.min_x_logvar))
+            return torch.where(integer, floor.clamp_min(kind), floor) if integer is not None \
+                else floor
+        return variance_floor
+
+    return _patched("variance_floor", replace, training.model)
+
+
 def delayed_cut(steps: int | None):
     """--contamination auto's cut only after the first `steps` training batches while inside
     (the plain mean of their losses); a fixed share is trimmed as before."""
@@ -309,7 +340,7 @@ def scores(task, options: dict, workdir: Path) -> tuple[np.ndarray, float]:
     samples, noise = options.pop("samples", None), options.pop("noise", None)
     pooled, altbi = options.pop("pooled", None), options.pop("altbi", None)
     budget, trim_after = options.pop("budget", None), options.pop("trim_after", None)
-    clip = options.pop("clip", None)
+    clip, floor = options.pop("clip", None), options.pop("floor", None)
     delay = _delay(len(task.fit), task.fit.shape[1], trim_after)
     options = _budget(options, len(task.fit), task.fit.shape[1], budget)
     lengths = LENGTHS if steps == "bimodal" else (steps,)
@@ -331,7 +362,8 @@ def scores(task, options: dict, workdir: Path) -> tuple[np.ndarray, float]:
         with pooled_cut(pooled), delayed_cut(delay):
             return fitted_model(own, own_options, seed, where)
 
-    with likelihood(kind, fit), importance_weighted(samples), noisy(noise), clipped_input(clip):
+    with likelihood(kind, fit), importance_weighted(samples), noisy(noise), clipped_input(clip), \
+            integer_floor(floor):
         if refit:
             flagged = iwae_score(fitted(fit, SMALL_MODEL, task.seed, workdir / "flag"), fit)
             fit = fit[flagged <= np.quantile(flagged, 1 - refit)]

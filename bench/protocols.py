@@ -29,7 +29,7 @@ from bench.detectors import PEERS, Peer
 
 OLD_SIZES = {"hidden": (256, 256), "latent_dim": 16, "batch_size": 128, "epochs": 300,
              "patience": 30, "beta": 1.0, "contamination": 0.0, "weight_average": 0.0,
-             "cell_cap": None, "val_cap": None}
+             "cell_cap": None, "val_cap": None, "integer_floor": False}
 DEFAULT = "VAE (defaults)"
 # The recipe `vae train` uses by default (training/sizing.py's rule), then the others.
 RECIPES = {

@@ -82,14 +82,15 @@ def section(results: dict, develop: dict | None) -> str:
                   f"101, section `{SECOND}`: `python -m bench.develop --real --real-seed 101`) "
                   "for the recipes run there too. The ensembles, subsampled members, input "
                   "transforms, training lengths, decoder likelihoods, the IWAE objective, "
-                  "noisy rows, the pooled cut and ALTBI are `bench/levers.py`'s, which "
+                  "noisy rows, the pooled cut, ALTBI and the bounds on the integer columns' "
+                  "variance floor are `bench/levers.py`'s, which "
                   "`vae train` has no option for (their seconds include scoring); the cap on "
                   "the cells `auto` judges is `TrainConfig.cell_cap`, on those early stopping "
                   "watches `TrainConfig.val_cap`, and the weight of `auto`'s outlying rows "
                   "`TrainConfig.outlying_weight`. Most recipes were measured before the last "
-                  "two defaults changed (`auto` judging capped cells, early stopping on capped "
-                  "cells), against the defaults of that time, named with their commit "
-                  "(docs/training.md says which):", "",
+                  "three defaults changed (`auto` judging capped cells, early stopping on "
+                  "capped cells, an integer column's variance floor), against the defaults of "
+                  "that time, named with their commit (docs/training.md says which):", "",
                   "| recipe | unsupervised | semi-supervised | one-class digits | training s |"
                   + (" seed 101: unsupervised | semi-supervised | one-class digits |"
                      if second else ""),

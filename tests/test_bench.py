@@ -468,3 +468,30 @@ def test_a_likelihood_lever_is_undone_after_its_run():
     with likelihood("laplace", np.zeros((3, 2), np.float32)):
         assert VAE.log_px is not before
     assert VAE.log_px is before
+
+
+def test_the_floor_lever_bounds_the_integer_columns_floor_and_is_undone():
+    """bench/levers.py's floor: the integer columns' floor (log 1/12 in raw units) raised to
+    min_x_logvar's where below it ("blunt"), lowered to it where above ("sharp"), or raised to
+    a bound; the other columns keep min_x_logvar's, and the default returns after."""
+    import torch
+
+    from bench.levers import integer_floor
+    from training.config import TrainConfig
+    from training.model import VAE
+
+    std, integer = torch.tensor([0.1, 10.0, 10.0]), torch.tensor([True, True, False])
+    scaled = torch.full((3,), -2.0)  # min_x_logvar's, in standardized units
+    quantized = torch.where(integer, -torch.log(torch.tensor(12.0)) - 2 * torch.log(std), scaled)
+
+    def floor():
+        return VAE(3, TrainConfig(latent_dim=2, hidden=(8,)), torch.zeros(3), std,
+                   integer=integer).x_logvar_floor
+
+    torch.testing.assert_close(floor(), quantized)
+    for kind, expected in (("blunt", torch.maximum(quantized, scaled)),
+                           ("sharp", torch.minimum(quantized, scaled)),
+                           (-4.0, torch.where(integer, quantized.clamp_min(-4.0), scaled))):
+        with integer_floor(kind):
+            torch.testing.assert_close(floor(), expected)
+    torch.testing.assert_close(floor(), quantized)

@@ -61,6 +61,10 @@ class TrainConfig:
     # at least e^-1 of its training std. Lower floors let near-constant pixels dominate the
     # likelihood (digits hold-one-out AUROC 0.84 at -5, 0.89 at -2: bench/REPORT.md).
     min_x_logvar: float = -2.0
+    # A column whose training cells are all integers (counts, pixel intensities, ratings) gets
+    # the floor of a unit step's rounding instead: variance 1/12 in its own units
+    # (training.model.variance_floor; docs/training.md).
+    integer_floor: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,6 +78,7 @@ class TrainConfig:
         data.setdefault("epoch_rows", 0)  # and before epochs could be samples
         data.setdefault("cell_cap", None)  # and before auto's cut capped the cells
         data.setdefault("val_cap", None)  # and before early stopping did
+        data.setdefault("integer_floor", False)  # and before integer columns had their floor
         for key in ("hidden", "numeric", "categorical", "ignore"):
             if data.get(key) is not None:
                 data[key] = tuple(data[key])

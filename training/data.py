@@ -222,6 +222,12 @@ def fit_normalization(x_train: np.ndarray,
     return normalization(mean, std, schema)
 
 
+def integer_cells(x: np.ndarray) -> np.ndarray:
+    """Per column of rows x, whether every observed cell holds an integer (a column with no
+    observed cell counts as one)."""
+    return np.all(np.isnan(x) | (x == np.round(x)), axis=0)
+
+
 def normalization(mean: np.ndarray, std: np.ndarray,
                   schema: Schema | None) -> tuple[np.ndarray, np.ndarray]:
     """The stored shift and scale of float64 statistics: a constant feature keeps std 1, and a

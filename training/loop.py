@@ -23,11 +23,11 @@ def epoch_generator(seed: int, epoch: int, *stream: int) -> torch.Generator:
 
 class Run:
     def __init__(self, config: TrainConfig, n_features: int, mean: np.ndarray, std: np.ndarray,
-                 layout: Layout, x_val: torch.Tensor):
+                 layout: Layout, x_val: torch.Tensor, integer: np.ndarray):
         self.config, self.x_val = config, x_val
         torch.manual_seed(config.seed)
         self.model = VAE(n_features, config, torch.from_numpy(mean), torch.from_numpy(std),
-                         layout)
+                         layout, torch.from_numpy(integer))
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate,
                                            weight_decay=config.weight_decay, fused=True)
         # what validation, early stopping and the saved model see: the averaged weights, or

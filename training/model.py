@@ -60,10 +60,25 @@ class LossTerms:
     judged: torch.Tensor | None = None
 
 
+def variance_floor(config: TrainConfig, std: torch.Tensor,
+                   integer: torch.Tensor | None) -> torch.Tensor:
+    """The floor of each numeric column's decoder log-variance, in standardized units (std: the
+    columns' training stds). A column whose training cells are all integers (integer) has the
+    variance of a unit step's rounding, 1/12 in its own units, as a density on integers has no
+    finer meaning (dequantization, Theis et al. 2016, arXiv:1511.01844); any other, or every
+    column without config.integer_floor, min_x_logvar."""
+    floor = torch.full_like(std, config.min_x_logvar)
+    if integer is None or not config.integer_floor:
+        return floor
+    return torch.where(integer, -torch.log(torch.tensor(12.0)) - 2.0 * torch.log(std), floor)
+
+
 class VAE(nn.Module):
     def __init__(self, n_features: int, config: TrainConfig,
                  mean: torch.Tensor | None = None, std: torch.Tensor | None = None,
-                 layout: Layout | None = None):
+                 layout: Layout | None = None, integer: torch.Tensor | None = None):
+        """integer (F,) bool: which columns' training cells are all integers (their variance
+        floor: variance_floor); None for a model whose saved state has its floors."""
         super().__init__()
         self.n_features, self.latent_dim = n_features, config.latent_dim
         self.sampling, self.min_x_logvar = config.sampling, config.min_x_logvar
@@ -71,6 +86,11 @@ class VAE(nn.Module):
         self.register_buffer("x_shift", torch.zeros(n_features) if mean is None else mean)
         self.register_buffer("x_scale", torch.ones(n_features) if std is None else std)
         numeric = n_features if layout is None else len(layout.numeric)
+        columns = slice(None) if layout is None else layout.numeric
+        self.register_buffer("x_logvar_floor", variance_floor(
+            config, self.x_scale[columns], None if integer is None else integer[columns]))
+        # a model saved before the floors were per column had min_x_logvar's everywhere
+        self.register_load_state_dict_pre_hook(self._floor_of_older_models)
         levels = 0 if layout is None else sum(layout.levels)
         n_in = n_features if layout is None else numeric + levels + layout.mask * n_features
         hidden = list(config.hidden)
@@ -87,6 +107,10 @@ class VAE(nn.Module):
                                  persistent=False)
             self.register_buffer("categorical", torch.tensor(layout.categorical,
                                                              dtype=torch.long), persistent=False)
+
+    def _floor_of_older_models(self, module, state_dict, prefix, *_):
+        state_dict.setdefault(prefix + "x_logvar_floor",
+                              torch.full_like(self.x_logvar_floor, self.min_x_logvar))
 
     def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
         """The encoder's input for raw rows (B, F): standardized numeric cells, one-hot levels
@@ -132,7 +156,7 @@ class VAE(nn.Module):
                 out[..., 2 * numeric:]
         # A floor on the variance: a feature that is constant in training would otherwise
         # drive its log-variance to -inf and the likelihood to +inf.
-        logvar = torch.clamp(logvar, min=self.min_x_logvar)
+        logvar = torch.maximum(logvar, self.x_logvar_floor)
         shift, scale = (self.x_shift, self.x_scale) if self.layout is None else \
             (self.x_shift[self.numeric], self.x_scale[self.numeric])
         gaussian = (shift + scale * mean, logvar + 2.0 * torch.log(scale))

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from training.config import TrainConfig
-from training.data import (Dataset, Split, fit_normalization, load_dataset, split_dataset,
-                           table_dataset)
+from training.data import (Dataset, Split, fit_normalization, integer_cells, load_dataset,
+                           split_dataset, table_dataset)
 from training.stream import StreamedTable, epoch_batches, open_streamed, read_validation_and_stats
 
 
@@ -23,6 +23,7 @@ class Prepared:
     mean: np.ndarray
     std: np.ndarray
     missing: bool  # whether a training cell is missing (the encoder then sees the mask)
+    integer: np.ndarray  # per column, whether its training cells are all integers
     streamed: StreamedTable | None = None
 
     @property
@@ -47,11 +48,13 @@ def prepare(config: TrainConfig, rows=None) -> Prepared:
                        notes=streamed.notes)
         split = Split(np.zeros(0, np.int64), np.arange(len(x_val)), np.zeros(0, np.int64))
         return Prepared(data, split, streamed.n_train, streamed.stats["mean"],
-                        streamed.stats["std"], streamed.stats["missing"], streamed)
+                        streamed.stats["std"], streamed.stats["missing"],
+                        streamed.stats["integer"], streamed)
     data = load_dataset(config.data, *options) if rows is None else table_dataset(rows, *options)
     split = split_dataset(data, config.val_fraction, config.seed)
     mean, std = fit_normalization(data.x[split.train], data.schema)
-    return Prepared(data, split, len(split.train), mean, std, bool(np.isnan(data.x).any()))
+    return Prepared(data, split, len(split.train), mean, std, bool(np.isnan(data.x).any()),
+                    integer_cells(data.x[split.train]))
 
 
 Batches = Callable[[torch.Generator, int], Iterator[torch.Tensor]]

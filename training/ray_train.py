@@ -81,7 +81,7 @@ def train_on_ray(config: TrainConfig, run_dir: str | os.PathLike, address: str |
     setup = {"config": config.to_dict(), "shards": shards, "threads": threads,
              "n_train": prepared.n_train, "x_val": prepared.x_val, "mean": prepared.mean,
              "std": prepared.std, "schema": prepared.data.schema, "missing": prepared.missing,
-             "latest": latest}
+             "integer": prepared.integer, "latest": latest}
     trainer = TorchTrainer(
         _worker, train_loop_config=setup,
         scaling_config=ScalingConfig(num_workers=workers,
@@ -160,7 +160,7 @@ def _run(config: TrainConfig, setup: dict) -> Run:
     schema = setup["schema"]
     return Run(config, len(schema.names), setup["mean"], setup["std"],
                Layout.from_schema(schema, mask=setup["missing"]),
-               torch.from_numpy(setup["x_val"]))
+               torch.from_numpy(setup["x_val"]), setup["integer"])
 
 
 class GlooSync:

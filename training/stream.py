@@ -32,7 +32,7 @@ from serving.core.rows import InputError
 from serving.core.schema import Schema
 from serving.tables.infer import infer_schema
 from serving.tables.read import arrow_error
-from training.data import normalization
+from training.data import integer_cells, normalization
 
 STREAM_ROWS = 1_000_000  # a Parquet table with more rows is streamed
 SAMPLE_ROWS = 100_000  # rows the column decisions are made on
@@ -160,17 +160,18 @@ def training_rows(table: StreamedTable, first: int, x: np.ndarray) -> np.ndarray
 
 def read_validation_and_stats(table: StreamedTable) -> np.ndarray:
     """One pass over the table: the validation rows (returned), and into table.stats each
-    feature's mean and std over the training rows' observed cells, and whether a cell is
-    missing anywhere. Chunks' sums are merged in float64 (Chan et al.'s pairwise update)."""
+    feature's mean and std over the training rows' observed cells, whether they are all
+    integers, and whether a cell is missing anywhere. Chunks' sums are merged in float64 (Chan et al.'s pairwise update)."""
     width = len(table.schema.names)
     count, mean, m2 = np.zeros(width), np.zeros(width), np.zeros(width)
-    val, missing = [], False
+    val, missing, integer = [], False, np.ones(width, bool)
     for part in table.parts:
         for first, x in matrices(table, part):
             lo, hi = np.searchsorted(table.val_index, [first, first + len(x)])
             val.append(x[table.val_index[lo:hi] - first])
             rows = training_rows(table, first, x)
             observed = ~np.isnan(rows)
+            integer &= integer_cells(rows)
             if table.clip is not None:  # NaN bounds (no sample cell) clip nothing
                 rows = np.clip(rows, np.nan_to_num(table.clip[0], nan=-np.inf),
                                np.nan_to_num(table.clip[1], nan=np.inf))
@@ -185,7 +186,7 @@ def read_validation_and_stats(table: StreamedTable) -> np.ndarray:
             m2 = m2 + chunk_m2 + delta**2 * count * n / np.maximum(total, 1)
             count = total
     shift, scale = normalization(mean, np.sqrt(m2 / np.maximum(count, 1)), table.schema)
-    table.stats = {"mean": shift, "std": scale, "missing": missing}
+    table.stats = {"mean": shift, "std": scale, "missing": missing, "integer": integer}
     return np.concatenate(val)
 
 

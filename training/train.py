@@ -100,7 +100,7 @@ def _fit(config: TrainConfig, run_dir: Path, checkpoint: dict | None, progress: 
     x_val = torch.from_numpy(prepared.x_val)
     batches = batches_of(prepared, config)
     run = Run(config, data.x.shape[1], prepared.mean, prepared.std,
-              Layout.from_schema(data.schema, mask=prepared.missing), x_val)
+              Layout.from_schema(data.schema, mask=prepared.missing), x_val, prepared.integer)
     if checkpoint is not None:
         run.load(checkpoint)
 

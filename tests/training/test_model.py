@@ -52,6 +52,33 @@ def test_decoder_variance_has_a_floor():
     torch.testing.assert_close(x_logvar, torch.full_like(x_logvar, float(expected)))
 
 
+def test_an_integer_columns_variance_floor_is_a_unit_steps_rounding():
+    std, integer = torch.tensor([3.0, 0.1, 3.0]), torch.tensor([True, True, False])
+
+    def floors(**options):
+        torch.manual_seed(0)
+        vae = VAE(3, TrainConfig(latent_dim=2, hidden=(8,), **options), torch.zeros(3), std,
+                  integer=integer)
+        with torch.no_grad():
+            vae.decoder[-1].bias.fill_(-100.0)
+        return vae, vae.decode(torch.zeros(2, 2))[1][0]
+
+    vae, raw = floors()  # raw units: variance 1/12 for integers, else min_x_logvar's share
+    expected = torch.where(integer, torch.tensor(1 / 12), torch.exp(torch.tensor(-2.0)) * std**2)
+    torch.testing.assert_close(raw.exp(), expected)
+    assert TrainConfig().integer_floor and not TrainConfig.from_dict({}).integer_floor
+    _, raw = floors(integer_floor=False)  # as before the option: min_x_logvar's everywhere
+    torch.testing.assert_close(raw, -2.0 + 2.0 * torch.log(std))
+    # a model saved before the floors were per column loads with min_x_logvar's everywhere,
+    # and a saved model's own floors are kept whatever it is built with
+    state = vae.state_dict()
+    older = VAE(3, TrainConfig(latent_dim=2, hidden=(8,), integer_floor=False))
+    older.load_state_dict({k: v for k, v in state.items() if k != "x_logvar_floor"})
+    assert torch.equal(older.x_logvar_floor, torch.full((3,), -2.0))
+    older.load_state_dict(state)
+    assert torch.equal(older.x_logvar_floor, vae.x_logvar_floor)
+
+
 def test_no_sampling_ablation_uses_mu_and_the_gaussian_penalty():
     vae = make(sampling=False)
     x, eps = torch.randn(5, 6), torch.randn(2, 5, 3)

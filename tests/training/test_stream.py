@@ -65,6 +65,8 @@ def test_a_pass_reads_every_training_row_exactly_once(tmp_path, small_threshold)
     clipped = train_rows[["id", "a", "b"]].clip(low[:3], high[:3], axis=1)
     np.testing.assert_allclose(table.stats["mean"][:3], clipped.mean(), rtol=1e-5)
     np.testing.assert_allclose(table.stats["std"][1], clipped["a"].std(ddof=0), rtol=1e-5)
+    # id (whole numbers) and kind (level indices) hold integers only
+    assert table.stats["integer"].tolist() == [True, False, False, False, True]
 
 
 def test_one_huge_cell_does_not_set_a_streamed_columns_scale(tmp_path, small_threshold,

@@ -114,13 +114,15 @@ def test_the_best_model_is_one_trained_on_the_whole_kl_term(tmp_path):
     # digits without its 7s, 70% of the rows (as bench/quality.py draws them for seed 1): the
     # -ELBO of the validation rows is lowest at epoch 2, rises during the KL warm-up, and the
     # averaged model takes over 20 epochs to come back below that early low (early stopping
-    # on the plain -ELBO: capped, this run's validation loss has no such dip)
+    # on the plain -ELBO, and every column's variance floor min_x_logvar's: capped, or with the
+    # integer columns' floor, this run's validation loss has no such dip)
     bunch = load_digits()
     normal = np.flatnonzero(bunch.target != 7)
     rows = np.random.default_rng([1, 7]).permutation(normal)[:round(0.7 * len(normal))]
     np.save(tmp_path / "rows.npy", bunch.data[rows].astype(np.float32))
     metrics = train(TrainConfig(data=str(tmp_path / "rows.npy"), seed=1, epochs=25,
-                                val_cap=None), tmp_path / "run", progress=False)
+                                val_cap=None, integer_floor=False), tmp_path / "run",
+                    progress=False)
     losses = [h["val_loss"] for h in metrics["history"]]
     warmup = TrainConfig().warmup_epochs
     assert min(losses[:warmup - 1]) < losses[metrics["best_epoch"] - 1]  # the early low...
