@@ -59,7 +59,8 @@ class TrainConfig:
     val_fraction: float = 0.2
     # Floor of the decoder's log-variance, in normalized units: a feature's predicted sigma is
     # at least e^-1 of its training std. Lower floors let near-constant pixels dominate the
-    # likelihood (digits hold-one-out AUROC 0.84 at -5, 0.89 at -2: bench/REPORT.md).
+    # likelihood (digits hold-one-out AUROC 0.84 at -5, 0.89 at -2: bench/REPORT.md, measured
+    # when every column had this floor).
     min_x_logvar: float = -2.0
     # A column whose training cells are all integers (counts, pixel intensities, ratings) gets
     # the floor of a unit step's rounding instead: variance 1/12 in its own units
