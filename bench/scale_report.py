@@ -33,16 +33,23 @@ def int8_section(results: dict | None) -> str:
                     else f"| GEMM roofline, K = 16 ({precision}: in-process at {rate:.2f}× of "
                     f"it) | | {roof[f'{precision} K = 16']:,.0f} rows/s | |")
     gate = int8["gate"]
-    rows += ["", f"The gate (validation rows): scores within {gate['max_score_difference']:.1%} "
-             f"of fp32's (median {gate['median_score_difference']:.2%}; tolerance "
-             f"{gate['tolerance']['max_score_difference']:.0%}); AUROC against copies of them "
-             f"with each column shuffled {gate['auroc_int8']:.5f} against fp32's "
-             f"{gate['auroc_fp32']:.5f} (at most {gate['tolerance']['max_auroc_drop']} lower). "
-             + ("int8 met every target of this run (section Targets): `vae export` writes int8 "
-                "wherever the gate passes, fp32 elsewhere." if all(
-                    v["met"] for v in results["targets"].values()) else
-                "Not every int8 target was met in this run (section Targets), though `vae "
-                "export` writes int8 wherever the gate passes: see docs/training.md."), ""]
+    if results.get("refused"):
+        rows += ["", f"The gate refuses this run's int8 graphs ({results['refused']}), so "
+                 "`vae export` writes it in fp32. The int8 figures above are of the graphs it "
+                 "refused, exported with the gate lifted for this measurement only: their "
+                 "speed, not a bundle anyone gets by default.", ""]
+    else:
+        rows += ["", "The gate (validation rows): scores within "
+                 f"{gate['max_score_difference']:.1%} of fp32's (median "
+                 f"{gate['median_score_difference']:.2%}; tolerance "
+                 f"{gate['tolerance']['max_score_difference']:.0%}); AUROC against copies of them "
+                 f"with each column shuffled {gate['auroc_int8']:.5f} against fp32's "
+                 f"{gate['auroc_fp32']:.5f} (at most {gate['tolerance']['max_auroc_drop']} lower). "
+                 + ("int8 met every target of this run (section Targets): `vae export` writes int8 "
+                    "wherever the gate passes, fp32 elsewhere." if all(
+                        v["met"] for v in results["targets"].values()) else
+                    "Not every int8 target was met in this run (section Targets), though `vae "
+                    "export` writes int8 wherever the gate passes: see docs/training.md."), ""]
     development = results.get("development")
     if development:
         rows += ["On the development draws (seed 100: each real table's semi-supervised split, "
