@@ -128,13 +128,13 @@ def job_rate(model: Path, x: np.ndarray) -> float:
 def int8_files(run_dir: Path, x: np.ndarray, rows: int) -> dict:
     """The file endpoint (one worker, one onnxruntime thread) for the run exported in fp32 and
     in int8, side by side (issue 27: int8 >= 1.8x fp32; `vae score` is bench/int8.py's). Where
-    the gate refuses the int8 graphs, they are timed all the same (bench.int8._exported), and
+    the gate refuses the int8 graphs, they are timed all the same (bench.int8.export_both), and
     figures["refused"] says why `vae export` would write fp32."""
-    from bench.int8 import _exported
+    from bench.int8 import export_both
 
     figures = {}
     with tempfile.TemporaryDirectory() as tmp:
-        bundles, figures["refused"] = _exported(run_dir, Path(tmp))
+        bundles, figures["refused"] = export_both(run_dir, Path(tmp))
         for precision in ("fp32", "int8"):
             bundle = bundles[precision].path
             process = []

@@ -138,7 +138,7 @@ def main() -> None:
     (RESULTS / "int8.json").write_text(json.dumps(results, indent=1) + "\n")
 
 
-def _exported(run_dir: Path, tmp: Path) -> tuple[dict, str | None]:
+def export_both(run_dir: Path, tmp: Path) -> tuple[dict, str | None]:
     """run_dir's bundle in each precision, and the gate's refusal of its int8 graphs (None if
     they pass): refused, the int8 bundle is exported with the gate's tolerances lifted, so that
     the graphs `vae export` would have written can still be timed beside fp32's."""
@@ -164,7 +164,6 @@ def run(run_dir: Path = Path("runs/digits"), seconds: float = 3.0,
         quality: bool = True) -> dict:
     """Both precisions of run_dir side by side, and (quality) on the development tables: what
     `make bench` keeps in results/int8.json."""
-    from export.exporter import export_run
     from sklearn.datasets import load_digits
     from training.train import load_run
 
@@ -173,7 +172,7 @@ def run(run_dir: Path = Path("runs/digits"), seconds: float = 3.0,
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         np.save(tmp / "rows.npy", x)
-        bundles, results["refused"] = _exported(run_dir, tmp)
+        bundles, results["refused"] = export_both(run_dir, tmp)
         runtimes = {p: load_runtime(bundles[p].path, threads=1) for p in PRECISIONS}
         timings = {p: {} for p in PRECISIONS}
         for _ in range(ROUNDS):  # the precisions take turns: the machine's drift hits both

@@ -161,7 +161,8 @@ def training_rows(table: StreamedTable, first: int, x: np.ndarray) -> np.ndarray
 def read_validation_and_stats(table: StreamedTable) -> np.ndarray:
     """One pass over the table: the validation rows (returned), and into table.stats each
     feature's mean and std over the training rows' observed cells, whether they are all
-    integers, and whether a cell is missing anywhere. Chunks' sums are merged in float64 (Chan et al.'s pairwise update)."""
+    integers, and whether a cell is missing anywhere. Chunks' sums are merged in float64
+    (Chan et al.'s pairwise update)."""
     width = len(table.schema.names)
     count, mean, m2 = np.zeros(width), np.zeros(width), np.zeros(width)
     val, missing, integer = [], False, np.ones(width, bool)
