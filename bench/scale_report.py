@@ -32,13 +32,13 @@ def int8_section(results: dict | None) -> str:
                     f"{roof[f'{precision} K = 16']:,.0f} rows/s | | |" if precision == "fp32"
                     else f"| GEMM roofline, K = 16 ({precision}: in-process at {rate:.2f}× of "
                     f"it) | | {roof[f'{precision} K = 16']:,.0f} rows/s | |")
-    gate = int8["gate"]
     if results.get("refused"):
         rows += ["", f"The gate refuses this run's int8 graphs ({results['refused']}), so "
                  "`vae export` writes it in fp32. The int8 figures above are of the graphs it "
                  "refused, exported with the gate lifted for this measurement only: their "
                  "speed, not a bundle anyone gets by default.", ""]
     else:
+        gate = int8["gate"]
         rows += ["", "The gate (validation rows): scores within "
                  f"{gate['max_score_difference']:.1%} of fp32's (median "
                  f"{gate['median_score_difference']:.2%}; tolerance "
