@@ -35,7 +35,7 @@ def int8_section(results: dict | None) -> str:
     if results.get("refused"):
         rows += ["", f"The gate refuses this run's int8 graphs ({results['refused']}), so "
                  "`vae export` writes it in fp32. The int8 figures above are of the graphs it "
-                 "refused, exported with the gate lifted for this measurement only: their "
+                 "refused, written all the same for this measurement only: their "
                  "speed, not a bundle anyone gets by default.", ""]
     else:
         gate = int8["gate"]

@@ -102,13 +102,14 @@ def observed_levels(graphs: VAEGraphs, x: np.ndarray, sampling: bool,
 
 def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str = "vae",
                target_fpr: float = 0.01, threshold: float | None = None,
-               precision: str = "auto") -> Bundle:
+               precision: str = "auto", gated: bool = True) -> Bundle:
     """Export, verify and calibrate a finished run, then write its bundle to `out`. The
     threshold is the validation scores' (1 - target_fpr) quantile, or `threshold` nats as
     given (its target_fpr is then the share of validation rows above it). With precision
     int8 the bundle's graphs are int8 (export.quantize), past its gate (GateError if not),
-    and calibrated themselves; auto is int8 where the gate passes, else fp32, with the gate's
-    refusal kept in the manifest's `quantization`."""
+    and calibrated themselves; auto is int8 where the gate passes, else fp32. The manifest's
+    `quantization` keeps the gate's figures, and its refusal. With gated False, int8 graphs
+    the gate refuses are written all the same: for measuring them (bench/), never to serve."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision is {precision!r}; expected one of {', '.join(PRECISIONS)}")
     vae, saved = load_run(run_dir)
@@ -126,12 +127,12 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str = "
         quantized = quantize_graphs(encoder.SerializeToString(), decoder.SerializeToString(),
                                     x_val, vae.latent_dim)
         int8 = VAEGraphs(*quantized, vae.n_features, vae.latent_dim, schema=schema)
-        try:
-            quantization = {"scheme": SCHEME, **gate(graphs, int8, x_val, vae.sampling)}
-        except GateError as refused:
-            if precision == "int8":
-                raise
-            quantization, precision = {"scheme": SCHEME, "refused": refused.reason}, "fp32"
+        quantization = {"scheme": SCHEME, **gate(graphs, int8, x_val, vae.sampling)}
+        refused = quantization.get("refused") if gated else None
+        if refused and precision == "int8":
+            raise GateError(refused)
+        if refused:
+            precision = "fp32"
         else:
             graphs, precision = int8, "int8"
             encoder, decoder = (onnx.load_from_string(graph) for graph in quantized)

@@ -93,6 +93,21 @@ def test_an_export_that_fails_the_gate_is_refused_in_one_line(digits_run, tmp_pa
     assert not (tmp_path / "refused").exists()
 
 
+def test_ungated_int8_graphs_are_written_with_the_gates_refusal_and_tolerances(
+        digits_run, tmp_path, monkeypatch):
+    """bench/ times the graphs the gate refuses: export_run(gated=False) writes them once,
+    and the manifest keeps the gate's figures, its finite tolerances and why it refused."""
+    from export import quantize
+
+    monkeypatch.setattr(quantize, "MAX_SCORE_DIFFERENCE", 1e-9)
+    bundle = export_run(digits_run, tmp_path / "ungated", precision="int8", gated=False)
+    gate = bundle.manifest.model_extra["quantization"]
+    assert bundle.manifest.precision == "int8" and bundle.manifest.version.endswith("-int8")
+    assert gate["refused"].startswith("int8 graphs fail the gate: their largest")
+    assert gate["tolerance"] == {"max_score_difference": 1e-9, "max_auroc_drop": 0.002}
+    assert gate["max_score_difference"] > 1e-9
+
+
 def test_the_default_export_falls_back_to_fp32_where_the_gate_refuses(digits_run, tmp_path,
                                                                       monkeypatch, capsys):
     from export import quantize
