@@ -84,6 +84,12 @@ CANDIDATES = {
     "VAE, length by bimodality (ODIM)": {"steps": "bimodal"},
     "VAE, Student-t decoder (5 degrees of freedom)": {"likelihood": "student-t"},
     "VAE, Laplace decoder": {"likelihood": "laplace"},
+    "VAE, Student-t decoder (5 degrees of freedom), auto at 3 robust SDs at every size":
+        {"likelihood": "student-t", "contamination": "auto", "outlying": 3.0},
+    **{f"VAE, an ensemble of {m} (log-mean-exp), Student-t decoder (5 degrees of freedom), auto "
+       f"at 3 robust SDs at every size": {"members": m, "likelihood": "student-t",
+                                          "contamination": "auto", "outlying": 3.0}
+       for m in (3, 5)},
     "VAE, discretised decoder on integer columns": {"likelihood": "discretised"},
     "VAE, refit without the 5% a small model flags": {"refit": 0.05},
     "VAE, refit without the 10% a small model flags": {"refit": 0.1},
