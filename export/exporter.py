@@ -117,8 +117,10 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str = "
     encoder, decoder = export_graphs(vae)
     check_graph(encoder, "encoder")
     check_graph(decoder, "decoder")
+    likelihood = saved["config"].get("likelihood", "gaussian") + (
+        "" if schema is None or schema.all_numeric else "+categorical")
     graphs = VAEGraphs(encoder.SerializeToString(), decoder.SerializeToString(),
-                       vae.n_features, vae.latent_dim, schema=schema)
+                       vae.n_features, vae.latent_dim, schema=schema, likelihood=likelihood)
     x_val = np.ascontiguousarray(saved["x_val"].numpy(), dtype=np.float32)
     worst = parity(vae, graphs, x_val)
     check_parity(worst)
@@ -126,7 +128,8 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str = "
     if precision in ("int8", "auto"):
         quantized = quantize_graphs(encoder.SerializeToString(), decoder.SerializeToString(),
                                     x_val, vae.latent_dim)
-        int8 = VAEGraphs(*quantized, vae.n_features, vae.latent_dim, schema=schema)
+        int8 = VAEGraphs(*quantized, vae.n_features, vae.latent_dim, schema=schema,
+                         likelihood=likelihood)
         quantization = {"scheme": SCHEME, **gate(graphs, int8, x_val, vae.sampling)}
         refused = quantization.get("refused") if gated else None
         if refused and precision == "int8":
@@ -167,8 +170,7 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str = "
         "n_features": vae.n_features,
         "latent_dim": vae.latent_dim,
         "feature_names": list(saved["feature_names"]),
-        "likelihood": "gaussian" if schema is None or schema.all_numeric
-        else "gaussian+categorical",
+        "likelihood": likelihood,
         "sampling": vae.sampling,
         "normalization": {"kind": "standardize", "mean": vae.x_shift.tolist(),
                           "std": vae.x_scale.tolist()},

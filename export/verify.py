@@ -69,14 +69,14 @@ def parity(vae: VAE, graphs: VAEGraphs, x: np.ndarray, seed: int = 0) -> dict[st
         for k in PARITY_SAMPLES:
             eps = draw_eps(seed, 0, batch, k, vae.latent_dim)
             ours = _outputs(rows, eps, *graphs.encode(rows, eps), graphs.decode, vae.sampling,
-                            graphs.schema)
+                            graphs.schema, graphs.student_t)
             with torch.no_grad():
                 mu, logvar = vae.encode(torch.from_numpy(rows))
                 z = vae.reparameterize(mu, logvar, torch.from_numpy(eps))
                 decoded = vae.decode(z)
                 theirs = _outputs(rows, eps, mu.numpy(), logvar.numpy(), z.numpy(),
                                   lambda _: [t.numpy() for t in decoded], vae.sampling,
-                                  graphs.schema)
+                                  graphs.schema, graphs.student_t)
                 if vae.sampling:  # the score from PyTorch's log-likelihood, not numpy's
                     log_px = vae.log_px(torch.from_numpy(rows), decoded).double()
                     log_w = log_px + 0.5 * (torch.from_numpy(eps).double().square().sum(-1)
@@ -94,9 +94,10 @@ def parity(vae: VAE, graphs: VAEGraphs, x: np.ndarray, seed: int = 0) -> dict[st
     return worst
 
 
-def _outputs(x, eps, mu, logvar, z, decode, sampling: bool, schema) -> dict[str, np.ndarray]:
+def _outputs(x, eps, mu, logvar, z, decode, sampling: bool, schema,
+             student_t: bool) -> dict[str, np.ndarray]:
     decoded = decode(z)
-    scores = score_terms(x, mu, logvar, eps, z, decoded, sampling, True, schema)
+    scores = score_terms(x, mu, logvar, eps, z, decoded, sampling, True, schema, student_t)
     outputs = dict(zip(("x_mean", "x_logvar", "logits"), decoded))
     return {"mu": mu, "logvar": logvar, "z": z, **outputs, "score": scores.score,
             "recon_nll": scores.recon_nll, "kl": scores.kl, "feature_nll": scores.feature_nll}

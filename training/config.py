@@ -47,6 +47,11 @@ class TrainConfig:
     # cannot end the run while the rest still improve; None: the plain -ELBO.
     val_cap: float | None = 4.0
     decoder_variance: str = "row"  # "row": predicted per row; "feature": one per feature
+    # A numeric cell's density given z: "gaussian", or "student-t" (5 degrees of freedom, the
+    # decoder's sd as its scale), whose log falls as the log of a residual, not its square, so
+    # that no single cell dominates a row's score and no cap is needed (cell_cap and val_cap
+    # then count for nothing). docs/training.md has what each scored.
+    likelihood: str = "gaussian"
     weight_decay: float = 0.0
     # Decay per step of the moving average of the weights that is validated and saved (Polyak
     # averaging; training.objective.WeightAverage); 0: the last step's weights.
@@ -80,6 +85,7 @@ class TrainConfig:
         data.setdefault("cell_cap", None)  # and before auto's cut capped the cells
         data.setdefault("val_cap", None)  # and before early stopping did
         data.setdefault("integer_floor", False)  # and before integer columns had their floor
+        data.setdefault("likelihood", "gaussian")  # and before the Student-t cell density
         for key in ("hidden", "numeric", "categorical", "ignore"):
             if data.get(key) is not None:
                 data[key] = tuple(data[key])

@@ -40,13 +40,15 @@ class VAE(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, epochs=None, latent_dim=None, hidden=None, batch_size=None,
-                 patience=None, beta=1.0, contamination=None, warmup_epochs=10,
+                 patience=None, beta=1.0, contamination=None, outlying=5.0,
+                 likelihood="gaussian", warmup_epochs=10,
                  weight_average=0.998, learning_rate=None, val_fraction=0.2, sampling=True,
                  numeric=(), categorical=(), ignore=(), n_samples=DEFAULT_SAMPLES, seed=0,
                  target_fpr=0.01, precision="auto", threads=None):
         self.epochs, self.latent_dim, self.hidden = epochs, latent_dim, hidden
         self.batch_size, self.patience, self.beta = batch_size, patience, beta
         self.contamination, self.warmup_epochs = contamination, warmup_epochs
+        self.outlying, self.likelihood = outlying, likelihood
         self.weight_average, self.learning_rate = weight_average, learning_rate
         self.val_fraction, self.sampling = val_fraction, sampling
         self.numeric, self.categorical, self.ignore = numeric, categorical, ignore
@@ -71,7 +73,8 @@ class VAE(TransformerMixin, BaseEstimator):
             epochs=self.epochs, latent_dim=self.latent_dim,
             hidden=None if self.hidden is None else tuple(self.hidden),
             batch_size=self.batch_size, patience=self.patience, beta=self.beta,
-            contamination=self.contamination, warmup_epochs=self.warmup_epochs,
+            contamination=self.contamination, outlying=self.outlying,
+            likelihood=self.likelihood, warmup_epochs=self.warmup_epochs,
             weight_average=self.weight_average, learning_rate=self.learning_rate,
             val_fraction=self.val_fraction, sampling=self.sampling, seed=self.seed,
             numeric=tuple(self.numeric), categorical=tuple(self.categorical),

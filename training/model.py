@@ -1,5 +1,6 @@
-"""The VAE (Kingma & Welling 2014, arXiv:1312.6114) as MLPs: a Gaussian likelihood for numeric
-columns and a categorical one (softmax over its levels) for categorical columns.
+"""The VAE (Kingma & Welling 2014, arXiv:1312.6114) as MLPs: a Gaussian (or Student-t)
+likelihood for numeric columns and a categorical one (softmax over its levels) for categorical
+columns.
 
 Normalization lives inside the model (buffers fitted on training rows), so `encode` takes and
 `decode` returns raw feature units, and the loss is in the same nats as the serving scores.
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from serving.core.scores import STUDENT_T, STUDENT_T_LOG_NORM, STUDENT_T_NU
 from training.config import TrainConfig
 
 LOG_2PI = float(torch.log(torch.tensor(2.0 * torch.pi)))
@@ -83,6 +85,7 @@ class VAE(nn.Module):
         self.n_features, self.latent_dim = n_features, config.latent_dim
         self.sampling, self.min_x_logvar = config.sampling, config.min_x_logvar
         self.layout = layout
+        self.student_t = config.likelihood == STUDENT_T
         self.register_buffer("x_shift", torch.zeros(n_features) if mean is None else mean)
         self.register_buffer("x_scale", torch.ones(n_features) if std is None else std)
         numeric = n_features if layout is None else len(layout.numeric)
@@ -167,15 +170,14 @@ class VAE(nn.Module):
                cap: float | None = None) -> torch.Tensor:
         """log p(x_obs | z) of rows x (B, F) under decode(z) of z (K, B, D): (K, B). With cap,
         each numeric cell's squared standardized residual ((x - mean) / sd)² counts at most
-        cap², as if no cell lay further than cap standard deviations off."""
+        cap², as if no cell lay further than cap standard deviations off (Gaussian cells only:
+        a Student-t cell is never capped)."""
         x_mean, x_logvar = decoded[:2]
         if self.layout is None:
-            return -0.5 * (LOG_2PI + x_logvar
-                           + _capped((x - x_mean) ** 2 * torch.exp(-x_logvar), cap)).sum(-1)
+            return self._numeric_cells(x, x_mean, x_logvar, cap).sum(-1)
         observed = ~torch.isnan(x)
         x = torch.where(observed, x, torch.zeros_like(x))
-        cells = -0.5 * (LOG_2PI + x_logvar
-                        + _capped((x[:, self.numeric] - x_mean) ** 2 * torch.exp(-x_logvar), cap))
+        cells = self._numeric_cells(x[:, self.numeric], x_mean, x_logvar, cap)
         log_px = torch.where(observed[:, self.numeric], cells, torch.zeros_like(cells)).sum(-1)
         offset = 0
         for j, n_levels in zip(self.layout.categorical, self.layout.levels):
@@ -196,10 +198,20 @@ class VAE(nn.Module):
         recon_nll = -self.log_px(x, decoded).mean(dim=0)  # (B,)
         kl = 0.5 * (mu**2 + logvar.exp() - 1.0 - logvar).sum(-1)  # (B,)
         judged = None
-        if cap is not None:
+        if cap is not None and not self.student_t:
             with torch.no_grad():
                 judged = -self.log_px(x, decoded, cap).mean(dim=0) + beta * kl
         return LossTerms(recon_nll + beta * kl, recon_nll, kl, judged)
+
+
+    def _numeric_cells(self, x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor,
+                       cap: float | None) -> torch.Tensor:
+        """log p(x_j | z) of numeric cells x (B, F_numeric) under mean, logvar (K, B, F_numeric)."""
+        squared = (x - mean) ** 2 * torch.exp(-logvar)
+        if self.student_t:
+            return STUDENT_T_LOG_NORM - 0.5 * logvar \
+                - 0.5 * (STUDENT_T_NU + 1) * torch.log1p(squared / STUDENT_T_NU)
+        return -0.5 * (LOG_2PI + logvar + _capped(squared, cap))
 
 
 def _capped(squared: torch.Tensor, cap: float | None) -> torch.Tensor:

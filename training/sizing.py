@@ -22,6 +22,7 @@ import math
 import os
 
 from serving.core.rows import InputError
+from serving.core.scores import LIKELIHOODS
 from training.config import AUTO, TrainConfig
 
 SIZES = ("hidden", "latent_dim", "batch_size", "epochs", "patience", "contamination",
@@ -71,6 +72,11 @@ def choose_sizes(config: TrainConfig, n_rows: int,
     if not (isinstance(config.outlying_weight, (int, float)) and 0 <= config.outlying_weight < 1):
         raise InputError(f"outlying_weight {config.outlying_weight!r} is not a weight in [0, 1) "
                          f"(0 leaves auto's outlying rows out)")
+    if not (isinstance(config.outlying, (int, float)) and 0 < config.outlying < math.inf):
+        raise InputError(f"outlying {config.outlying!r} is not a finite number of robust "
+                         f"standard deviations > 0")
+    if config.likelihood not in LIKELIHOODS:
+        raise InputError(f"likelihood {config.likelihood!r} is none of {', '.join(LIKELIHOODS)}")
     if config.val_cap is not None and not (isinstance(config.val_cap, (int, float))
                                            and config.val_cap > 0):
         raise InputError(f"val_cap {config.val_cap!r} is neither None (the plain -ELBO) nor a "
@@ -78,6 +84,7 @@ def choose_sizes(config: TrainConfig, n_rows: int,
     sizes = (f"hidden {','.join(map(str, config.hidden))}, latent {config.latent_dim}, "
              f"batch {config.batch_size}, at most {config.epochs} epochs, patience "
              f"{config.patience}, beta {config.beta:g}, contamination {config.contamination}"
+             + (f", likelihood {config.likelihood}" if config.likelihood != "gaussian" else "")
              + (f", epochs of {config.epoch_rows} sampled rows, learning rate "
                 f"{config.learning_rate:g}" if config.epoch_rows else ""))
     why = (f"chosen for {n_rows} training rows × {n_features} features" if chosen else "as given")

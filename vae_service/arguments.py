@@ -54,6 +54,13 @@ def finite_weight(text: str) -> float:
     return value
 
 
+def positive_number(text: str) -> float:
+    value = number_or_nan(text)
+    if not 0.0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number > 0")
+    return value
+
+
 def decay(text: str) -> float:
     value = number_or_nan(text)
     if not 0.0 <= value < 1.0:

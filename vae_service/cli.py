@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 
 from vae_service.arguments import (column_names, contamination, decay, finite_weight,
-                                   layer_widths, positive, seed_number, share, whole_number)
+                                   layer_widths, positive, positive_number, seed_number, share,
+                                   whole_number)
 
 
 def parser() -> argparse.ArgumentParser:
     from serving.core.noise import DEFAULT_SAMPLES as K
+    from serving.core.scores import LIKELIHOODS
     from training.config import TrainConfig  # dataclasses only: no torch
 
     top = argparse.ArgumentParser(
@@ -45,6 +47,13 @@ def parser() -> argparse.ArgumentParser:
                             "outlying rows out of the loss, a fraction such as 0.05 that "
                             "share, 0 the plain ELBO (default: auto for tables of fewer than "
                             "500 rows, else 0)")
+    train.add_argument("--outlying", type=positive_number, default=TrainConfig.outlying,
+                       metavar="SDS",
+                       help="auto's cut: robust standard deviations above the batch's median "
+                            f"loss ({TrainConfig.outlying:g})")
+    train.add_argument("--likelihood", choices=LIKELIHOODS, default=TrainConfig.likelihood,
+                       help="a numeric cell's density given z (gaussian); student-t has 5 "
+                            "degrees of freedom")
     train.add_argument("--beta", type=finite_weight, default=TrainConfig.beta,
                        help=f"KL weight ({TrainConfig.beta:g}, the ELBO)")
     train.add_argument("--warmup-epochs", type=int, default=TrainConfig.warmup_epochs,
@@ -166,6 +175,7 @@ def run_train(args: argparse.Namespace) -> None:
                              epochs=args.epochs, latent_dim=args.latent_dim,
                              hidden=args.hidden, batch_size=args.batch_size,
                              patience=args.patience, contamination=args.contamination,
+                             outlying=args.outlying, likelihood=args.likelihood,
                              beta=args.beta, warmup_epochs=args.warmup_epochs,
                              weight_average=args.weight_average, seed=args.seed,
                              sampling=not args.no_sampling, numeric=args.numeric,

@@ -140,7 +140,8 @@ class Manifest(BaseModel):
     n_features: int = Field(ge=1)
     latent_dim: int = Field(ge=1)
     feature_names: list[str]
-    likelihood: Literal["gaussian", "gaussian+categorical"]
+    # of a numeric cell (serving.core.scores), and whether the table has categorical columns
+    likelihood: Literal["gaussian", "gaussian+categorical", "student-t", "student-t+categorical"]
     schema_: Schema | None = Field(None, alias="schema")  # None: made before column schemas
     sampling: bool = True  # False for the --no-sampling ablation: z = mu, penalty ½‖mu‖²
     precision: Literal["fp32", "int8"] = "fp32"  # of both graphs (`vae export --precision`)
@@ -163,6 +164,8 @@ class Manifest(BaseModel):
             if len(values) != self.n_features:
                 raise ValueError(f"normalization.{field} has {len(values)} values; "
                                  f"n_features is {self.n_features}")
+        if self.likelihood.startswith("student-t") and self.schema_ is None:
+            raise ValueError("a student-t likelihood needs the column schema")
         if self.schema_ is not None and self.schema_.names != self.feature_names:
             raise ValueError("schema.columns do not name the feature_names, in order")
         if sorted(self.sha256) != sorted(GRAPH_FILES):

@@ -8,16 +8,18 @@ missing cells with the importance weights of the score (MIWAE, Mattei & Frellsen
   missing numeric cell is Σ_k w_k E[x_j|z_k] and a missing categorical cell the level of highest
   Σ_k w_k p(level|z_k). Observed cells are returned as given.
 - Multiple imputations (draws > 0): each draw picks a sample k with probability w_k (sampling
-  importance resampling), then draws each missing cell from p(x_j|z_k). The uniforms and
-  normals come from the contract's rule (serving.core.noise.draw) on streams of their own, so a
-  row's draws depend only on (seed, its position).
+  importance resampling), then draws each missing cell from p(x_j|z_k) (a Student-t numeric
+  cell as a normal over the root of a chi-square's share of ν). The uniforms and normals come
+  from the contract's rule (serving.core.noise.draw) on streams of their own, so a row's
+  draws depend only on (seed, its position).
 """
 
 import numpy as np
 
 from serving.core.noise import draw
+from serving.core.scores import STUDENT_T_NU
 
-UNIFORM_STREAM, NORMAL_STREAM = 1, 2
+UNIFORM_STREAM, NORMAL_STREAM, CHI2_STREAM = 1, 2, 3
 
 
 def _probabilities(logits: np.ndarray) -> np.ndarray:
@@ -67,10 +69,15 @@ def fill_expected(x: np.ndarray, decoded: tuple[np.ndarray, ...], log_w: np.ndar
 
 
 def draw_imputations(x: np.ndarray, decoded: tuple[np.ndarray, ...], log_w: np.ndarray,
-                     schema, seed: int, draws: int, start: int = 0) -> np.ndarray:
+                     schema, seed: int, draws: int, start: int = 0,
+                     student_t: bool = False) -> np.ndarray:
     b, f = x.shape
     uniform = draw(seed, start, start + b, (draws, f + 1), UNIFORM_STREAM, uniform=True)
     normal = draw(seed, start, start + b, (draws, f), NORMAL_STREAM)  # (B, draws, F)
+    if student_t:  # t = normal / sqrt(chi²_ν / ν), chi²_ν a sum of ν squared normals
+        nu = int(STUDENT_T_NU)
+        chi2 = np.square(draw(seed, start, start + b, (draws, f, nu), CHI2_STREAM)).sum(axis=-1)
+        normal = normal * np.sqrt(nu / chi2)
     cumulative = np.cumsum(_weights(log_w).T, axis=1)  # (B, K)
     rows = np.arange(b)
     out = np.repeat(x[None], draws, axis=0)

@@ -19,7 +19,7 @@ from serving.core.noise import Noise, SeededNoise, draw_latent
 from serving.core.rows import InputError, check_rows
 from serving.core.schema import Schema
 from serving.core.impute import draw_imputations, expected_rows, fill_expected
-from serving.core.scores import Scores, log_weights, score_terms
+from serving.core.scores import STUDENT_T, Scores, log_weights, score_terms
 from serving.core.threads import chunk_bounds, default_threads, session_options
 
 LARGEST = np.finfo(np.float32).max
@@ -51,9 +51,10 @@ class VAEGraphs:
 
     def __init__(self, encoder: str | os.PathLike | bytes, decoder: str | os.PathLike | bytes,
                  n_features: int, latent_dim: int, threads: int | None = None,
-                 schema: Schema | None = None):
+                 schema: Schema | None = None, likelihood: str = "gaussian"):
         self.n_features, self.latent_dim = n_features, latent_dim
         self.schema = schema  # None: a bundle made before column schemas
+        self.student_t = likelihood.startswith(STUDENT_T)  # the manifest's likelihood
         self.outputs = ["x_mean", "x_logvar"]
         if schema is not None and not schema.all_numeric:
             self.outputs.append("logits")
@@ -109,7 +110,8 @@ class VAEGraphs:
         """Score terms of checked rows x (B, F) under noise eps (K, B, D), and mu (B, D)."""
         mu, logvar, z = self.encode(x, eps)
         decoded = self.decode(z)  # one decoder call over (K·B, D)
-        return score_terms(x, mu, logvar, eps, z, decoded, sampling, explain, self.schema), mu
+        return score_terms(x, mu, logvar, eps, z, decoded, sampling, explain, self.schema,
+                           self.student_t), mu
 
     def score_rows(self, x: np.ndarray, noise: Noise, sampling: bool = True,
                    explain: bool = False) -> tuple[Scores, np.ndarray]:
@@ -169,7 +171,7 @@ class VAERuntime:
         self.n_features, self.latent_dim = manifest.n_features, manifest.latent_dim
         self.schema = manifest.schema_  # None: made before column schemas (no missing cells)
         self.graphs = VAEGraphs(bundle.encoder_path, bundle.decoder_path, manifest.n_features,
-                                manifest.latent_dim, threads, self.schema)
+                                manifest.latent_dim, threads, self.schema, manifest.likelihood)
         self._check_identity()
         self.calibrator = Calibrator(manifest.calibration)
         self.threshold = np.float32(manifest.calibration.threshold)  # of complete rows
@@ -282,10 +284,11 @@ class VAERuntime:
             eps = noise.rows(lo, hi)
             mu, logvar, z = self.graphs.encode(x[lo:hi], eps)
             decoded = self.graphs.decode(z)
-            log_w = log_weights(x[lo:hi], mu, logvar, eps, z, decoded, self.schema)
+            student_t = self.graphs.student_t
+            log_w = log_weights(x[lo:hi], mu, logvar, eps, z, decoded, self.schema, student_t)
             if draws:
                 return draw_imputations(x[lo:hi], decoded, log_w, self.schema, seed, draws,
-                                        start + lo)
+                                        start + lo, student_t)
             return fill_expected(x[lo:hi], decoded, log_w, self.schema)
 
         return np.concatenate(self.graphs.map_chunks(chunk, len(x), n_samples),

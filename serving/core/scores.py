@@ -9,15 +9,25 @@ feature_nll= -mean_k log p(x_j|z_k), per feature; sums to recon_nll.
 
 With a column schema, log p(x|z) is over the observed cells only (a missing cell's feature_nll
 is 0): a numeric column's term is Gaussian, a categorical column's is the log-softmax of its
-levels' logits at the cell's level, and the score estimates -log p(x_obs).
+levels' logits at the cell's level, and the score estimates -log p(x_obs). A bundle whose
+likelihood is student-t gives its numeric cells Student's t density instead (STUDENT_T_NU).
 Everything is in nats and raw feature units; higher means more anomalous.
 """
 
+import math
 from dataclasses import dataclass, fields
 
 import numpy as np
 
 LOG_2PI = np.float32(np.log(2.0 * np.pi))
+# A numeric cell's density given z (TrainConfig.likelihood; the manifest's `likelihood`): the
+# Gaussian, or Student's t with STUDENT_T_NU degrees of freedom and the decoder's sd as scale:
+# log p = STUDENT_T_LOG_NORM - ½ log σ² - (ν + 1)/2 · log(1 + r²/ν), r = (x - mean)/σ.
+STUDENT_T = "student-t"
+LIKELIHOODS = ("gaussian", STUDENT_T)
+STUDENT_T_NU = 5.0
+STUDENT_T_LOG_NORM = (math.lgamma((STUDENT_T_NU + 1) / 2) - math.lgamma(STUDENT_T_NU / 2)
+                      - 0.5 * math.log(STUDENT_T_NU * math.pi))
 QUANTILE_LEVELS = np.linspace(0.0, 100.0, 1001)  # percent; calibration stores a score at each
 
 
@@ -40,19 +50,20 @@ class Scores:
 
 def score_terms(x: np.ndarray, mu: np.ndarray, logvar: np.ndarray, eps: np.ndarray,
                 z: np.ndarray, decoded: tuple[np.ndarray, ...], sampling: bool = True,
-                explain: bool = False, schema=None) -> Scores:
+                explain: bool = False, schema=None, student_t: bool = False) -> Scores:
     """Per-row scores from the graphs' outputs.
 
     x (B, F); mu, logvar (B, D); eps, z (K, B, D); decoded: x_mean, x_logvar (K, B, F_numeric)
     and, with categorical columns, logits (K, B, L). `schema` (serving.core.schema.Schema)
-    is None for a bundle made before schemas: all numeric, every cell observed.
+    is None for a bundle made before schemas: all numeric, every cell observed, Gaussian.
+    student_t: numeric cells have the Student-t density (the manifest's likelihood).
     For a `--no-sampling` model (z = mu and logvar = 0) the score is recon_nll + ½‖mu‖², the
     objective it was trained on; its closed-form `kl` is then exactly that penalty.
     """
     if schema is None:
         cells, log_px = _gaussian_terms(x, *decoded[:2])
     else:
-        cells = _cell_terms(x, decoded, schema)
+        cells = _cell_terms(x, decoded, schema, student_t)
         log_px = -cells.sum(axis=2)  # (K, B)
     recon_nll = -_mean_over_samples(log_px)  # (B,)
     kl = 0.5 * (np.square(mu) + np.exp(logvar) - 1.0 - logvar).sum(axis=1)  # (B,)
@@ -74,10 +85,11 @@ def score_terms(x: np.ndarray, mu: np.ndarray, logvar: np.ndarray, eps: np.ndarr
 
 
 def log_weights(x: np.ndarray, mu: np.ndarray, logvar: np.ndarray, eps: np.ndarray,
-                z: np.ndarray, decoded: tuple[np.ndarray, ...], schema) -> np.ndarray:
+                z: np.ndarray, decoded: tuple[np.ndarray, ...], schema,
+                student_t: bool = False) -> np.ndarray:
     """log p(x_obs|z_k) + log p(z_k) - log q(z_k|x) of each sample, (K, B): the importance
     weights of the score, and of imputation."""
-    return -_cell_terms(x, decoded, schema).sum(axis=2) + _log_ratio(eps, z, logvar)
+    return -_cell_terms(x, decoded, schema, student_t).sum(axis=2) + _log_ratio(eps, z, logvar)
 
 
 def _log_ratio(eps: np.ndarray, z: np.ndarray, logvar: np.ndarray) -> np.ndarray:
@@ -99,7 +111,8 @@ def _gaussian_terms(x: np.ndarray, x_mean: np.ndarray,
     return sq, -0.5 * (neg2_log_px + n_features * LOG_2PI)  # (K, B)
 
 
-def _cell_terms(x: np.ndarray, decoded: tuple[np.ndarray, ...], schema) -> np.ndarray:
+def _cell_terms(x: np.ndarray, decoded: tuple[np.ndarray, ...], schema,
+                student_t: bool = False) -> np.ndarray:
     """-log p(x_j|z) of every cell, (K, B, F), 0 where the cell is missing. The common case,
     every column numeric and every cell observed, takes no mask and no copy into place
     (a third of int8 scoring's time went there); its values are the same to the bit."""
@@ -114,9 +127,16 @@ def _cell_terms(x: np.ndarray, decoded: tuple[np.ndarray, ...], schema) -> np.nd
         sq = (x if all_numeric else x[:, numeric]) - x_mean
         np.square(sq, out=sq)
         sq *= np.exp(-x_logvar)
-        sq += x_logvar
-        sq += LOG_2PI
-        sq *= np.float32(0.5)
+        if student_t:  # (ν + 1)/2 · log(1 + r²/ν) + ½ log σ² - STUDENT_T_LOG_NORM
+            sq *= np.float32(1.0 / STUDENT_T_NU)
+            np.log1p(sq, out=sq)
+            sq *= np.float32((STUDENT_T_NU + 1.0) / 2.0)
+            sq += np.float32(0.5) * x_logvar
+            sq -= np.float32(STUDENT_T_LOG_NORM)
+        else:
+            sq += x_logvar
+            sq += LOG_2PI
+            sq *= np.float32(0.5)
         if not complete:
             np.copyto(sq, np.float32(0.0), where=~observed[:, numeric])
         if all_numeric:
