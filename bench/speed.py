@@ -107,7 +107,8 @@ def eager_scorer(run_dir: Path, runtime: VAERuntime):
                 z = vae.reparameterize(mu, logvar, torch.from_numpy(eps))
                 decoded = tuple(t.numpy() for t in vae.decode(z))
                 out.append(score_terms(part, mu.numpy(), logvar.numpy(), eps, z.numpy(),
-                                       decoded, vae.sampling, schema=runtime.schema).score)
+                                       decoded, vae.sampling, schema=runtime.schema,
+                                       student_t=runtime.graphs.student_t).score)
         return np.concatenate(out)
     return score
 

@@ -27,7 +27,7 @@ import onnx
 
 from export.verify import ExportError
 from serving.core.noise import DEFAULT_SAMPLES, SeededNoise
-from serving.core.runtime import VAEGraphs
+from serving.core.runtime import VAEGraphs, saturate
 
 MAX_SCORE_DIFFERENCE = 0.05  # |int8 - fp32| / |fp32| of a validation row's score, at most
 MAX_AUROC_DROP = 0.002
@@ -148,8 +148,8 @@ def gate(fp32: VAEGraphs, int8: VAEGraphs, x: np.ndarray, sampling: bool) -> dic
     labels = np.r_[np.zeros(len(x)), np.ones(len(other))]
     scores = {}
     for name, graphs in (("fp32", fp32), ("int8", int8)):
-        scores[name] = [graphs.score_rows(rows, noise, sampling)[0].score.astype(np.float64)
-                        for rows in (x, other)]
+        scores[name] = [saturate(graphs.score_rows(rows, noise, sampling)[0].score)
+                        .astype(np.float64) for rows in (x, other)]  # as the runtime answers
     base = scores["fp32"][0]
     relative = np.abs(scores["int8"][0] - base) / np.maximum(np.abs(base), 1.0)
     difference = float(relative.max())

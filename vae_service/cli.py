@@ -49,8 +49,8 @@ def parser() -> argparse.ArgumentParser:
                             "500 rows, else 0)")
     train.add_argument("--outlying", type=positive_number, default=TrainConfig.outlying,
                        metavar="SDS",
-                       help="auto's cut: robust standard deviations above the batch's median "
-                            f"loss ({TrainConfig.outlying:g})")
+                       help="with --contamination auto, its cut: robust standard deviations "
+                            f"above the batch's median loss ({TrainConfig.outlying:g})")
     train.add_argument("--likelihood", choices=LIKELIHOODS, default=TrainConfig.likelihood,
                        help="a numeric cell's density given z (gaussian); student-t has 5 "
                             "degrees of freedom")

@@ -9,9 +9,9 @@ missing cells with the importance weights of the score (MIWAE, Mattei & Frellsen
   Σ_k w_k p(level|z_k). Observed cells are returned as given.
 - Multiple imputations (draws > 0): each draw picks a sample k with probability w_k (sampling
   importance resampling), then draws each missing cell from p(x_j|z_k) (a Student-t numeric
-  cell as a normal over the root of a chi-square's share of ν). The uniforms and normals come
-  from the contract's rule (serving.core.noise.draw) on streams of their own, so a row's
-  draws depend only on (seed, its position).
+  cell as a normal over the root of a chi-square's share of ν). The uniforms, normals and
+  (Student-t) gammas come from the contract's rule (serving.core.noise.draw) on streams of
+  their own, so a row's draws depend only on (seed, its position).
 """
 
 import numpy as np
@@ -74,10 +74,10 @@ def draw_imputations(x: np.ndarray, decoded: tuple[np.ndarray, ...], log_w: np.n
     b, f = x.shape
     uniform = draw(seed, start, start + b, (draws, f + 1), UNIFORM_STREAM, uniform=True)
     normal = draw(seed, start, start + b, (draws, f), NORMAL_STREAM)  # (B, draws, F)
-    if student_t:  # t = normal / sqrt(chi²_ν / ν), chi²_ν a sum of ν squared normals
-        nu = int(STUDENT_T_NU)
-        chi2 = np.square(draw(seed, start, start + b, (draws, f, nu), CHI2_STREAM)).sum(axis=-1)
-        normal = normal * np.sqrt(nu / chi2)
+    if student_t:  # t = normal / sqrt(chi²_ν / ν), chi²_ν = 2 · Gamma(ν / 2)
+        half_chi2 = draw(seed, start, start + b, (draws, f), CHI2_STREAM,
+                         gamma=STUDENT_T_NU / 2)
+        normal *= np.sqrt(np.float32(STUDENT_T_NU / 2) / half_chi2)
     cumulative = np.cumsum(_weights(log_w).T, axis=1)  # (B, K)
     rows = np.arange(b)
     out = np.repeat(x[None], draws, axis=0)

@@ -17,16 +17,18 @@ DEFAULT_SAMPLES = 16  # K, the samples of z per row, wherever a caller does not 
 
 
 def draw(seed: int, start: int, stop: int, shape: tuple, stream: int | None = None,
-         uniform: bool = False) -> np.ndarray:
-    """Noise for rows start..stop-1, each of the given shape, as float32: standard normal, or
-    uniform on [0, 1). A stream other than None draws from default_rng([seed, stream, b]),
-    apart from eps (imputation's draws: serving.core.impute)."""
+         uniform: bool = False, gamma: float | None = None) -> np.ndarray:
+    """Noise for rows start..stop-1, each of the given shape, as float32: standard normal,
+    uniform on [0, 1), or with gamma a standard gamma of that shape parameter. A stream other
+    than None draws from default_rng([seed, stream, b]), apart from eps (imputation's draws:
+    serving.core.impute)."""
     parts = []
     for b in range(start // BLOCK, (stop - 1) // BLOCK + 1):
         lo, hi = max(start, b * BLOCK), min(stop, (b + 1) * BLOCK)
         rng = np.random.default_rng([seed, b] if stream is None else [seed, stream, b])
         size = (hi - b * BLOCK, *shape)
         block = rng.random(size, dtype=np.float32) if uniform else \
+            rng.standard_gamma(gamma, size, dtype=np.float32) if gamma is not None else \
             rng.standard_normal(size, dtype=np.float32)
         parts.append(block[lo - b * BLOCK:])
     return np.concatenate(parts)

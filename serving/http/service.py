@@ -144,7 +144,8 @@ def service_class(settings: Settings, bundle: Bundle) -> type:
 
         @bentoml.api
         async def decode(self, z: T.Latents) -> DecodeAnswer:
-            """Mean and log-variance of p(x|z) for each code, in raw feature units."""
+            """Mean and log-variance of p(x|z) for each code, in raw feature units (of a
+            student-t bundle: the location and the log of the scale's square)."""
             codes = self._rows(z, "z")
             far = np.argwhere(np.abs(codes) > MAX_CODE)
             if len(far):
