@@ -84,8 +84,9 @@ CANDIDATES = {
     "VAE, length by bimodality (ODIM)": {"steps": "bimodal"},
     "VAE, Student-t decoder (5 degrees of freedom)": {"likelihood": "student-t"},
     "VAE, Laplace decoder": {"likelihood": "laplace"},
-    "VAE, Student-t decoder (5 degrees of freedom), auto at 3 robust SDs at every size":
-        {"likelihood": "student-t", "contamination": "auto", "outlying": 3.0},
+    **{f"VAE, Student-t decoder (5 degrees of freedom), auto at {sds} robust SDs at every size":
+       {"likelihood": "student-t", "contamination": "auto", "outlying": float(sds)}
+       for sds in (3, 4, 5)},
     **{f"VAE, an ensemble of {m} (log-mean-exp), Student-t decoder (5 degrees of freedom), auto "
        f"at 3 robust SDs at every size": {"members": m, "likelihood": "student-t",
                                           "contamination": "auto", "outlying": 3.0}
