@@ -55,6 +55,8 @@ from pathlib import Path
 
 import numpy as np
 
+from serving.core.scores import LIKELIHOODS
+
 KEYS = ("members", "bag", "transform", "steps", "likelihood", "refit", "samples", "noise",
         "pooled", "altbi", "budget", "trim_after", "clip", "floor")
 SMALL_MODEL = {"latent_dim": 2, "hidden": (64, 64)}
@@ -332,7 +334,7 @@ def scores(task, options: dict, workdir: Path) -> tuple[np.ndarray, float]:
     members, bag = options.pop("members", 1), options.pop("bag", None)
     transform, steps = options.pop("transform", None), options.pop("steps", None)
     kind, refit = options.pop("likelihood", None), options.pop("refit", None)
-    if kind == "student-t":  # vae train's own option
+    if kind in LIKELIHOODS:  # vae train's own option
         kind, options["likelihood"] = None, kind
     samples, noise = options.pop("samples", None), options.pop("noise", None)
     pooled, altbi = options.pop("pooled", None), options.pop("altbi", None)

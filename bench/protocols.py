@@ -29,12 +29,14 @@ from bench.detectors import PEERS, Peer
 
 OLD_SIZES = {"hidden": (256, 256), "latent_dim": 16, "batch_size": 128, "epochs": 300,
              "patience": 30, "beta": 1.0, "contamination": 0.0, "weight_average": 0.0,
-             "cell_cap": None, "val_cap": None, "integer_floor": False}
+             "cell_cap": None, "val_cap": None, "integer_floor": False,
+             "likelihood": "gaussian", "outlying": 5.0}
 DEFAULT = "VAE (defaults)"
+GAUSSIAN = "VAE, the Gaussian defaults of 02a5f47"  # auto below 500 rows only, at 5 SDs
 # The recipe `vae train` uses by default (training/sizing.py's rule), then the others.
 RECIPES = {
     DEFAULT: {},
-    "VAE, --contamination auto": {"contamination": "auto"},
+    GAUSSIAN: {"likelihood": "gaussian"},
     "VAE, last weights, not averaged": {"weight_average": 0.0},
     "VAE, before: fixed sizes": {**OLD_SIZES},
     "VAE, one variance per feature": {"decoder_variance": "feature"},

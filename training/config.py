@@ -29,11 +29,14 @@ class TrainConfig:
     sampling: bool = True  # False: the ablation z = mu with penalty ½‖mu‖² in place of the KL
     # The share of each batch, by loss, left out of the gradient (a trimmed ELBO), so that the
     # few anomalies of an unlabelled table are not learned as normal: a fraction in [0, 0.5),
-    # or "auto": the batch's outlying losses (training.objective.trimmed_mean). None: chosen,
-    # "auto" for a small table, else 0 (training.sizing): on clean digits auto left the tail
-    # rows so badly fitted that the validation -ELBO went from 89 to 217 nats.
+    # or "auto": the batch's outlying losses (training.objective.trimmed_mean). None: chosen
+    # (training.sizing): "auto" at every size with the Student-t likelihood; with the
+    # Gaussian's, "auto" for a small table, else 0 (on clean digits the Gaussian's auto left
+    # the tail rows so badly fitted that the validation -ELBO went from 89 to 217 nats).
     contamination: float | str | None = None
-    outlying: float = 5.0  # auto's cut: robust standard deviations above the batch's median loss
+    # auto's cut: robust standard deviations above the batch's median loss. None: chosen, 4
+    # with the Student-t likelihood, 5 with the Gaussian's (docs/training.md).
+    outlying: float | None = None
     # What auto judges a row by: its loss with no numeric cell counted further than this many
     # standard deviations off, so that one rare cell (ink in a pixel blank in most rows) does
     # not make a normal row outlying; the kept rows' loss is still the ELBO's. None: the loss.
@@ -51,7 +54,7 @@ class TrainConfig:
     # decoder's sd as its scale), whose log falls as the log of a residual, not its square, so
     # that no single cell dominates a row's score and no cap is needed (cell_cap and val_cap
     # then count for nothing). docs/training.md has what each scored.
-    likelihood: str = "gaussian"
+    likelihood: str = "student-t"
     weight_decay: float = 0.0
     # Decay per step of the moving average of the weights that is validated and saved (Polyak
     # averaging; training.objective.WeightAverage); 0: the last step's weights.
@@ -86,6 +89,7 @@ class TrainConfig:
         data.setdefault("val_cap", None)  # and before early stopping did
         data.setdefault("integer_floor", False)  # and before integer columns had their floor
         data.setdefault("likelihood", "gaussian")  # and before the Student-t cell density
+        data.setdefault("outlying", 5.0)
         for key in ("hidden", "numeric", "categorical", "ignore"):
             if data.get(key) is not None:
                 data[key] = tuple(data[key])

@@ -43,8 +43,8 @@ class VAE(TransformerMixin, BaseEstimator):
                  patience=None, beta=1.0, contamination=None, warmup_epochs=10,
                  weight_average=0.998, learning_rate=None, val_fraction=0.2, sampling=True,
                  numeric=(), categorical=(), ignore=(), n_samples=DEFAULT_SAMPLES, seed=0,
-                 target_fpr=0.01, precision="auto", threads=None, outlying=5.0,
-                 likelihood="gaussian"):
+                 target_fpr=0.01, precision="auto", threads=None, outlying=None,
+                 likelihood="student-t"):
         self.epochs, self.latent_dim, self.hidden = epochs, latent_dim, hidden
         self.batch_size, self.patience, self.beta = batch_size, patience, beta
         self.contamination, self.warmup_epochs = contamination, warmup_epochs
@@ -184,7 +184,7 @@ class VAE(TransformerMixin, BaseEstimator):
 
     def __setstate__(self, state):
         files = state.pop("_bundle_files", None)
-        state.setdefault("outlying", 5.0)  # pickled before the two options
+        state.setdefault("outlying", None)  # pickled before the two options: their defaults
         state.setdefault("likelihood", "gaussian")
         self.__dict__.update(state)
         if files is not None:

@@ -9,7 +9,8 @@ The rule (docs/training.md), for a table of n training rows and F features:
                row, so that the run's length is a step budget (15,000 steps at least)
     batch      above 100,000 rows, 256, with the learning rate 1e-3 × sqrt(batch / 64)
     patience   a tenth of the epochs, at least 10
-    contamination  0, the plain ELBO; auto below 500 rows
+    contamination  auto (each batch's outlying rows left out) at every size, at 4 robust SDs;
+               with --likelihood gaussian, auto at 5 robust SDs below 500 rows, else 0
     threads    1 for a network narrower than 256 units and batches under 256, else the CPUs the
                process may use that are free (the load average), at most 4
 Why a small table differs: a few hundred rows cannot hold the network back from learning its
@@ -22,11 +23,11 @@ import math
 import os
 
 from serving.core.rows import InputError
-from serving.core.scores import LIKELIHOODS
+from serving.core.scores import LIKELIHOODS, STUDENT_T
 from training.config import AUTO, TrainConfig
 
 SIZES = ("hidden", "latent_dim", "batch_size", "epochs", "patience", "contamination",
-         "learning_rate", "epoch_rows")
+         "outlying", "learning_rate", "epoch_rows")
 SMALL = 500  # training rows below which a table is small: fewer steps, and auto
 LARGE = 100_000  # training rows above which an epoch is a sample: the length is a step budget
 LARGE_BATCH, EPOCH_STEPS = 256, 500
@@ -41,7 +42,7 @@ def _power_of_two(value: int) -> int:
     return 1 << (max(value, 1) - 1).bit_length()
 
 
-def rule(n_rows: int, n_features: int) -> dict:
+def rule(n_rows: int, n_features: int, likelihood: str = STUDENT_T) -> dict:
     """The sizes of the rule above, for n training rows of F features."""
     width = _power_of_two(_clamp(4 * n_features, 32, 256))
     large = n_rows > LARGE
@@ -52,7 +53,8 @@ def rule(n_rows: int, n_features: int) -> dict:
     epochs = _clamp((300 if small else 3000) / steps_per_epoch, 30, 300)
     return {"hidden": (width, width), "latent_dim": _clamp(n_features // 4, 2, 16),
             "batch_size": batch, "epochs": epochs, "patience": max(10, epochs // 10),
-            "contamination": AUTO if small else 0.0,
+            "contamination": AUTO if small or likelihood == STUDENT_T else 0.0,
+            "outlying": 4.0 if likelihood == STUDENT_T else 5.0,
             "learning_rate": 1e-3 * (batch / 64) ** 0.5 if large else 1e-3,
             "epoch_rows": epoch_rows}
 
@@ -60,7 +62,8 @@ def rule(n_rows: int, n_features: int) -> dict:
 def choose_sizes(config: TrainConfig, n_rows: int,
                  n_features: int) -> tuple[TrainConfig, str]:
     """The config with its unset sizes filled in, and one line saying what was chosen and why."""
-    chosen = {k: v for k, v in rule(n_rows, n_features).items() if getattr(config, k) is None}
+    chosen = {k: v for k, v in rule(n_rows, n_features, config.likelihood).items()
+              if getattr(config, k) is None}
     config = dataclasses.replace(config, **chosen)
     if not (isinstance(config.beta, (int, float)) and math.isfinite(config.beta)
             and config.beta >= 0):
@@ -83,8 +86,9 @@ def choose_sizes(config: TrainConfig, n_rows: int,
                          f"number of standard deviations > 0")
     sizes = (f"hidden {','.join(map(str, config.hidden))}, latent {config.latent_dim}, "
              f"batch {config.batch_size}, at most {config.epochs} epochs, patience "
-             f"{config.patience}, beta {config.beta:g}, contamination {config.contamination}"
-             + (f", likelihood {config.likelihood}" if config.likelihood != "gaussian" else "")
+             f"{config.patience}, beta {config.beta:g}, likelihood {config.likelihood}, "
+             f"contamination {config.contamination}"
+             + (f" at {config.outlying:g} robust SDs" if config.contamination == AUTO else "")
              + (f", epochs of {config.epoch_rows} sampled rows, learning rate "
                 f"{config.learning_rate:g}" if config.epoch_rows else ""))
     why = (f"chosen for {n_rows} training rows × {n_features} features" if chosen else "as given")

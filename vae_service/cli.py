@@ -45,15 +45,15 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--contamination", type=contamination,
                        help="for rows with unlabelled anomalies: auto leaves each batch's "
                             "outlying rows out of the loss, a fraction such as 0.05 that "
-                            "share, 0 the plain ELBO (default: auto for tables of fewer than "
-                            "500 rows, else 0)")
-    train.add_argument("--outlying", type=positive_number, default=TrainConfig.outlying,
-                       metavar="SDS",
+                            "share, 0 the plain ELBO (default: auto; with --likelihood "
+                            "gaussian, auto for tables of fewer than 500 rows, else 0)")
+    train.add_argument("--outlying", type=positive_number, metavar="SDS",
                        help="with --contamination auto, its cut: robust standard deviations "
-                            f"above the batch's median loss ({TrainConfig.outlying:g})")
+                            "above the batch's median loss (default: 4 with student-t, 5 with "
+                            "gaussian)")
     train.add_argument("--likelihood", choices=LIKELIHOODS, default=TrainConfig.likelihood,
-                       help="a numeric cell's density given z (gaussian); student-t has 5 "
-                            "degrees of freedom")
+                       help="a numeric cell's density given z: student-t (the default, 5 "
+                            "degrees of freedom) or gaussian")
     train.add_argument("--beta", type=finite_weight, default=TrainConfig.beta,
                        help=f"KL weight ({TrainConfig.beta:g}, the ELBO)")
     train.add_argument("--warmup-epochs", type=int, default=TrainConfig.warmup_epochs,

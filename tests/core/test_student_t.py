@@ -61,7 +61,7 @@ def student_t_bundle(tmp_path_factory):
                    "--hidden", "32,32", "--latent-dim", "3", "--out", str(tmp / "run"),
                    "--quiet")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "contamination auto, likelihood student-t" in done.stdout
+    assert "likelihood student-t, contamination auto at 3 robust SDs" in done.stdout
     done = run_cli("export", str(tmp / "run"), "--out", str(tmp / "bundle"),
                    "--precision", "fp32")
     assert done.returncode == 0, done.stderr[-2000:]  # its parity check: torch's log-likelihood

@@ -37,8 +37,18 @@ from training.train import load_run, train
                    "patience": 10, "contamination": 0.0}),
 ])
 def test_the_rule_fits_the_shape(rows, features, expected):
-    expected = {"learning_rate": 1e-3, "epoch_rows": 0, **expected}
-    assert rule(rows, features) == expected
+    """With the Gaussian likelihood (`--likelihood gaussian`): auto at 5 SDs on small tables."""
+    expected = {"learning_rate": 1e-3, "epoch_rows": 0, "outlying": 5.0, **expected}
+    assert rule(rows, features, "gaussian") == expected
+
+
+@pytest.mark.parametrize("rows", [115, 499, 500, 1438, 200_000])
+def test_the_student_t_default_trims_at_every_size_at_4_sds(rows):
+    chosen = rule(rows, 30)
+    assert (chosen["contamination"], chosen["outlying"]) == ("auto", 4.0)
+    gaussian = rule(rows, 30, "gaussian")
+    assert {k: v for k, v in chosen.items() if k not in ("contamination", "outlying")} == \
+        {k: v for k, v in gaussian.items() if k not in ("contamination", "outlying")}
 
 
 def test_given_sizes_are_kept_and_the_choice_is_said_in_one_line():
@@ -46,8 +56,8 @@ def test_given_sizes_are_kept_and_the_choice_is_said_in_one_line():
     assert (config.hidden, config.epochs, config.latent_dim, config.batch_size) == \
         ((8, 8), 5, 16, 64)
     assert line == ("vae train: hidden 8,8, latent 16, batch 64, at most 5 epochs, patience 13, "
-                    "beta 1, contamination 0.0: chosen for 1438 training rows × 64 features "
-                    "(hidden, epochs as given)")
+                    "beta 1, likelihood student-t, contamination auto at 4 robust SDs: chosen "
+                    "for 1438 training rows × 64 features (hidden, epochs as given)")
     assert "\n" not in line
 
 
@@ -85,13 +95,13 @@ def test_auto_judges_a_row_on_its_capped_cells():
     """auto leaves out both a row with one cell far out (ink in a pixel blank elsewhere) and
     a row off in every cell when it judges their loss; judged on cells capped at cell_cap
     standard deviations (the default since runs saved it), only the second. The loss is still
-    the ELBO's, uncapped."""
+    the ELBO's, uncapped. The Gaussian's cells only: a Student-t cell is never capped."""
     import torch
 
     from training.model import VAE
 
     torch.manual_seed(0)
-    model = VAE(8, TrainConfig(hidden=(8,), latent_dim=2))
+    model = VAE(8, TrainConfig(hidden=(8,), latent_dim=2, likelihood="gaussian"))
     x, eps = torch.randn(16, 8), torch.randn(1, 16, 2)
     x[0, 3], x[1] = 40.0, 6.0  # row 0: one rare cell; row 1: off everywhere
     plain = model.loss(x, eps)
