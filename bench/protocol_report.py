@@ -77,8 +77,9 @@ def section(results: dict, develop: dict | None) -> str:
         "synthetic mixture of three correlated Gaussians with ADBench's four anomaly types "
         f"(seeds 0–{results['seeds'] - 1}). AUROC, mean over shares and seeds; the best of "
         "each column in bold. The VAE is `vae train` with its defaults (settings chosen from "
-        "the table's shape: the ELBO, and for a table under 500 training rows about 300 "
-        "optimizer steps and `--contamination auto`), scored at K = 16; the peers are "
+        "the table's shape: Student's t for each cell, `--contamination auto` at 4 robust SDs, "
+        "and for a table under 500 training rows about 300 optimizer steps), scored at "
+        "K = 16; the peers are "
         "PyOD's, with their defaults, on standardized features.", "",
         "Unsupervised:", "", *table(s["unsupervised"], methods), "",
         "Semi-supervised (digits: section 2's hold-one-out):", "",
