@@ -451,7 +451,7 @@ def test_the_clip_lever_bounds_what_the_encoder_sees_and_not_the_likelihood():
     from training.model import VAE
 
     torch.manual_seed(0)
-    vae = VAE(4, TrainConfig(latent_dim=2, hidden=(8, 8)))
+    vae = VAE(4, TrainConfig(latent_dim=2, hidden=(8, 8), likelihood="gaussian"))
     far, edge = torch.zeros(1, 4), torch.zeros(1, 4)
     far[0, 1], edge[0, 1] = 1000.0, 8.0
     eps = torch.zeros(1, 1, 2)

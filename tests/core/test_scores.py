@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 from scipy.special import logsumexp
-from scipy.stats import norm
+from scipy.stats import norm, t
 
-from serving.core.scores import calibrate, percentile
+from serving.core.scores import STUDENT_T_NU, calibrate, percentile
 
 
 def direct_scores(runtime, x, seed, k):
@@ -16,7 +16,9 @@ def direct_scores(runtime, x, seed, k):
     mu, logvar, z, x_mean, x_logvar = (a.astype(np.float64) for a in (mu, logvar, z, x_mean,
                                                                          x_logvar))
     sigma = np.exp(0.5 * logvar)
-    log_px_j = norm.logpdf(x, loc=x_mean, scale=np.exp(0.5 * x_logvar))  # (K, B, F)
+    scale = np.exp(0.5 * x_logvar)  # the bundle's likelihood: Student's t by default
+    log_px_j = (t.logpdf(x, STUDENT_T_NU, loc=x_mean, scale=scale) if runtime.graphs.student_t
+                else norm.logpdf(x, loc=x_mean, scale=scale))  # (K, B, F)
     log_px = log_px_j.sum(-1)
     log_pz = norm.logpdf(z).sum(-1)
     log_qz = norm.logpdf(z, loc=mu, scale=sigma).sum(-1)

@@ -1,13 +1,15 @@
+import pytest
 import torch
 
 from training.config import TrainConfig
 from training.model import VAE
 
 
-def make(sampling=True, n_features=6, latent_dim=3, decoder_variance="row"):
+def make(sampling=True, n_features=6, latent_dim=3, decoder_variance="row",
+         likelihood="student-t"):
     torch.manual_seed(0)
     config = TrainConfig(latent_dim=latent_dim, hidden=(8, 8), sampling=sampling,
-                         decoder_variance=decoder_variance)
+                         decoder_variance=decoder_variance, likelihood=likelihood)
     return VAE(n_features, config, torch.full((n_features,), 2.0), torch.full((n_features,), 3.0))
 
 
@@ -26,13 +28,16 @@ def test_shapes():
     assert terms.loss.shape == terms.recon_nll.shape == terms.kl.shape == (5,)  # per row
 
 
-def test_loss_is_negative_elbo_in_raw_units():
-    vae = make()
+@pytest.mark.parametrize("likelihood", ["student-t", "gaussian"])
+def test_loss_is_negative_elbo_in_raw_units(likelihood):
+    vae = make(likelihood=likelihood)
     x, eps = torch.randn(5, 6), torch.randn(1, 5, 3)
     mu, logvar = vae.encode(x)
     x_mean, x_logvar = vae.decode(vae.reparameterize(mu, logvar, eps))
-    normal = torch.distributions.Normal(x_mean, torch.exp(0.5 * x_logvar))
-    recon = -normal.log_prob(x).sum(-1)[0]
+    scale = torch.exp(0.5 * x_logvar)
+    cells = (torch.distributions.StudentT(5.0, x_mean, scale) if likelihood == "student-t"
+             else torch.distributions.Normal(x_mean, scale))
+    recon = -cells.log_prob(x).sum(-1)[0]
     kl = torch.distributions.kl_divergence(
         torch.distributions.Normal(mu, torch.exp(0.5 * logvar)),
         torch.distributions.Normal(0.0, 1.0)).sum(-1)

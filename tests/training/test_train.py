@@ -115,14 +115,15 @@ def test_the_best_model_is_one_trained_on_the_whole_kl_term(tmp_path):
     # -ELBO of the validation rows is lowest at epoch 2, rises during the KL warm-up, and the
     # averaged model takes over 20 epochs to come back below that early low (early stopping
     # on the plain -ELBO, and every column's variance floor min_x_logvar's: capped, or with the
-    # integer columns' floor, this run's validation loss has no such dip)
+    # integer columns' floor, this run's validation loss has no such dip; the Gaussian's run,
+    # whose contamination is 0 at this size)
     bunch = load_digits()
     normal = np.flatnonzero(bunch.target != 7)
     rows = np.random.default_rng([1, 7]).permutation(normal)[:round(0.7 * len(normal))]
     np.save(tmp_path / "rows.npy", bunch.data[rows].astype(np.float32))
     metrics = train(TrainConfig(data=str(tmp_path / "rows.npy"), seed=1, epochs=25,
-                                val_cap=None, integer_floor=False), tmp_path / "run",
-                    progress=False)
+                                val_cap=None, integer_floor=False, likelihood="gaussian"),
+                    tmp_path / "run", progress=False)
     losses = [h["val_loss"] for h in metrics["history"]]
     warmup = TrainConfig().warmup_epochs
     assert min(losses[:warmup - 1]) < losses[metrics["best_epoch"] - 1]  # the early low...
@@ -132,7 +133,7 @@ def test_the_best_model_is_one_trained_on_the_whole_kl_term(tmp_path):
 def test_early_stopping_keeps_the_epoch_of_the_least_capped_loss(tmp_path):
     """One validation row has a cell 1,000 SDs off. As the decoder grows sure of that column,
     the plain -ELBO rises with that cell while the capped loss goes on falling: the capped
-    loss picks the epoch kept."""
+    loss picks the epoch kept. The Gaussian's cells: a Student-t cell is never capped."""
     from training.data import split_rows
 
     rng = np.random.default_rng(0)
@@ -141,7 +142,8 @@ def test_early_stopping_keeps_the_epoch_of_the_least_capped_loss(tmp_path):
     x[val[0], 0] = x[:, 0].mean() + 1000 * x[:, 0].std()
     np.save(tmp_path / "rows.npy", x.astype(np.float32))
     metrics = train(TrainConfig(data=str(tmp_path / "rows.npy"), epochs=15, hidden=(32,),
-                                latent_dim=2, warmup_epochs=1, patience=100, contamination=0.0),
+                                latent_dim=2, warmup_epochs=1, patience=100, contamination=0.0,
+                                likelihood="gaussian"),
                     tmp_path / "run", progress=False)
     history = metrics["history"]
     plain = min(history, key=lambda h: h["val_loss"])["epoch"]
