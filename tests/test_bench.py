@@ -226,6 +226,9 @@ def test_scale_targets_are_met_only_as_the_issues_state():
     assert met == [True, True, True, True]  # +0.8% loss, +8% memory, Ray +1.7%
     met = [m for _, _, m in train_scale_targets(results(95, 60.7, 60.0, 800, 61.3))]
     assert met == [False, False, False, False]  # 95 s, +1.2%, +23% memory, Ray +2.2%
+    kept = {"defaults": {"wall_seconds": 80, "val_loss": 60.0}, "before": {"val_loss": 59.0}}
+    (name, gap, met), = train_scale_targets(kept)[1:]  # no rows-neither-trained-on loss
+    assert "own validation rows" in name and (gap, met) == ("+1.69%", False)
 
 
 def test_the_service_benchmarks_verdicts_reach_the_targets_table():
