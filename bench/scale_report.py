@@ -87,8 +87,8 @@ def train_scale_section(results: dict | None) -> str:
         return ""
     now = results["defaults"]
     rows = ["## 6. Training at scale", "",
-            "`python -m bench.train_scale --ray` (about 25 minutes, not part of `make bench`; "
-            "figures kept in `bench/results/train_scale.json`, rendered here): a generated "
+            "`python -m bench.train_scale --ray` (25 to 60 minutes, most of it the old rule; "
+            "not part of `make bench`; figures kept in `bench/results/train_scale.json`, rendered here): a generated "
             "2,000,000 × 30 table (five latent factors, five Student-t(1.5) columns, three "
             "log-normal ones) as a Parquet directory, each run `vae train` in a fresh process.",
             "", "| run | wall s | peak RSS MB | validation loss | epochs (best) |",
