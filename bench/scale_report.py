@@ -88,9 +88,10 @@ def train_scale_section(results: dict | None) -> str:
     now = results["defaults"]
     rows = ["## 6. Training at scale", "",
             "`python -m bench.train_scale --ray` (25 to 60 minutes, most of it the old rule; "
-            "not part of `make bench`; figures kept in `bench/results/train_scale.json`, rendered here): a generated "
-            "2,000,000 × 30 table (five latent factors, five Student-t(1.5) columns, three "
-            "log-normal ones) as a Parquet directory, each run `vae train` in a fresh process.",
+            "not part of `make bench`; figures kept in `bench/results/train_scale.json`, "
+            "rendered here): a generated 2,000,000 × 30 table (five latent factors, five "
+            "Student-t(1.5) columns, three log-normal ones) as a Parquet directory, each run "
+            "`vae train` in a fresh process.",
             "", "| run | wall s | peak RSS MB | validation loss | epochs (best) |",
             "|---|---|---|---|---|"]
     for key, name in (("defaults", "defaults, streamed"),
