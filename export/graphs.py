@@ -8,12 +8,15 @@ encoder computes the mask and the one-hot levels itself), and the decoder adds t
 the categorical columns' levels when there are any.
 """
 
+import functools
+import importlib
 import logging
 import warnings
 
 import onnx
 import torch
 from torch import nn
+from torch.onnx._internal._lazy_import import onnxscript_apis
 
 from training.model import VAE
 
@@ -40,6 +43,14 @@ class DecoderGraph(nn.Module):
 
 
 logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed"
+
+# torch.onnx's exporter rebuilds its registry of onnxscript's ~1,000 ATen functions on every
+# export, and onnxscript parses each function's source again to list them: about 40% of a small
+# model's export. The list is onnxscript's own and the same for the life of the process (the
+# exporter makes a new registry from it each time), so it is listed once. The module is the one
+# the pinned torch calls (its lazy import's name).
+torchlib_api = importlib.import_module(onnxscript_apis._name)
+torchlib_api.get_torchlib_ops = functools.cache(torchlib_api.get_torchlib_ops)
 
 
 def _to_onnx(module: nn.Module, args: tuple, input_names: list[str], output_names: list[str],
