@@ -150,6 +150,8 @@ CANDIDATES = {
         {"floor": "sharp"},
     **{f"VAE, variance floor of integer columns at 1/12, at least {bound}": {"floor": float(bound)}
        for bound in (-3, -4, -5)},
+    **{f"VAE, defaults with {nu} degrees of freedom": {"nu": float(nu)} for nu in (3, 10)},
+    "VAE, defaults with beta 2": {"beta": 2.0},
 }
 
 

@@ -41,6 +41,8 @@ measure them beside the recipes it can train (the report shows every one it trie
                       integers (by default a unit step's rounding, 1/12 in its units) bounded by
                       min_x_logvar's, from below ("blunt") or above ("sharp"), or from below by
                       a number of min_x_logvar's units
+    nu: v             Student's t with v degrees of freedom in place of STUDENT_T_NU's, in
+                      training and in the score (the torch model's; bench scores in torch)
     samples: K        trained on the importance-weighted bound with K samples (Burda et al.
                       2015, arXiv:1509.00519) in place of the one-sample ELBO; early stopping
                       still watches the validation rows' -ELBO (its cells capped)
@@ -58,7 +60,7 @@ import numpy as np
 from serving.core.scores import LIKELIHOODS
 
 KEYS = ("members", "bag", "transform", "steps", "likelihood", "refit", "samples", "noise",
-        "pooled", "altbi", "budget", "trim_after", "clip", "floor")
+        "pooled", "altbi", "budget", "trim_after", "clip", "floor", "nu")
 SMALL_MODEL = {"latent_dim": 2, "hidden": (64, 64)}
 LENGTHS = (150, 300, 600, 1200, None)  # None: the rule's length, with early stopping
 SKEWED = 2.0
@@ -268,6 +270,24 @@ def delayed_cut(steps: int | None):
     return _patched("trimmed_mean", replace, training.loop)
 
 
+@contextlib.contextmanager
+def degrees_of_freedom(nu: float | None):
+    """training.model's Student's t with nu degrees of freedom while inside."""
+    if nu is None:
+        yield
+        return
+    from training import model
+
+    kept = model.STUDENT_T_NU, model.STUDENT_T_LOG_NORM
+    model.STUDENT_T_NU = nu
+    model.STUDENT_T_LOG_NORM = (math.lgamma((nu + 1) / 2) - math.lgamma(nu / 2)
+                                - 0.5 * math.log(nu * math.pi))
+    try:
+        yield
+    finally:
+        model.STUDENT_T_NU, model.STUDENT_T_LOG_NORM = kept
+
+
 def _training_rows(n_rows: int) -> int:
     """The training rows of a table of n_rows, as `vae train` splits it."""
     from training.config import TrainConfig
@@ -340,6 +360,7 @@ def scores(task, options: dict, workdir: Path) -> tuple[np.ndarray, float]:
     pooled, altbi = options.pop("pooled", None), options.pop("altbi", None)
     budget, trim_after = options.pop("budget", None), options.pop("trim_after", None)
     clip, floor = options.pop("clip", None), options.pop("floor", None)
+    nu = options.pop("nu", None)
     delay = _delay(len(task.fit), task.fit.shape[1], trim_after)
     options = _budget(options, len(task.fit), task.fit.shape[1], budget)
     lengths = LENGTHS if steps == "bimodal" else (steps,)
@@ -362,7 +383,7 @@ def scores(task, options: dict, workdir: Path) -> tuple[np.ndarray, float]:
             return fitted_model(own, own_options, seed, where)
 
     with likelihood(kind, fit), importance_weighted(samples), noisy(noise), clipped_input(clip), \
-            integer_floor(floor):
+            integer_floor(floor), degrees_of_freedom(nu):
         if refit:
             flagged = iwae_score(fitted(fit, SMALL_MODEL, task.seed, workdir / "flag"), fit)
             fit = fit[flagged <= np.quantile(flagged, 1 - refit)]
