@@ -131,6 +131,8 @@ def _show_progress(ray, latest, bar: Progress, done: threading.Event) -> None:
         finished = done.wait(0.5)
         try:
             record = ray.get(latest.get.remote(), timeout=5)
+        except ray.exceptions.GetTimeoutError:  # a busy machine: the next poll may answer
+            record = None
         except Exception:  # the cluster is going away with the run: the run reports why
             return
         if record is not None and record["epoch"] > shown:
