@@ -4,10 +4,12 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,12 +68,15 @@ RAY_ENV = {"RAY_AUTH_MODE": "disabled"}  # `ray start` turns token auth on by de
 
 
 @contextmanager
-def ray_cluster(temp: Path):
+def ray_cluster():
     """Two Ray nodes on this machine, one CPU each (`ray start --head` and a second raylet
-    joined by address), their files under `temp`; their address. At the end only their
-    processes are stopped (`ray stop` would stop every Ray of the machine)."""
+    joined by address); their address. Their files go to a new directory under /tmp, removed
+    at the end: Ray's socket paths under it must stay within AF_UNIX's 107 bytes, which a
+    pytest temp dir (under xdist, popen-gwN/ more) exceeds. At the end only their processes are
+    stopped (`ray stop` would stop every Ray of the machine)."""
     env = {**os.environ, **RAY_ENV}
     ray = str(Path(sys.executable).with_name("ray"))
+    temp = tempfile.mkdtemp(prefix="vae-ray-", dir="/tmp")
 
     def start(*args: str) -> None:
         done = subprocess.run([ray, "start", *args, "--num-cpus=1", "--disable-usage-stats"],
@@ -85,7 +90,8 @@ def ray_cluster(temp: Path):
         start(f"--address=127.0.0.1:{port}")
         yield f"127.0.0.1:{port}"
     finally:
-        stop_processes_naming(str(temp))
+        stop_processes_naming(temp)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def stop_processes_naming(text: str, grace: float = 10.0) -> None:

@@ -167,7 +167,7 @@ def main() -> None:
             print(f"target: at most {TARGET_SECONDS:.0f} s: {'met' if fast else 'NOT met'}; "
                   f"within {TARGET_LOSS:.0%} of before's loss: {'met' if close else 'NOT met'}")
         if args.ray:
-            with ray_cluster(tmp / "ray") as address:
+            with ray_cluster() as address:
                 on_ray = ray_run(tmp / "big", tmp / "ray-run", address)
             results["ray"] = on_ray
             one = json.loads((tmp / "now" / "metrics.json").read_text())["history"]

@@ -16,9 +16,9 @@ from tests.conftest import run_cli
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster():
     pytest.importorskip("ray")
-    with ray_cluster(tmp_path_factory.mktemp("ray")) as address:
+    with ray_cluster() as address:
         yield address
 
 
