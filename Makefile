@@ -57,8 +57,10 @@ prometheus:
 chromium:
 	@$(call debian,chromium) || echo "chromium is not installed: the API page test will be skipped"
 
+# A pytest worker per CPU; each file's tests run on one worker, so a module's server or Ray
+# cluster is started once.
 test: $(STAMP) prometheus chromium
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 # bench/REPORT.md and its plots, regenerated from the embedded data and the real tables
 # (30–45 minutes on 2 cores).
