@@ -114,8 +114,8 @@ def stop_processes_naming(text: str, grace: float = 10.0) -> None:
 
 def vae(*args: str) -> subprocess.CompletedProcess:
     """`vae ARGS` in a fresh process, as a user runs it: its output captured, a failure raised."""
-    return subprocess.run([sys.executable, "-m", "vae_service.cli", *args], cwd=ROOT, capture_output=True,
-                          text=True, check=True)
+    return subprocess.run([sys.executable, "-m", "vae_service.cli", *args], cwd=ROOT,
+                          capture_output=True, text=True, check=True)
 
 
 @contextmanager
