@@ -170,6 +170,50 @@ def test_ray_train_with_the_same_seed_and_workers_gives_the_same_weights_and_pro
         shown[-1]
 
 
+SLOW_RECORD = """
+import sys, threading, time
+import ray
+from training.config import TrainConfig
+from training.loop import Progress
+from training.ray_train import _show_progress
+
+ray.init(address=sys.argv[1], log_to_driver=False)
+
+@ray.remote
+class SlowRecord:  # its first answer takes longer than the poller's 5 s
+    def __init__(self):
+        self.calls = 0
+
+    def get(self):
+        self.calls += 1
+        if self.calls == 1:
+            time.sleep(7)
+        return {"epoch": self.calls, "train_loss": 1.0, "val_loss": 1.0, "stop_loss": 1.0,
+                "skipped_steps": 0, "clipped_steps": 0, "rows_per_s": 1, "best_val": 1.0}
+
+record, done = SlowRecord.remote(), threading.Event()
+bar = Progress(TrainConfig(epochs=100, batch_size=64), 0, 640, True)
+poller = threading.Thread(target=_show_progress, args=(ray, record, bar, done))
+poller.start()
+time.sleep(12)
+done.set()
+poller.join()
+bar.close()
+"""
+
+
+def test_the_progress_bar_outlasts_a_record_that_answers_late(cluster):
+    """A poll that times out on a busy machine is skipped: the bar shows the records after it
+    (it stopped for the rest of the run before)."""
+    done = subprocess.run([sys.executable, "-c", SLOW_RECORD, cluster], capture_output=True,
+                          text=True, env={**os.environ, **RAY_ENV}, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-3000:]
+    shown = [line for line in done.stderr.replace("\r", "\n").splitlines()
+             if line.startswith("train:") and "best=" in line]
+    assert shown, done.stderr[-2000:]
+
+
 def test_a_killed_ray_train_worker_is_replaced_and_the_run_ends_the_same(ray_run, cluster,
                                                                         tmp_path):
     """SIGKILL one worker once a checkpoint exists: Ray Train starts the workers again from
