@@ -57,7 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.core.scores import LIKELIHOODS
+from serving.core.scores import LIKELIHOODS, student_t_log_norm
 
 KEYS = ("members", "bag", "transform", "steps", "likelihood", "refit", "samples", "noise",
         "pooled", "altbi", "budget", "trim_after", "clip", "floor", "nu")
@@ -278,14 +278,9 @@ def degrees_of_freedom(nu: float | None):
         return
     from training import model
 
-    kept = model.STUDENT_T_NU, model.STUDENT_T_LOG_NORM
-    model.STUDENT_T_NU = nu
-    model.STUDENT_T_LOG_NORM = (math.lgamma((nu + 1) / 2) - math.lgamma(nu / 2)
-                                - 0.5 * math.log(nu * math.pi))
-    try:
+    with _patched("STUDENT_T_NU", lambda _: nu, model), \
+            _patched("STUDENT_T_LOG_NORM", lambda _: student_t_log_norm(nu), model):
         yield
-    finally:
-        model.STUDENT_T_NU, model.STUDENT_T_LOG_NORM = kept
 
 
 def _training_rows(n_rows: int) -> int:

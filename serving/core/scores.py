@@ -26,8 +26,14 @@ LOG_2PI = np.float32(np.log(2.0 * np.pi))
 STUDENT_T = "student-t"
 LIKELIHOODS = ("gaussian", STUDENT_T)
 STUDENT_T_NU = 5.0
-STUDENT_T_LOG_NORM = (math.lgamma((STUDENT_T_NU + 1) / 2) - math.lgamma(STUDENT_T_NU / 2)
-                      - 0.5 * math.log(STUDENT_T_NU * math.pi))
+
+
+def student_t_log_norm(nu: float) -> float:
+    """log of Student's t density's constant with nu degrees of freedom (unit scale)."""
+    return math.lgamma((nu + 1) / 2) - math.lgamma(nu / 2) - 0.5 * math.log(nu * math.pi)
+
+
+STUDENT_T_LOG_NORM = student_t_log_norm(STUDENT_T_NU)
 QUANTILE_LEVELS = np.linspace(0.0, 100.0, 1001)  # percent; calibration stores a score at each
 
 
