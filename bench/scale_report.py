@@ -120,16 +120,16 @@ def train_scale_targets(results: dict | None) -> list[tuple[str, str, bool]]:
     now, out = results["defaults"], []
     out.append((f"2M rows: default training ≤ {TARGET_SECONDS:.0f} s", f"{now['wall_seconds']} s",
                 now["wall_seconds"] <= TARGET_SECONDS))
-    common = results.get("common_rows_loss")
+    common, before = results.get("common_rows_loss"), results.get("before")
     if common:
-        gap = (common["defaults"] - common["before"]) / abs(common["before"])
-        out.append((f"… its loss within {TARGET_LOSS:.0%} of the old rule's (rows neither "
-                    f"trained on)", f"{gap:+.2%}", gap <= TARGET_LOSS))
-    elif results.get("before"):  # the old rule kept from an earlier run: its own validation rows
-        gap = (now["val_loss"] - results["before"]["val_loss"]) / abs(results["before"]["val_loss"])
-        out.append((f"… its loss within {TARGET_LOSS:.0%} of the old rule's (each run's own "
-                    f"validation rows, the old rule's from an earlier run)", f"{gap:+.2%}",
-                    gap <= TARGET_LOSS))
+        ours, theirs, rows = common["defaults"], common["before"], "rows neither trained on"
+    elif before:  # the old rule kept from an earlier run: each run's own validation rows
+        ours, theirs = now["val_loss"], before["val_loss"]
+        rows = "each run's own validation rows, the old rule's from an earlier run"
+    if common or before:
+        gap = (ours - theirs) / abs(theirs)
+        out.append((f"… its loss within {TARGET_LOSS:.0%} of the old rule's ({rows})",
+                    f"{gap:+.2%}", gap <= TARGET_LOSS))
     large = results.get("ten_times")
     if large:
         growth = large["peak_rss_mb"] / large.get("beside_defaults_peak_rss_mb",
