@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bench.common import RAY_ENV, ray_cluster
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -206,8 +206,7 @@ def test_the_progress_bar_outlasts_a_record_that_answers_late(cluster):
     """A poll that times out on a busy machine is skipped: the bar shows the records after it
     (it stopped for the rest of the run before)."""
     done = subprocess.run([sys.executable, "-c", SLOW_RECORD, cluster], capture_output=True,
-                          text=True, env={**os.environ, **RAY_ENV}, timeout=120,
-                          cwd=Path(__file__).resolve().parents[2])
+                          text=True, env={**os.environ, **RAY_ENV}, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     shown = [line for line in done.stderr.replace("\r", "\n").splitlines()
              if line.startswith("train:") and "best=" in line]
