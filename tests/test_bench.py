@@ -126,6 +126,78 @@ def test_real_tables_are_built_by_their_recipes(tmp_path, monkeypatch):
         real_tables.load("letter")
 
 
+def test_the_check_and_extra_tables_are_built_by_their_recipes(tmp_path, monkeypatch):
+    """The check and extra tables read both packages' files (written here in their formats):
+    glass's UCI file with its id column, sylva's two files, KEEL's imbalanced tasks and KEEL's
+    own files; a class drawn down takes its share of the table; only the development group
+    holds one-class digits tasks."""
+    from bench import real, real_tables
+
+    rng = np.random.default_rng(0)
+    keel, imbalanced = tmp_path / "keel", tmp_path / "imbalanced"
+    keel.mkdir()
+
+    def write(path, labels, id_column=False):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = ["@relation t"] + [
+            ",".join(([str(i)] if id_column else []) + [f"{v:.3f}" for v in rng.normal(size=3)]
+                     + [c]) for i, c in enumerate(labels)]
+        path.write_text("\n".join(lines[1:] if id_column else lines) + "\n")
+
+    write(imbalanced / "glass" / "glass.data.txt", ["1"] * 50 + ["6"] * 4 + ["7"] * 5, True)
+    for task in ("page-blocks0", "yeast4", "shuttle-c0-vs-c4", "winequality-red-4", "ecoli4"):
+        write(imbalanced / task / f"{task}.dat", [" negative"] * 40 + [" positive"] * 6)
+    (imbalanced / "sylva").mkdir()
+    np.savetxt(imbalanced / "sylva" / "sylva_train.data", rng.integers(0, 9, (20, 5)), "%d")
+    np.savetxt(imbalanced / "sylva" / "sylva_train.labels", [1] * 3 + [-1] * 17, "%d")
+    for name, label in (("penbased", "4"), ("texture", "2"), ("segment", "1"),
+                        ("letter", "A")):
+        write(keel / f"{name}.dat", [label if i % 10 == 0 else "other" for i in range(1000)])
+    for name, label in (("vowel", "0"), ("pima", "tested_positive"), ("magic", "h"),
+                        ("spambase", "1")):
+        write(keel / f"{name}.dat", ["other"] * 30 + [label] * 3)
+    monkeypatch.setattr(real_tables, "imbalanced_dir", lambda: imbalanced)
+    monkeypatch.setattr(real_tables, "_keel_dir", lambda: keel)
+    x, anomalous = real_tables.load("glass")
+    assert x.shape == (59, 3) and anomalous.sum() == 4  # the id column dropped
+    x, anomalous = real_tables.load("sylva")
+    assert x.shape == (20, 5) and anomalous.sum() == 3
+    for table in ("page-blocks", "yeast4", "shuttle-c0-vs-c4", "winequality-red-4", "ecoli4"):
+        x, anomalous = real_tables.load(table)
+        assert x.shape == (46, 3) and anomalous.sum() == 6
+    # 900 normal rows: 2.27%, 5%, 5% and 3% of the table
+    for table, n in (("pendigits", 21), ("texture-2", 47), ("segment-1", 47), ("letter-a", 28)):
+        x, anomalous = real_tables.load(table)
+        assert len(x) == 900 + n and anomalous.sum() == n, table
+    for table in ("vowel-0", "pima", "magic.gamma", "spambase"):
+        assert real_tables.load(table)[1].sum() == 3
+    for group in ("check", "extra"):
+        drawn = real.report_tasks(1, group=group)
+        assert {t.dataset for t in drawn} == set(real_tables.GROUPS[group])
+        assert {t.protocol for t in drawn} == {"unsupervised", "semi-supervised"}
+
+
+def test_the_check_section_reports_the_defaults_beside_the_peers_in_the_targets_terms(
+        monkeypatch):
+    from bench import real_tables
+    from bench.real_report import check_section
+
+    table = (np.zeros((10, 3), np.float32), np.arange(10) < 2)
+    monkeypatch.setattr(real_tables, "load", lambda name: table)  # the packages need not be here
+    peers = {"unsupervised": {t: 0.80 for t in ("glass", "pima")},
+             "semi-supervised": {t: 0.90 for t in ("glass", "pima")}}
+    results = _real_results({"unsupervised": {"glass": 0.85, "pima": 0.60},
+                             "semi-supervised": {"glass": 0.95, "pima": 0.91}}, peers)
+    text = check_section(results)
+    assert text.startswith("## 1c. Real tables no choice was made on")
+    assert "| VAE (defaults) | **0.850** | 0.600 | 0.725 |" in text
+    assert ("the VAE's mean 0.725 against the best peer's, PyOD VAE 0.800 (IsolationForest "
+            "0.800); the best or within 0.01 of the best peer on 1 of 2 tables; at most 0.200 "
+            "behind it (pima)") in text
+    assert "The VAE's semi-supervised mean 0.930" in text
+    assert check_section(None) == ""
+
+
 def _real_results(vae: dict, peers: dict) -> dict:
     """bench/real.py's figures for the given {protocol: {table: AUROC}} of the VAE and peers."""
     from bench.real_report import PEER_NAMES
