@@ -1,7 +1,7 @@
 """The development draws on which the training defaults were chosen (never the report's).
 
     .venv/bin/python -m bench.develop [--recipes "NAME;..."]
-                                      [--hold-one-out | --real [--real-seed 101]]
+                                      [--hold-one-out | --real [--real-seed 101] | --extra]
                                       [--out bench/results/develop.json]
 
 The tasks of bench/tasks.py drawn with other seeds (100: other synthetic data, other anomaly
@@ -10,8 +10,9 @@ draws, other train/test splits), and digits with classes 1, 8 and 9 as the anoma
 100-103 (the report's are 0 and 1), without the peers: the protocol of the report's "digits
 hold-one-out >= 0.95" target. With --real, the real tables of bench/real.py (both protocols,
 and one-class digits) with seed 100, the peers included; --real-seed draws them with another
-seed, kept apart (section real_SEED) as a check of a choice, never in the report. Each recipe
-is trained as
+seed, kept apart (section real_SEED) as a check of a choice, never in the report. With
+--extra, the second group of development tables (bench/real_tables.py's EXTRA_TABLES, both
+protocols, seed 100, the peers included; section extra). Each recipe is trained as
 bench/protocols.py trains the report's, two tasks at a time; results already in the output
 file are kept, so recipes can be added one run at a time.
 """
@@ -27,6 +28,7 @@ from bench.protocols import OLD_SIZES, RECIPES, run_task
 from serving.tables.files import atomic_write
 
 DEV_SEED = 100
+FIXED_SIZES = {k: OLD_SIZES[k] for k in ("hidden", "latent_dim", "batch_size", "epochs", "patience")}
 DEV_DIGITS = (1, 8, 9)
 DEV_HOLD_ONE_OUT_SEEDS = (100, 101, 102, 103)
 BUDGET = "VAE, twice the rule's step budget from 500 training rows"
@@ -152,6 +154,12 @@ CANDIDATES = {
        for bound in (-3, -4, -5)},
     **{f"VAE, defaults with {nu} degrees of freedom": {"nu": float(nu)} for nu in (3, 10)},
     "VAE, defaults with beta 2": {"beta": 2.0},
+    # the rule's parts one at a time, against the fixed sizes before it (session 28)
+    "VAE, defaults with the fixed sizes before the rule": FIXED_SIZES,
+    "VAE, defaults with hidden 256,256 and latent 16": {"hidden": (256, 256), "latent_dim": 16},
+    "VAE, defaults with latent 16": {"latent_dim": 16},
+    "VAE, defaults with hidden 256,256": {"hidden": (256, 256)},
+    "VAE, defaults with 300 epochs, patience 30": {"epochs": 300, "patience": 30},
 }
 
 
@@ -169,10 +177,10 @@ def hold_one_out_tasks() -> list[tasks.Task]:
             for digit in range(10)]
 
 
-def real_tasks(seed: int = DEV_SEED) -> list[tasks.Task]:
+def real_tasks(seed: int = DEV_SEED, group: str = "development") -> list[tasks.Task]:
     from bench.real import report_tasks
 
-    return report_tasks(1, first_seed=seed)
+    return report_tasks(1, first_seed=seed, group=group)
 
 
 def _run(job: tuple[tasks.Task, dict, bool]) -> dict:
@@ -189,6 +197,8 @@ def main() -> None:
                         help="the real tables of bench/real.py and one-class digits, seed 100")
     parser.add_argument("--real-seed", type=int, default=DEV_SEED,
                         help="with --real, another seed: a second draw kept as real_SEED")
+    parser.add_argument("--extra", action="store_true",
+                        help="the second group of development tables, seed 100")
     parser.add_argument("--out", type=Path, default=Path("bench/results/develop.json"))
     args = parser.parse_args()
     names = args.recipes.split(";")
@@ -204,6 +214,8 @@ def main() -> None:
     elif args.real:
         section = "real" if args.real_seed == DEV_SEED else f"real_{args.real_seed}"
         drawn = real_tasks(args.real_seed)
+    elif args.extra:
+        section, drawn = "extra", real_tasks(group="extra")
     else:
         section, drawn = "tasks", dev_tasks()
     done = {t["name"]: t for t in kept.get(section, [])}
